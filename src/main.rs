@@ -1,0 +1,151 @@
+//! `kuant`: one binary, one container image, every role.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// kuant — Kubernetes-native crypto trading agents.
+#[derive(Parser, Debug)]
+#[command(name = "kuant", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply --server-side -f -`).
+    Crd,
+    /// Run the operator that reconciles Backtests, TradingSessions and Reconciliations.
+    Operator(OperatorArgs),
+    /// Run an agent inside a pod started by the operator.
+    Agent {
+        #[command(subcommand)]
+        role: AgentRole,
+    },
+    /// Serve the ops API (REST + WebSocket) and the dashboard.
+    OpsApi(OpsApiArgs),
+    /// Run a Backtest manifest locally, without a cluster, and print its results.
+    Backtest(BacktestArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct OperatorArgs {
+    /// Take part in leader election through a Lease; only the leader reconciles.
+    #[arg(long, env = "KUANT_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "KUANT_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentRole {
+    /// Run the Backtest whose spec the operator handed to this pod.
+    Backtest,
+    /// Run a TradingSession's trading agent.
+    Session,
+    /// Run one Reconciliation pass.
+    Reconcile,
+}
+
+#[derive(clap::Args, Debug)]
+struct OpsApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KUANT_OPS_API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// PostgreSQL URL; absent: the embedded SQLite store.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct BacktestArgs {
+    /// The Backtest manifest (YAML).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Exit code for bad input (a broken manifest, a bad flag).
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a role that a later release brings.
+const EXIT_NOT_IMPLEMENTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Crd => print_crds(),
+        Command::Operator(_) => not_implemented("operator", "the operator"),
+        Command::Agent { role } => {
+            let what = match role {
+                AgentRole::Backtest => "agent backtest",
+                AgentRole::Session => "agent session",
+                AgentRole::Reconcile => "agent reconcile",
+            };
+            not_implemented(what, "this agent role")
+        }
+        Command::OpsApi(_) => not_implemented("ops-api", "the ops API"),
+        Command::Backtest(args) => backtest(&args),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr so that stdout stays clean for YAML and JSON output.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn print_crds() -> ExitCode {
+    let yaml = match kuant_crds::crds_yaml() {
+        Ok(yaml) => yaml,
+        Err(e) => {
+            eprintln!("error: cannot render the CRDs as YAML: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(yaml.as_bytes()).and_then(|()| stdout.flush()) {
+        // A closed pipe (`kuant crd | head`) is not worth a panic.
+        eprintln!("error: cannot write the CRDs: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn backtest(args: &BacktestArgs) -> ExitCode {
+    // The manifest is checked now, so a broken one is reported the same way the engine will
+    // report it once it lands.
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let source = args.file.display().to_string();
+    if let Err(e) = kuant_crds::manifest::parse::<kuant_crds::Backtest>(&text, &source) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let _ = args.output;
+    not_implemented("backtest", "the backtest engine")
+}
+
+fn not_implemented(command: &str, what: &str) -> ExitCode {
+    eprintln!("error: `kuant {command}` is not implemented yet: {what} arrives in a later release of kuant");
+    ExitCode::from(EXIT_NOT_IMPLEMENTED)
+}
