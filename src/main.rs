@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply --server-side -f -`).
-    Crd,
+    Crd(CrdArgs),
     /// Run the operator that reconciles Backtests, TradingSessions and Reconciliations.
     Operator(OperatorArgs),
     /// Run an agent inside a pod started by the operator.
@@ -30,6 +30,14 @@ enum Command {
     OpsApi(OpsApiArgs),
     /// Run a Backtest manifest locally, without a cluster, and print its results.
     Backtest(BacktestArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CrdArgs {
+    /// Write one file per CRD (`<plural>.kuant.dev.yaml`) into this folder instead of printing,
+    /// e.g. `charts/kuant/crds` after changing the types.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,7 +95,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
-        Command::Crd => print_crds(),
+        Command::Crd(CrdArgs { out_dir: Some(dir) }) => write_crds(&dir),
+        Command::Crd(CrdArgs { out_dir: None }) => print_crds(),
         Command::Operator(_) => not_implemented("operator", "the operator"),
         Command::Agent { role } => {
             let what = match role {
@@ -122,6 +131,25 @@ fn print_crds() -> ExitCode {
         // A closed pipe (`kuant crd | head`) is not worth a panic.
         eprintln!("error: cannot write the CRDs: {e}");
         return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn write_crds(dir: &std::path::Path) -> ExitCode {
+    let files = match kuant_crds::crd_files() {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: cannot render the CRDs as YAML: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (name, yaml) in files {
+        let path = dir.join(&name);
+        if let Err(e) = std::fs::write(&path, yaml) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
 }

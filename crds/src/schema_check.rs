@@ -296,10 +296,11 @@ mod tests {
         }});
         assert_eq!(
             problems(schema, json!({"tf": "2h", "sym": "btc", "pct": 120})),
+            // Fields are visited in key order, so the report is the same on every run.
             vec![
-                "spec.tf: Unsupported value: \"2h\": supported values: \"1m\", \"1h\"",
-                "spec.sym: Invalid value: \"btc\": spec.sym in body should match '^[A-Z]+$'",
                 "spec.pct: Invalid value: 120: spec.pct in body should be less than or equal to 100",
+                "spec.sym: Invalid value: \"btc\": spec.sym in body should match '^[A-Z]+$'",
+                "spec.tf: Unsupported value: \"2h\": supported values: \"1m\", \"1h\"",
             ]
         );
     }
