@@ -48,6 +48,15 @@ struct OperatorArgs {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "KUANT_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     metrics_addr: SocketAddr,
+    /// Image of the agent pods it creates (the chart passes its own image).
+    #[arg(long, env = "KUANT_AGENT_IMAGE", default_value = "ghcr.io/kuant-dev/kuant:latest")]
+    agent_image: String,
+    /// ServiceAccount the agent pods run as, created in each namespace that has kuant resources.
+    #[arg(long, env = "KUANT_AGENT_SERVICE_ACCOUNT", default_value = "kuant-agent")]
+    agent_service_account: String,
+    /// ClusterRole bound to that ServiceAccount, per namespace.
+    #[arg(long, env = "KUANT_AGENT_CLUSTER_ROLE", default_value = "kuant-agent")]
+    agent_cluster_role: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -20,6 +20,8 @@ pub const CONDITION_FAILED: &str = "Failed";
 /// A Backtest runs one strategy over a span of candles and reports progress and results in its
 /// status. The operator runs it in a Job; `kuant backtest -f` runs the same manifest locally.
 /// The spec is immutable: to run again with other settings, create a new Backtest.
+// Printer columns repeat `type_ = "string"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "kuant.dev",
@@ -156,7 +158,7 @@ pub struct SyntheticData {
     pub bars: u64,
     /// Price of the first candle's open.
     #[serde(default = "default_start_price")]
-    #[schemars(range(min = 0.000001, max = 1e12))]
+    #[schemars(range(min = 0.01, max = 1e12))]
     pub start_price: f64,
     /// Expected return per year as a fraction (0.1 = +10 %/year; may be negative).
     #[serde(default)]

@@ -32,7 +32,9 @@ pub const DECIMAL_PATTERN: &str = r"^[0-9]{1,15}(\.[0-9]{1,12})?$";
 pub const SIGNED_DECIMAL_PATTERN: &str = r"^-?[0-9]{1,15}(\.[0-9]{1,12})?$";
 
 /// Candle length of a market-data series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Timeframe {
     /// One minute.
     #[serde(rename = "1m")]
@@ -45,6 +47,7 @@ pub enum Timeframe {
     M15,
     /// One hour.
     #[serde(rename = "1h")]
+    #[default]
     H1,
     /// Four hours.
     #[serde(rename = "4h")]
@@ -52,12 +55,6 @@ pub enum Timeframe {
     /// One day.
     #[serde(rename = "1d")]
     D1,
-}
-
-impl Default for Timeframe {
-    fn default() -> Self {
-        Self::H1
-    }
 }
 
 impl Timeframe {

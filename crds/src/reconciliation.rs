@@ -20,6 +20,8 @@ pub const SCHEDULE_PATTERN: &str =
 
 /// A Reconciliation compares the ledger of a TradingSession with the balances its exchange
 /// account reports, once or on a schedule, and alerts or halts the session on drift.
+// Printer columns repeat `type_ = "string"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "kuant.dev",

@@ -73,11 +73,7 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Problem>) 
                 out.push(wrong_type(path, value, "number"));
             }
         }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                out.push(wrong_type(path, value, "boolean"));
-            }
-        }
+        Some("boolean") if !value.is_boolean() => out.push(wrong_type(path, value, "boolean")),
         _ => {}
     }
 }

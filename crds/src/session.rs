@@ -25,6 +25,8 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
 /// A TradingSession runs strategies against an exchange, on paper or live, until deleted or
 /// suspended. The operator runs its agent in a StatefulSet of one replica: never two traders for
 /// one session.
+// Printer columns repeat `type_ = "string"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "kuant.dev",

