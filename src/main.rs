@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// kuant — Kubernetes-native crypto trading agents.
 #[derive(Parser, Debug)]
@@ -84,15 +84,6 @@ struct BacktestArgs {
     /// The Backtest manifest (YAML).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    output: OutputFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum OutputFormat {
-    Table,
-    Json,
 }
 
 /// Exit code for bad input (a broken manifest, a bad flag).
@@ -178,7 +169,6 @@ fn backtest(args: &BacktestArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let _ = args.output;
     not_implemented("backtest", "the backtest engine")
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kuant_crds::manifest::{self, ManifestError};
 use kuant_crds::{Backtest, Reconciliation, TradingSession};
+use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, WarningKind, analyze_rule, compile_schema};
 use serde_json::Value;
 
@@ -55,7 +56,7 @@ fn crds_are_namespaced_v1alpha1_with_status_short_names_and_category() {
 
 #[test]
 fn backtest_printer_columns_show_progress_and_results() {
-    let crd = Backtest::crd_for_test();
+    let crd = Backtest::crd();
     let columns: Vec<_> = crd.spec.versions[0]
         .additional_printer_columns
         .iter()
@@ -75,16 +76,6 @@ fn backtest_printer_columns_show_progress_and_results() {
             ("Age", ".metadata.creationTimestamp"),
         ]
     );
-}
-
-trait CrdForTest {
-    fn crd_for_test() -> CustomResourceDefinition;
-}
-
-impl<K: kube::CustomResourceExt> CrdForTest for K {
-    fn crd_for_test() -> CustomResourceDefinition {
-        K::crd()
-    }
 }
 
 /// Walks every schema node, calling `f(path, node)`.
@@ -113,8 +104,7 @@ fn walk(schema: &Value, path: &str, f: &mut dyn FnMut(&str, &serde_json::Map<Str
 }
 
 fn schema_of(crd: &CustomResourceDefinition) -> Value {
-    let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
-    serde_json::to_value(schema.expect("openAPIV3Schema")).expect("serializes")
+    manifest::schema_json(crd).expect("the CRD has a schema")
 }
 
 /// The rules of a structural schema (Kubernetes "Specifying a structural schema") that a

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::cel::Validator;
 use kube::{CustomResourceExt, Resource};
 use serde::de::DeserializeOwned;
@@ -134,16 +135,20 @@ where
 
 /// The `openAPIV3Schema` of `K`'s CRD as JSON.
 pub fn openapi_schema<K: CustomResourceExt>() -> Result<Value, String> {
-    let crd = K::crd();
+    schema_json(&K::crd())
+}
+
+/// The `openAPIV3Schema` of a CRD's first version as JSON.
+pub fn schema_json(crd: &CustomResourceDefinition) -> Result<Value, String> {
+    let kind = &crd.spec.names.kind;
     let schema = crd
         .spec
         .versions
         .first()
         .and_then(|v| v.schema.as_ref())
         .and_then(|s| s.open_api_v3_schema.as_ref())
-        .ok_or_else(|| format!("the {} CRD has no openAPIV3Schema", crd.spec.names.kind))?;
-    serde_json::to_value(schema)
-        .map_err(|e| format!("cannot serialize the {} schema: {e}", crd.spec.names.kind))
+        .ok_or_else(|| format!("the {kind} CRD has no openAPIV3Schema"))?;
+    serde_json::to_value(schema).map_err(|e| format!("cannot serialize the {kind} schema: {e}"))
 }
 
 fn read_yaml(text: &str, source_name: &str) -> Result<Value, ManifestError> {
