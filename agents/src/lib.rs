@@ -1,1 +1,7 @@
+//! kuant's trading engine. Every agent is a state machine fed events, with no I/O inside: the same
+//! strategy, risk, execution and portfolio code runs in the backtest loop, in a live session and in
+//! tests.
 
+pub mod candles;
+pub mod data;
+pub mod price;
