@@ -4,4 +4,6 @@
 
 pub mod candles;
 pub mod data;
+pub mod indicators;
 pub mod price;
+pub mod strategy;
