@@ -4,6 +4,9 @@
 
 pub mod candles;
 pub mod data;
+pub mod events;
+pub mod execution;
 pub mod indicators;
+pub mod portfolio;
 pub mod price;
 pub mod strategy;

@@ -1,0 +1,225 @@
+//! Cash, the position and the trade list of one symbol's book, in exact decimals. A float mirror
+//! of cash and quantity marks the book to market on every bar without decimal arithmetic.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::Serialize;
+
+use crate::events::BlockReason;
+use crate::execution::{Costs, SymbolRules, execution_price};
+use crate::price::Price;
+use crate::strategy::Side;
+
+/// A round trip: an entry and, once closed, its exit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trade {
+    /// Symbol traded.
+    pub symbol: Arc<str>,
+    /// Open time (Unix ms) of the bar the entry filled in.
+    pub entry_time: i64,
+    /// Open time of the bar the exit filled in; `null` while open.
+    pub exit_time: Option<i64>,
+    /// Entry execution price.
+    pub entry_price: Decimal,
+    /// Exit execution price; `null` while open.
+    pub exit_price: Option<Decimal>,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Exit proceeds after fee minus entry cost including fee; `null` while open.
+    pub pnl: Option<Decimal>,
+    /// Fees paid, entry and exit.
+    pub fees: Decimal,
+    /// Quote spent on entry, fee included.
+    #[serde(skip)]
+    pub cost: Decimal,
+}
+
+/// A fill as the book saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Filled {
+    /// Execution price.
+    pub price: Decimal,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Fee in quote.
+    pub fee: Decimal,
+}
+
+/// One symbol's book: long-only, one position at a time.
+#[derive(Clone, Debug)]
+pub struct Book {
+    symbol: Arc<str>,
+    cash: Decimal,
+    quantity: Decimal,
+    cash_f: f64,
+    quantity_f: f64,
+    trades: Vec<Trade>,
+}
+
+impl Book {
+    /// A flat book holding `cash`.
+    pub fn new(symbol: Arc<str>, cash: Decimal) -> Self {
+        Self { symbol, cash, quantity: Decimal::ZERO, cash_f: cash.to_f64().unwrap_or(0.0), quantity_f: 0.0, trades: Vec::new() }
+    }
+
+    /// Cash in the quote asset.
+    pub fn cash(&self) -> Decimal {
+        self.cash
+    }
+
+    /// Base quantity held.
+    pub fn quantity(&self) -> Decimal {
+        self.quantity
+    }
+
+    /// Whether a position is open.
+    #[inline(always)]
+    pub fn is_long(&self) -> bool {
+        self.quantity_f > 0.0
+    }
+
+    /// Equity at `price`, as a float (for the equity curve).
+    #[inline(always)]
+    pub fn equity_f(&self, price: f64) -> f64 {
+        self.cash_f + self.quantity_f * price
+    }
+
+    /// Equity at `price`, exactly.
+    pub fn equity(&self, price: Price) -> Decimal {
+        self.cash + self.quantity * price.to_decimal()
+    }
+
+    /// Round trips so far; the last may be open.
+    pub fn trades(&self) -> &[Trade] {
+        &self.trades
+    }
+
+    /// Buys with `budget` of quote (fee included) at the market `reference` price.
+    pub fn buy(
+        &mut self,
+        time_ms: i64,
+        reference: Price,
+        budget: Decimal,
+        costs: &Costs,
+        rules: &SymbolRules,
+    ) -> Result<Filled, (BlockReason, String)> {
+        let budget = budget.min(self.cash);
+        let price = execution_price(reference.to_decimal(), Side::Buy, costs, rules);
+        let quantity = rules.round_quantity(budget / (price * (Decimal::ONE + costs.fee_rate)));
+        rules.check(quantity, price)?;
+        let notional = quantity * price;
+        // Spending all the cash on an unrounded quantity, the fee is what is left over, so no
+        // rounding dust stays behind as cash (and never a negative balance).
+        let spend_all = budget == self.cash && rules.lot_step.is_none();
+        let mut fee = notional * costs.fee_rate;
+        if spend_all || notional + fee > self.cash {
+            fee = self.cash - notional;
+        }
+        let cost = notional + fee;
+        self.cash -= cost;
+        self.quantity += quantity;
+        self.sync_floats();
+        self.trades.push(Trade {
+            symbol: self.symbol.clone(),
+            entry_time: time_ms,
+            exit_time: None,
+            entry_price: price,
+            exit_price: None,
+            quantity,
+            pnl: None,
+            fees: fee,
+            cost,
+        });
+        Ok(Filled { price, quantity, fee })
+    }
+
+    /// Sells the whole position at the market `reference` price.
+    pub fn sell_all(
+        &mut self,
+        time_ms: i64,
+        reference: Price,
+        costs: &Costs,
+        rules: &SymbolRules,
+    ) -> Result<Filled, (BlockReason, String)> {
+        let price = execution_price(reference.to_decimal(), Side::Sell, costs, rules);
+        let quantity = self.quantity;
+        rules.check(quantity, price)?;
+        let proceeds = quantity * price;
+        let fee = proceeds * costs.fee_rate;
+        self.cash += proceeds - fee;
+        self.quantity = Decimal::ZERO;
+        self.sync_floats();
+        if let Some(trade) = self.trades.last_mut().filter(|t| t.exit_time.is_none()) {
+            trade.exit_time = Some(time_ms);
+            trade.exit_price = Some(price);
+            trade.fees += fee;
+            trade.pnl = Some(proceeds - fee - trade.cost);
+        }
+        Ok(Filled { price, quantity, fee })
+    }
+
+    fn sync_floats(&mut self) {
+        self.cash_f = self.cash.to_f64().unwrap_or(f64::NAN);
+        self.quantity_f = self.quantity.to_f64().unwrap_or(f64::NAN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    fn p(s: &str) -> Price {
+        Price::parse(s).expect("price")
+    }
+
+    #[test]
+    fn a_round_trip_follows_the_canonical_formulas() {
+        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let rules = SymbolRules::unrestricted();
+        let mut book = Book::new("BTC".into(), d("10000"));
+        let buy = book.buy(1, p("100"), d("10000"), &costs, &rules).expect("buy");
+        // qty = cash / (open * (1 + fee))
+        let qty = d("10000") / (d("100") * d("1.001"));
+        assert_eq!(buy.quantity, qty);
+        assert_eq!(book.cash(), Decimal::ZERO, "all cash spent, no dust");
+        let sell = book.sell_all(2, p("110"), &costs, &rules).expect("sell");
+        assert_eq!(sell.quantity, qty);
+        // pnl = qty*exit*(1-fee) - qty*entry*(1+fee)
+        let expected = qty * d("110") * d("0.999") - d("10000");
+        let trade = &book.trades()[0];
+        assert_eq!(trade.pnl, Some(expected));
+        assert_eq!(book.cash(), d("10000") + expected);
+        assert_eq!((trade.entry_time, trade.exit_time), (1, Some(2)));
+    }
+
+    #[test]
+    fn lot_rules_round_the_quantity_and_keep_the_rest_as_cash() {
+        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let rules = SymbolRules::known("binance", "BTCUSDT");
+        let mut book = Book::new("BTCUSDT".into(), d("1000"));
+        let buy = book.buy(1, p("30000"), d("1000"), &costs, &rules).expect("buy");
+        assert_eq!(buy.quantity, d("0.03330"));
+        assert_eq!(buy.fee, d("0.999"));
+        assert_eq!(book.cash(), d("1000") - d("999") - d("0.999"));
+    }
+
+    #[test]
+    fn a_budget_below_the_minimum_notional_is_blocked_and_changes_nothing() {
+        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let rules = SymbolRules::known("binance", "BTCUSDT");
+        let mut book = Book::new("BTCUSDT".into(), d("4"));
+        let err = book.buy(1, p("30000"), d("4"), &costs, &rules).expect_err("too small");
+        assert_eq!(err.0, BlockReason::BelowMinNotional);
+        assert_eq!(err.1, "order value 3.9 is below the minimum notional 5");
+        let mut book = Book::new("BTCUSDT".into(), d("4.5"));
+        assert!(book.buy(1, p("10"), d("4.5"), &costs, &rules).is_err());
+        assert_eq!(book.cash(), d("4.5"));
+        assert!(book.trades().is_empty());
+    }
+}
