@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 /// kuant — Kubernetes-native crypto trading agents.
 #[derive(Parser, Debug)]
 #[command(name = "kuant", version, about, long_about = None)]
@@ -29,7 +31,7 @@ enum Command {
     /// Serve the ops API (REST + WebSocket) and the dashboard.
     OpsApi(OpsApiArgs),
     /// Run a Backtest manifest locally, without a cluster, and print its results.
-    Backtest(BacktestArgs),
+    Backtest(cli::backtest::BacktestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,15 +81,6 @@ struct OpsApiArgs {
     database_url: Option<String>,
 }
 
-#[derive(clap::Args, Debug)]
-struct BacktestArgs {
-    /// The Backtest manifest (YAML).
-    #[arg(short = 'f', long = "file")]
-    file: PathBuf,
-}
-
-/// Exit code for bad input (a broken manifest, a bad flag).
-const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a role that a later release brings.
 const EXIT_NOT_IMPLEMENTED: u8 = 3;
 
@@ -107,7 +100,7 @@ fn main() -> ExitCode {
             not_implemented(what, "this agent role")
         }
         Command::OpsApi(_) => not_implemented("ops-api", "the ops API"),
-        Command::Backtest(args) => backtest(&args),
+        Command::Backtest(args) => cli::backtest::run(&args),
     }
 }
 
@@ -152,24 +145,6 @@ fn write_crds(dir: &std::path::Path) -> ExitCode {
         eprintln!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
-}
-
-fn backtest(args: &BacktestArgs) -> ExitCode {
-    // The manifest is checked now, so a broken one is reported the same way the engine will
-    // report it once it lands.
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.file.display());
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    let source = args.file.display().to_string();
-    if let Err(e) = kuant_crds::manifest::parse::<kuant_crds::Backtest>(&text, &source) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
-    not_implemented("backtest", "the backtest engine")
 }
 
 fn not_implemented(command: &str, what: &str) -> ExitCode {

@@ -56,7 +56,10 @@ impl Series {
                 return Err(format!("duplicate timestamp {}", bar.time_ms));
             }
             if delta < 0 {
-                return Err(format!("timestamp {} is before the previous row's {prev} (rows must be ascending)", bar.time_ms));
+                return Err(format!(
+                    "timestamp {} is before the previous row's {prev} (rows must be ascending)",
+                    bar.time_ms
+                ));
             }
             if delta < step {
                 return Err(format!(

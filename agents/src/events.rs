@@ -58,8 +58,10 @@ impl IdGenerator {
     #[inline]
     pub fn next_uuid(&mut self) -> Uuid {
         self.next += 1;
-        uuid::Builder::from_custom_bytes(((u128::from(self.run_hash) << 64) | u128::from(self.next)).to_be_bytes())
-            .into_uuid()
+        uuid::Builder::from_custom_bytes(
+            ((u128::from(self.run_hash) << 64) | u128::from(self.next)).to_be_bytes(),
+        )
+        .into_uuid()
     }
 }
 

@@ -19,7 +19,12 @@ pub struct Costs {
 impl Costs {
     /// Costs from basis points; `None` for negative or non-finite input.
     pub fn from_bps(fee_bps: f64, slippage_bps: f64) -> Option<Self> {
-        let rate = |bps: f64| (bps.is_finite() && bps >= 0.0).then(|| Decimal::from_f64(bps)).flatten().map(|d| d / Decimal::from(10_000));
+        let rate = |bps: f64| {
+            (bps.is_finite() && bps >= 0.0)
+                .then(|| Decimal::from_f64(bps))
+                .flatten()
+                .map(|d| d / Decimal::from(10_000))
+        };
         Some(Self { fee_rate: rate(fee_bps)?, slippage_rate: rate(slippage_bps)? })
     }
 }
@@ -95,7 +100,11 @@ impl SymbolRules {
         if notional < self.min_notional {
             return Err((
                 BlockReason::BelowMinNotional,
-                format!("order value {} is below the minimum notional {}", notional.round_dp(8).normalize(), self.min_notional),
+                format!(
+                    "order value {} is below the minimum notional {}",
+                    notional.round_dp(8).normalize(),
+                    self.min_notional
+                ),
             ));
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! strategy, risk, execution and portfolio code runs in the backtest loop, in a live session and in
 //! tests.
 
+pub mod backtest;
 pub mod candles;
 pub mod data;
 pub mod events;

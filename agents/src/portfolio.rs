@@ -61,7 +61,14 @@ pub struct Book {
 impl Book {
     /// A flat book holding `cash`.
     pub fn new(symbol: Arc<str>, cash: Decimal) -> Self {
-        Self { symbol, cash, quantity: Decimal::ZERO, cash_f: cash.to_f64().unwrap_or(0.0), quantity_f: 0.0, trades: Vec::new() }
+        Self {
+            symbol,
+            cash,
+            quantity: Decimal::ZERO,
+            cash_f: cash.to_f64().unwrap_or(0.0),
+            quantity_f: 0.0,
+            trades: Vec::new(),
+        }
     }
 
     /// Cash in the quote asset.

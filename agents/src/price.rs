@@ -74,7 +74,10 @@ impl Price {
         }
         let mut value: i128 = 0;
         for b in all_digits.bytes() {
-            value = value.checked_mul(10).and_then(|v| v.checked_add(i128::from(b - b'0'))).ok_or_else(too_large(t))?;
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i128::from(b - b'0')))
+                .ok_or_else(too_large(t))?;
         }
         let shift = i64::from(PRICE_DECIMALS) - decimals;
         if shift >= 0 {

@@ -48,8 +48,10 @@ struct Columns {
     min_fields: usize,
 }
 
-const KUANT_LAYOUT: Columns = Columns { time: 0, open: 1, high: 2, low: 3, close: 4, volume: 5, min_fields: 6 };
-const BINANCE_LAYOUT: Columns = Columns { time: 0, open: 1, high: 2, low: 3, close: 4, volume: 5, min_fields: 12 };
+const KUANT_LAYOUT: Columns =
+    Columns { time: 0, open: 1, high: 2, low: 3, close: 4, volume: 5, min_fields: 6 };
+const BINANCE_LAYOUT: Columns =
+    Columns { time: 0, open: 1, high: 2, low: 3, close: 4, volume: 5, min_fields: 12 };
 
 /// Parses CSV text; `path` only names the file in errors.
 pub fn parse(text: &str, path: &Path, timeframe: Timeframe, span: Span) -> Result<Series, DataError> {
@@ -95,10 +97,12 @@ fn layout_of(first: &str, _line: usize) -> Result<Columns, String> {
 }
 
 fn columns_from_header(header: &str) -> Result<Columns, String> {
-    let names: Vec<String> = header.split(',').map(|h| h.trim().trim_matches('"').to_ascii_lowercase()).collect();
+    let names: Vec<String> =
+        header.split(',').map(|h| h.trim().trim_matches('"').to_ascii_lowercase()).collect();
     let find = |candidates: &[&str]| names.iter().position(|n| candidates.contains(&n.as_str()));
     let need = |what: &str, candidates: &[&str]| {
-        find(candidates).ok_or_else(|| format!("the header has no {what} column (found: {})", names.join(", ")))
+        find(candidates)
+            .ok_or_else(|| format!("the header has no {what} column (found: {})", names.join(", ")))
     };
     Ok(Columns {
         time: need("timestamp", &["timestamp_ms", "timestamp", "time", "open_time", "unix"])?,
@@ -117,13 +121,15 @@ fn parse_row(line: &str, c: Columns) -> Result<Bar, String> {
         return Err(format!("expected {} columns, found {}", c.min_fields, fields.len()));
     }
     let price = |i: usize, name: &str| Price::parse(fields[i]).map_err(|e| format!("{name}: {e}"));
-    let raw_time: i64 = fields[c.time].parse().map_err(|_| format!("timestamp {:?} is not an integer", fields[c.time]))?;
+    let raw_time: i64 =
+        fields[c.time].parse().map_err(|_| format!("timestamp {:?} is not an integer", fields[c.time]))?;
     let time_ms = match raw_time {
         t if t < 100_000_000_000 => t.checked_mul(1000).ok_or("timestamp out of range")?,
         t if t >= 100_000_000_000_000 => t / 1000,
         t => t,
     };
-    let volume: f64 = fields[c.volume].parse().map_err(|_| format!("volume {:?} is not a number", fields[c.volume]))?;
+    let volume: f64 =
+        fields[c.volume].parse().map_err(|_| format!("volume {:?} is not a number", fields[c.volume]))?;
     Ok(Bar {
         time_ms,
         open: price(c.open, "open")?,
@@ -169,9 +175,14 @@ mod tests {
 
     #[test]
     fn reads_binance_klines_in_milli_and_microseconds() {
-        let row = |t: i64| format!("{t},42000.01,42100,41900.5,42050,12.5,{},525000,100,6,252000,0", t + H - 1);
-        let ms = load(&format!("{}\n{}\n", row(1_700_000_000_000 - 1_700_000_000_000 % H), row(1_700_000_000_000 - 1_700_000_000_000 % H + H)))
-            .expect("milliseconds");
+        let row =
+            |t: i64| format!("{t},42000.01,42100,41900.5,42050,12.5,{},525000,100,6,252000,0", t + H - 1);
+        let ms = load(&format!(
+            "{}\n{}\n",
+            row(1_700_000_000_000 - 1_700_000_000_000 % H),
+            row(1_700_000_000_000 - 1_700_000_000_000 % H + H)
+        ))
+        .expect("milliseconds");
         let us = load(&format!(
             "{}\n{}\n",
             row((1_700_000_000_000 - 1_700_000_000_000 % H) * 1000),

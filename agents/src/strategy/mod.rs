@@ -55,7 +55,11 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     /// Parameters `given` for `strategy`, which knows only the names in `known`.
-    pub fn new(strategy: StrategyName, given: &'a BTreeMap<String, f64>, known: &[&str]) -> Result<Self, StrategyError> {
+    pub fn new(
+        strategy: StrategyName,
+        given: &'a BTreeMap<String, f64>,
+        known: &[&str],
+    ) -> Result<Self, StrategyError> {
         if let Some(unknown) = given.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(StrategyError {
                 strategy,
@@ -74,7 +78,9 @@ impl<'a> Params<'a> {
     pub fn period(&self, name: &str, default: usize) -> Result<usize, StrategyError> {
         let Some(&v) = self.given.get(name) else { return Ok(default) };
         if v.fract() != 0.0 || !(1.0..=100_000.0).contains(&v) {
-            return Err(self.error(format!("{name} must be a whole number of bars from 1 to 100000, got {v}")));
+            return Err(
+                self.error(format!("{name} must be a whole number of bars from 1 to 100000, got {v}"))
+            );
         }
         Ok(v as usize)
     }
@@ -107,8 +113,12 @@ pub fn build(name: StrategyName, params: &BTreeMap<String, f64>) -> Result<AnySt
     Ok(match name {
         StrategyName::SmaCrossover => AnyStrategy::SmaCrossover(SmaCrossover::from_params(params)?),
         StrategyName::EmaCrossover => AnyStrategy::EmaCrossover(EmaCrossover::from_params(params)?),
-        StrategyName::RsiMeanReversion => AnyStrategy::RsiMeanReversion(RsiMeanReversion::from_params(params)?),
-        StrategyName::DonchianBreakout => AnyStrategy::DonchianBreakout(DonchianBreakout::from_params(params)?),
+        StrategyName::RsiMeanReversion => {
+            AnyStrategy::RsiMeanReversion(RsiMeanReversion::from_params(params)?)
+        }
+        StrategyName::DonchianBreakout => {
+            AnyStrategy::DonchianBreakout(DonchianBreakout::from_params(params)?)
+        }
     })
 }
 
@@ -189,12 +199,36 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused_with_the_reason() {
         let cases = [
-            (StrategyName::SmaCrossover, params(&[("fast", 30.0), ("slow", 10.0)]), "strategy sma-crossover: fast (30) must be less than slow (10)"),
-            (StrategyName::SmaCrossover, params(&[("fst", 5.0)]), "strategy sma-crossover: unknown parameter \"fst\" (known: fast, slow)"),
-            (StrategyName::EmaCrossover, params(&[("fast", 2.5)]), "strategy ema-crossover: fast must be a whole number of bars from 1 to 100000, got 2.5"),
-            (StrategyName::RsiMeanReversion, params(&[("lower", 80.0), ("upper", 70.0)]), "strategy rsi-mean-reversion: lower (80) must be less than upper (70)"),
-            (StrategyName::RsiMeanReversion, params(&[("upper", 120.0)]), "strategy rsi-mean-reversion: upper must be between 0 and 100, got 120"),
-            (StrategyName::DonchianBreakout, params(&[("period", 0.0)]), "strategy donchian-breakout: period must be a whole number of bars from 1 to 100000, got 0"),
+            (
+                StrategyName::SmaCrossover,
+                params(&[("fast", 30.0), ("slow", 10.0)]),
+                "strategy sma-crossover: fast (30) must be less than slow (10)",
+            ),
+            (
+                StrategyName::SmaCrossover,
+                params(&[("fst", 5.0)]),
+                "strategy sma-crossover: unknown parameter \"fst\" (known: fast, slow)",
+            ),
+            (
+                StrategyName::EmaCrossover,
+                params(&[("fast", 2.5)]),
+                "strategy ema-crossover: fast must be a whole number of bars from 1 to 100000, got 2.5",
+            ),
+            (
+                StrategyName::RsiMeanReversion,
+                params(&[("lower", 80.0), ("upper", 70.0)]),
+                "strategy rsi-mean-reversion: lower (80) must be less than upper (70)",
+            ),
+            (
+                StrategyName::RsiMeanReversion,
+                params(&[("upper", 120.0)]),
+                "strategy rsi-mean-reversion: upper must be between 0 and 100, got 120",
+            ),
+            (
+                StrategyName::DonchianBreakout,
+                params(&[("period", 0.0)]),
+                "strategy donchian-breakout: period must be a whole number of bars from 1 to 100000, got 0",
+            ),
         ];
         for (name, p, expected) in cases {
             assert_eq!(build(name, &p).expect_err(expected).to_string(), expected);

@@ -45,7 +45,8 @@ impl Strategy for SmaCrossover {
             return None;
         }
         // fast/nf vs slow/ns, compared as fast*ns vs slow*nf: exact, no division.
-        let now = (self.fast.sum() * self.slow.len() as i128).cmp(&(self.slow.sum() * self.fast.len() as i128));
+        let now =
+            (self.fast.sum() * self.slow.len() as i128).cmp(&(self.slow.sum() * self.fast.len() as i128));
         let signal = cross(self.previous, now);
         self.previous = Some(now);
         signal

@@ -1,0 +1,217 @@
+//! The result of a backtest: what `--output json` prints and what a Backtest's status reports.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use kuant_crds::{StrategyName, Timeframe};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::Prepared;
+use super::engine::{Counters, SymbolRun};
+use super::metrics::{self, Metrics, MetricsInput};
+use crate::events::Event;
+use crate::portfolio::Trade;
+
+/// Wall time of the two phases of a run. The only part of a result that differs between runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Reading and checking the candles.
+    pub load_seconds: f64,
+    /// The simulation alone.
+    pub simulate_seconds: f64,
+}
+
+/// The strategy that ran.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StrategyUsed {
+    /// Built-in name.
+    pub name: StrategyName,
+    /// Parameters as given (absent ones took defaults).
+    pub params: BTreeMap<String, f64>,
+}
+
+/// Everything a backtest produced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BacktestResult {
+    /// The Backtest's name.
+    pub name: String,
+    /// Run id the events carry.
+    pub run_id: String,
+    /// Strategy and parameters.
+    pub strategy: StrategyUsed,
+    /// Symbols traded.
+    pub symbols: Vec<String>,
+    /// Candle length.
+    pub timeframe: Timeframe,
+    /// Candles simulated, all symbols.
+    pub candles: u64,
+    /// Open time of the first candle (Unix ms).
+    pub start_time: Option<i64>,
+    /// Open time of the last candle (Unix ms).
+    pub end_time: Option<i64>,
+    /// Quote asset of cash and equity.
+    pub quote_asset: String,
+    /// Cash at the start.
+    pub initial_cash: Decimal,
+    /// Cash plus positions at the last close, exactly.
+    pub final_equity: Decimal,
+    /// Performance figures.
+    pub metrics: Metrics,
+    /// Event counts.
+    pub counters: Counters,
+    /// Round trips, by symbol then time; an open one has null exit and pnl.
+    pub trades: Vec<Trade>,
+    /// The event chain, by symbol then time.
+    pub events: Vec<Event>,
+    /// Wall times.
+    pub timings: Timings,
+    /// Equity at each close, all symbols summed (written by `--equity-csv`, not printed in JSON).
+    #[serde(skip)]
+    pub equity: Vec<(i64, f64)>,
+}
+
+pub(super) fn assemble(
+    prepared: &Prepared,
+    name: &str,
+    run_id: &Arc<str>,
+    initial_cash: Decimal,
+    runs: Vec<SymbolRun>,
+    timings: Timings,
+) -> BacktestResult {
+    let spec = &prepared.backtest.spec;
+    let equity = merge_equity(prepared, &runs, initial_cash);
+    let candles: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
+    let exposed: u64 = runs.iter().map(|r| r.exposed_bars).sum();
+    let final_equity: Decimal = runs.iter().map(|r| r.final_equity).sum();
+    let trades: Vec<Trade> = runs.iter().flat_map(|r| r.book.trades().iter().cloned()).collect();
+    let curve: Vec<f64> = equity.iter().map(|&(_, e)| e).collect();
+    let metrics = metrics::compute(&MetricsInput {
+        initial_cash,
+        final_equity,
+        equity: &curve,
+        bar_seconds: spec.market.timeframe.seconds(),
+        trades: &trades,
+        exposure: if candles == 0 { 0.0 } else { exposed as f64 / candles as f64 },
+    });
+    let mut counters = Counters::default();
+    for r in &runs {
+        counters += r.counters;
+    }
+    BacktestResult {
+        name: name.to_owned(),
+        run_id: run_id.to_string(),
+        strategy: StrategyUsed { name: spec.strategy.name, params: spec.strategy.params.clone() },
+        symbols: spec.market.symbols.clone(),
+        timeframe: spec.market.timeframe,
+        candles,
+        start_time: equity.first().map(|&(t, _)| t),
+        end_time: equity.last().map(|&(t, _)| t),
+        quote_asset: spec.portfolio.quote_asset.clone(),
+        initial_cash,
+        final_equity,
+        metrics,
+        counters,
+        trades,
+        events: runs.into_iter().flat_map(|r| r.events).collect(),
+        timings,
+        equity,
+    }
+}
+
+/// Sums the symbols' equity curves on the union of their times; a symbol counts its last known
+/// equity (its starting cash before its first bar).
+fn merge_equity(prepared: &Prepared, runs: &[SymbolRun], initial_cash: Decimal) -> Vec<(i64, f64)> {
+    if let [run] = runs {
+        return prepared.series[0].1.times().iter().copied().zip(run.equity.iter().copied()).collect();
+    }
+    let start_each =
+        rust_decimal::prelude::ToPrimitive::to_f64(&(initial_cash / Decimal::from(runs.len().max(1))))
+            .unwrap_or(0.0);
+    let mut times: Vec<i64> = prepared.series.iter().flat_map(|(_, s)| s.times().iter().copied()).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut cursor = vec![0usize; runs.len()];
+    let mut last = vec![start_each; runs.len()];
+    times
+        .into_iter()
+        .map(|t| {
+            for (k, ((_, series), run)) in prepared.series.iter().zip(runs).enumerate() {
+                let ts = series.times();
+                while cursor[k] < ts.len() && ts[cursor[k]] <= t {
+                    last[k] = run.equity[cursor[k]];
+                    cursor[k] += 1;
+                }
+            }
+            (t, last.iter().sum())
+        })
+        .collect()
+}
+
+/// Formats Unix milliseconds as `2024-01-31 13:00 UTC`.
+pub fn utc(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
+impl BacktestResult {
+    /// A readable summary table.
+    pub fn table(&self) -> String {
+        let m = &self.metrics;
+        let q = &self.quote_asset;
+        let params: Vec<String> = self.strategy.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let open = self.trades.iter().filter(|t| t.exit_time.is_none()).count();
+        let ratio = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let span = match (self.start_time, self.end_time) {
+            (Some(a), Some(b)) => format!(" ({} → {})", utc(a), utc(b)),
+            _ => String::new(),
+        };
+        let rows: Vec<(&str, String)> = vec![
+            ("strategy", format!("{} {}", self.strategy.name, params.join(" "))),
+            ("market", format!("{} {}", self.symbols.join(", "), self.timeframe)),
+            ("candles", format!("{}{span}", self.candles)),
+            ("initial cash", format!("{} {q}", self.initial_cash.normalize())),
+            ("final equity", format!("{} {q}", self.final_equity.round_dp(2))),
+            ("total return", format!("{:.2} %", m.total_return_pct)),
+            ("CAGR", format!("{:.2} %", m.cagr_pct)),
+            ("Sharpe", ratio(m.sharpe)),
+            ("Sortino", ratio(m.sortino)),
+            ("max drawdown", format!("{:.2} %", m.max_drawdown_pct)),
+            ("win rate", format!("{:.2} %", m.win_rate_pct)),
+            ("profit factor", ratio(m.profit_factor)),
+            ("trades", if open > 0 { format!("{} ({open} open)", m.trades) } else { m.trades.to_string() }),
+            ("exposure", format!("{:.2} %", m.exposure_pct)),
+            (
+                "events",
+                format!(
+                    "{} signals, {} orders, {} fills, {} blocked",
+                    self.counters.signals, self.counters.orders, self.counters.fills, self.counters.blocked
+                ),
+            ),
+            (
+                "time",
+                format!(
+                    "load {:.3} s, simulate {:.3} s",
+                    self.timings.load_seconds, self.timings.simulate_seconds
+                ),
+            ),
+        ];
+        let mut out = format!("Backtest {}\n", self.name);
+        for (k, v) in rows {
+            let _ = writeln!(out, "  {k:<14} {v}");
+        }
+        out
+    }
+
+    /// The equity curve as CSV: `timestamp_ms,equity`.
+    pub fn equity_csv(&self) -> String {
+        let mut out = String::with_capacity(self.equity.len() * 24 + 20);
+        out.push_str("timestamp_ms,equity\n");
+        for (t, e) in &self.equity {
+            let _ = writeln!(out, "{t},{e:.8}");
+        }
+        out
+    }
+}
