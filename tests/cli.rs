@@ -24,7 +24,13 @@ fn crd_prints_the_three_committed_crds() {
 
 #[test]
 fn roles_that_are_not_built_yet_fail_loudly() {
-    for args in [&["operator"][..], &["ops-api"], &["agent", "backtest"], &["agent", "session"]] {
+    for args in [
+        &["operator"][..],
+        &["ops-api"],
+        &["agent", "backtest"],
+        &["agent", "session"],
+        &["agent", "reconcile"],
+    ] {
         let out = kuant(args);
         assert_eq!(out.status.code(), Some(3), "{args:?} must not pretend to succeed");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -32,10 +38,19 @@ fn roles_that_are_not_built_yet_fail_loudly() {
     }
 }
 
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuant-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/backtests/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
 fn a_broken_manifest_exits_2_with_a_one_line_error() {
-    let dir = std::env::temp_dir().join(format!("kuant-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = temp_dir("manifest");
     let file = dir.join("bad.yaml");
     std::fs::write(
         &file,
@@ -51,6 +66,85 @@ fn a_broken_manifest_exits_2_with_a_one_line_error() {
     let out = kuant(&["backtest", "-f", dir.join("missing.yaml").to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn broken_csv_data_exits_2_naming_file_line_and_problem() {
+    let dir = temp_dir("csv");
+    let cases = [
+        (
+            "unsorted.csv",
+            "1500001200000,1,2,0.5,1,1\n1499997600000,1,2,0.5,1,1\n",
+            ":3: timestamp 1499997600000 is before the previous row's 1500001200000 (rows must be ascending)",
+        ),
+        (
+            "dup.csv",
+            "1500001200000,1,2,0.5,1,1\n1500001200000,1,2,0.5,1,1\n",
+            ":3: duplicate timestamp 1500001200000",
+        ),
+        ("gap.csv", "1500001200000,1,2,0.5,1,1\n1500012000000,1,2,0.5,1,1\n", ":3: gap: 2 missing 1h bars"),
+        ("hl.csv", "1500001200000,1,0.4,0.5,1,1\n", ":2: high 0.4 < low 0.5"),
+        ("nan.csv", "1500001200000,1,2,0.5,NaN,1\n", ":2: close: \"NaN\" is not a number"),
+        ("neg.csv", "1500001200000,0,2,0.5,1,1\n", ":2: open 0 is not a positive price"),
+    ];
+    for (name, body, expected) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, format!("timestamp_ms,open,high,low,close,volume\n{body}")).expect("write csv");
+        let out = kuant(&[
+            "backtest",
+            "-f",
+            &example("btc-sma-crossover.yaml"),
+            "--data",
+            file.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name}{expected}")), "{name}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_first_readme_command_prints_a_result_table() {
+    let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for row in ["final equity", "total return", "Sharpe", "max drawdown", "trades", "exposure"] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+}
+
+#[test]
+fn json_output_is_identical_on_every_run_but_for_timings() {
+    let dir = temp_dir("json");
+    let run = |csv: &str| {
+        let out =
+            kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--equity-csv", csv]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let timings = json.as_object_mut().and_then(|o| o.remove("timings")).expect("timings present");
+        assert!(timings["load_seconds"].as_f64().is_some() && timings["simulate_seconds"].as_f64().is_some());
+        json
+    };
+    let (a_csv, b_csv) = (dir.join("a.csv"), dir.join("b.csv"));
+    let a = run(a_csv.to_str().expect("utf-8"));
+    let b = run(b_csv.to_str().expect("utf-8"));
+    assert_eq!(a, b);
+    assert!(a["final_equity"].is_string());
+    let trades = a["trades"].as_array().expect("trades");
+    assert!(trades.len() > 10);
+    for key in ["entry_time", "exit_time", "entry_price", "exit_price", "quantity", "pnl"] {
+        assert!(trades[0].get(key).is_some(), "trade field {key}");
+    }
+    let last = trades.last().expect("a trade");
+    if last["exit_time"].is_null() {
+        assert!(last["pnl"].is_null() && last["exit_price"].is_null(), "an open trade has null exit and pnl");
+    }
+    let curve = std::fs::read_to_string(&a_csv).expect("equity csv");
+    assert_eq!(curve, std::fs::read_to_string(&b_csv).expect("equity csv"));
+    assert_eq!(curve.lines().count(), 20_001, "header + one row per candle");
     let _ = std::fs::remove_dir_all(dir);
 }
 
