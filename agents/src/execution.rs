@@ -7,16 +7,25 @@ use rust_decimal::prelude::FromPrimitive;
 use crate::events::BlockReason;
 use crate::strategy::Side;
 
+/// Decimal places kept of a computed quantity (a picounit: far finer than any exchange's lot).
+/// Rounding toward zero to this keeps products of quantity and price within the decimal type's
+/// 96-bit mantissa, so accounting never has to rescale, and never spends more than the budget.
+pub const QUANTITY_DECIMALS: u32 = 12;
+
 /// Fees and slippage as fractions of the notional (10 bps = 0.001).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Costs {
-    /// Fee per fill, charged in the quote asset.
-    pub fee_rate: Decimal,
-    /// Price slippage against the trader.
-    pub slippage_rate: Decimal,
+    fee_rate: Decimal,
+    slippage_rate: Decimal,
+    one_plus_fee: Decimal,
 }
 
 impl Costs {
+    /// Costs from rates (fractions of the notional).
+    pub fn new(fee_rate: Decimal, slippage_rate: Decimal) -> Self {
+        Self { fee_rate, slippage_rate, one_plus_fee: Decimal::ONE + fee_rate }
+    }
+
     /// Costs from basis points; `None` for negative or non-finite input.
     pub fn from_bps(fee_bps: f64, slippage_bps: f64) -> Option<Self> {
         let rate = |bps: f64| {
@@ -25,7 +34,22 @@ impl Costs {
                 .flatten()
                 .map(|d| d / Decimal::from(10_000))
         };
-        Some(Self { fee_rate: rate(fee_bps)?, slippage_rate: rate(slippage_bps)? })
+        Some(Self::new(rate(fee_bps)?, rate(slippage_bps)?))
+    }
+
+    /// Fee per fill as a fraction of the notional.
+    pub fn fee_rate(&self) -> Decimal {
+        self.fee_rate
+    }
+
+    /// Slippage as a fraction of the price.
+    pub fn slippage_rate(&self) -> Decimal {
+        self.slippage_rate
+    }
+
+    /// 1 + fee rate: what one unit of notional costs with its fee.
+    pub fn one_plus_fee(&self) -> Decimal {
+        self.one_plus_fee
     }
 }
 
@@ -85,8 +109,8 @@ impl SymbolRules {
         }
     }
 
-    /// Whether an order of `quantity` at `price` may be placed; the reason and a detail if not.
-    pub fn check(&self, quantity: Decimal, price: Decimal) -> Result<(), (BlockReason, String)> {
+    /// Whether an order of `quantity` worth `notional` may be placed; the reason and a detail if not.
+    pub fn check(&self, quantity: Decimal, notional: Decimal) -> Result<(), (BlockReason, String)> {
         if quantity <= Decimal::ZERO {
             return Err((BlockReason::InsufficientFunds, "the quantity rounds to zero".to_owned()));
         }
@@ -96,7 +120,6 @@ impl SymbolRules {
                 format!("quantity {quantity} is below the minimum {}", self.min_quantity),
             ));
         }
-        let notional = quantity * price;
         if notional < self.min_notional {
             return Err((
                 BlockReason::BelowMinNotional,
@@ -113,6 +136,9 @@ impl SymbolRules {
 
 /// The execution price of a market order with slippage, rounded to the tick.
 pub fn execution_price(reference: Decimal, side: Side, costs: &Costs, rules: &SymbolRules) -> Decimal {
+    if costs.slippage_rate.is_zero() && rules.tick_size.is_none() {
+        return reference;
+    }
     let slipped = match side {
         Side::Buy => reference * (Decimal::ONE + costs.slippage_rate),
         Side::Sell => reference * (Decimal::ONE - costs.slippage_rate),
@@ -131,7 +157,10 @@ mod tests {
     #[test]
     fn costs_convert_from_basis_points() {
         let c = Costs::from_bps(10.0, 5.0).expect("valid");
-        assert_eq!((c.fee_rate, c.slippage_rate), (d("0.001"), d("0.0005")));
+        assert_eq!(
+            (c.fee_rate(), c.slippage_rate(), c.one_plus_fee()),
+            (d("0.001"), d("0.0005"), d("1.001"))
+        );
         assert!(Costs::from_bps(-1.0, 0.0).is_none());
         assert!(Costs::from_bps(f64::NAN, 0.0).is_none());
     }
@@ -142,7 +171,7 @@ mod tests {
         assert_eq!(r.round_quantity(d("0.123456789")), d("0.12345"));
         assert_eq!(r.round_price(d("100.001"), Side::Buy), d("100.01"));
         assert_eq!(r.round_price(d("100.009"), Side::Sell), d("100.00"));
-        let c = Costs { fee_rate: Decimal::ZERO, slippage_rate: d("0.001") };
+        let c = Costs::new(Decimal::ZERO, d("0.001"));
         assert_eq!(execution_price(d("100"), Side::Buy, &c, &r), d("100.10"));
         assert_eq!(execution_price(d("100"), Side::Sell, &c, &r), d("99.90"));
     }
@@ -150,10 +179,13 @@ mod tests {
     #[test]
     fn orders_below_the_minimums_are_blocked_with_the_reason() {
         let r = SymbolRules::known("binance", "BTCUSDT");
-        assert_eq!(r.check(d("0.00001"), d("30000")).map_err(|e| e.0), Err(BlockReason::BelowMinNotional));
-        assert_eq!(r.check(d("0.000001"), d("30000")).map_err(|e| e.0), Err(BlockReason::BelowMinQuantity));
-        assert_eq!(r.check(Decimal::ZERO, d("30000")).map_err(|e| e.0), Err(BlockReason::InsufficientFunds));
-        assert!(r.check(d("0.001"), d("30000")).is_ok());
+        assert_eq!(r.check(d("0.00001"), d("0.3")).map_err(|e| e.0), Err(BlockReason::BelowMinNotional));
+        assert_eq!(r.check(d("0.000001"), d("0.03")).map_err(|e| e.0), Err(BlockReason::BelowMinQuantity));
+        assert_eq!(
+            r.check(Decimal::ZERO, Decimal::ZERO).map_err(|e| e.0),
+            Err(BlockReason::InsufficientFunds)
+        );
+        assert!(r.check(d("0.001"), d("30")).is_ok());
         assert!(SymbolRules::unrestricted().check(d("0.000000001"), d("1")).is_ok());
     }
 }

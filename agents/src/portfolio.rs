@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 use crate::events::BlockReason;
-use crate::execution::{Costs, SymbolRules, execution_price};
+use crate::execution::{Costs, QUANTITY_DECIMALS, SymbolRules, execution_price};
 use crate::price::Price;
 use crate::strategy::Side;
 
@@ -87,6 +87,16 @@ impl Book {
         self.quantity_f > 0.0
     }
 
+    /// Cash as a float (the mirror the equity curve is computed from).
+    pub fn cash_f(&self) -> f64 {
+        self.cash_f
+    }
+
+    /// Quantity as a float (the mirror the equity curve is computed from).
+    pub fn quantity_f(&self) -> f64 {
+        self.quantity_f
+    }
+
     /// Equity at `price`, as a float (for the equity curve).
     #[inline(always)]
     pub fn equity_f(&self, price: f64) -> f64 {
@@ -114,13 +124,15 @@ impl Book {
     ) -> Result<Filled, (BlockReason, String)> {
         let budget = budget.min(self.cash);
         let price = execution_price(reference.to_decimal(), Side::Buy, costs, rules);
-        let quantity = rules.round_quantity(budget / (price * (Decimal::ONE + costs.fee_rate)));
-        rules.check(quantity, price)?;
+        let quantity = (budget / (price * costs.one_plus_fee()))
+            .round_dp_with_strategy(QUANTITY_DECIMALS, RoundingStrategy::ToZero);
+        let quantity = rules.round_quantity(quantity);
         let notional = quantity * price;
-        // Spending all the cash on an unrounded quantity, the fee is what is left over, so no
-        // rounding dust stays behind as cash (and never a negative balance).
+        rules.check(quantity, notional)?;
+        // Spending all the cash without a lot size, the fee is what is left over, so no rounding
+        // dust stays behind as cash (and never a negative balance).
         let spend_all = budget == self.cash && rules.lot_step.is_none();
-        let mut fee = notional * costs.fee_rate;
+        let mut fee = notional * costs.fee_rate();
         if spend_all || notional + fee > self.cash {
             fee = self.cash - notional;
         }
@@ -152,9 +164,9 @@ impl Book {
     ) -> Result<Filled, (BlockReason, String)> {
         let price = execution_price(reference.to_decimal(), Side::Sell, costs, rules);
         let quantity = self.quantity;
-        rules.check(quantity, price)?;
         let proceeds = quantity * price;
-        let fee = proceeds * costs.fee_rate;
+        rules.check(quantity, proceeds)?;
+        let fee = proceeds * costs.fee_rate();
         self.cash += proceeds - fee;
         self.quantity = Decimal::ZERO;
         self.sync_floats();
@@ -187,12 +199,12 @@ mod tests {
 
     #[test]
     fn a_round_trip_follows_the_canonical_formulas() {
-        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::unrestricted();
         let mut book = Book::new("BTC".into(), d("10000"));
         let buy = book.buy(1, p("100"), d("10000"), &costs, &rules).expect("buy");
-        // qty = cash / (open * (1 + fee))
-        let qty = d("10000") / (d("100") * d("1.001"));
+        // qty = cash / (open * (1 + fee)), to 12 decimal places
+        let qty = d("99.900099900099");
         assert_eq!(buy.quantity, qty);
         assert_eq!(book.cash(), Decimal::ZERO, "all cash spent, no dust");
         let sell = book.sell_all(2, p("110"), &costs, &rules).expect("sell");
@@ -207,7 +219,7 @@ mod tests {
 
     #[test]
     fn lot_rules_round_the_quantity_and_keep_the_rest_as_cash() {
-        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::known("binance", "BTCUSDT");
         let mut book = Book::new("BTCUSDT".into(), d("1000"));
         let buy = book.buy(1, p("30000"), d("1000"), &costs, &rules).expect("buy");
@@ -218,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_budget_below_the_minimum_notional_is_blocked_and_changes_nothing() {
-        let costs = Costs { fee_rate: d("0.001"), slippage_rate: Decimal::ZERO };
+        let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::known("binance", "BTCUSDT");
         let mut book = Book::new("BTCUSDT".into(), d("4"));
         let err = book.buy(1, p("30000"), d("4"), &costs, &rules).expect_err("too small");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
-use kuant_agents::backtest::{self, Options};
+use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
 
 use super::progress::ProgressBar;
@@ -53,7 +53,8 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
     };
     let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     let mut bar = ProgressBar::new(total, 2_000_000);
-    let result = backtest::run(&prepared, &mut |done, total| bar.update(done, total));
+    let keep = Keep { equity_curve: args.equity_csv.is_some() };
+    let result = backtest::run(&prepared, keep, &mut |done, total| bar.update(done, total));
     bar.finish();
     let result = match result {
         Ok(r) => r,

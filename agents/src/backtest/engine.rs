@@ -11,8 +11,11 @@ use kuant_crds::backtest::FillModel;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::metrics::EquityStats;
 use crate::candles::Series;
-use crate::events::{BlockReason, ClientOrderId, Event, EventId, EventKind, IdGenerator};
+use std::num::NonZeroU64;
+
+use crate::events::{BlockReason, Event, EventKind, IdSpace, Seq};
 use crate::execution::{Costs, SymbolRules};
 use crate::portfolio::Book;
 use crate::price::Price;
@@ -59,11 +62,24 @@ impl std::ops::AddAssign for Counters {
     }
 }
 
+/// The book's float mirror from a bar on: equity at a close is `cash + quantity × close`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mark {
+    /// Index of the bar from which this state holds.
+    pub bar: usize,
+    /// Cash.
+    pub cash: f64,
+    /// Quantity held.
+    pub quantity: f64,
+}
+
 /// What one symbol's simulation produced.
 #[derive(Clone, Debug)]
 pub struct SymbolRun {
-    /// Equity at each bar's close (float mirror of the exact book).
-    pub equity: Vec<f64>,
+    /// Statistics of the equity at each bar's close (float mirror of the exact book).
+    pub stats: EquityStats,
+    /// The book's state after each fill, from which the equity curve is rebuilt on demand.
+    pub marks: Vec<Mark>,
     /// Bars that closed with a position open.
     pub exposed_bars: u64,
     /// The book at the end: cash, quantity, trades.
@@ -72,6 +88,8 @@ pub struct SymbolRun {
     pub final_equity: Decimal,
     /// The event chain.
     pub events: Vec<Event>,
+    /// Turns the events' sequence numbers into ids.
+    pub ids: IdSpace,
     /// Event counts.
     pub counters: Counters,
 }
@@ -79,33 +97,27 @@ pub struct SymbolRun {
 struct Pending {
     side: Side,
     budget: Decimal,
-    client_order_id: ClientOrderId,
-    correlation: EventId,
-    cause: EventId,
+    correlation: Seq,
+    order: Seq,
 }
 
 struct Recorder {
-    ids: IdGenerator,
-    symbol: Arc<str>,
+    last: u64,
     events: Vec<Event>,
 }
 
 impl Recorder {
-    fn emit(&mut self, time_ms: i64, chain: Option<(EventId, EventId)>, kind: EventKind) -> EventId {
-        let id = EventId(self.ids.next_uuid());
-        let (correlation_id, causation_id) = match chain {
+    /// Records an event; `chain` is (correlation, cause), absent for a signal, which starts one.
+    #[inline]
+    fn emit(&mut self, time_ms: i64, chain: Option<(Seq, Seq)>, kind: EventKind) -> Seq {
+        self.last += 1;
+        let seq = Seq(NonZeroU64::new(self.last).unwrap_or(NonZeroU64::MIN));
+        let (correlation, causation) = match chain {
             Some((correlation, cause)) => (correlation, Some(cause)),
-            None => (id, None),
+            None => (seq, None),
         };
-        self.events.push(Event {
-            id,
-            correlation_id,
-            causation_id,
-            symbol: self.symbol.clone(),
-            time_ms,
-            kind,
-        });
-        id
+        self.events.push(Event { seq, correlation, causation, time_ms, kind });
+        seq
     }
 }
 
@@ -119,20 +131,21 @@ pub fn simulate<S: Strategy>(
 ) -> SymbolRun {
     let n = series.len();
     let mut book = Book::new(cfg.symbol.clone(), cfg.initial_cash);
-    let mut rec = Recorder {
-        ids: IdGenerator::new(&cfg.run_id, &cfg.symbol),
-        symbol: cfg.symbol.clone(),
-        events: Vec::new(),
-    };
+    // Room for the events up front (a crossover every few bars makes four): untouched capacity
+    // costs only address space, and the loop never stops to move a grown vector.
+    let events = Vec::with_capacity((n / 4).clamp(16, 1 << 22));
+    let mut rec = Recorder { last: 0, events };
     let mut counters = Counters::default();
-    let mut equity = Vec::with_capacity(n);
+    let mut stats = EquityStats::new(book.cash_f());
+    let mut marks = vec![Mark { bar: 0, cash: book.cash_f(), quantity: 0.0 }];
     let mut exposed_bars = 0u64;
     let mut pending: Option<Pending> = None;
 
     for i in 0..n {
         let bar = series.bar(i);
+        let mut filled = false;
         if let Some(order) = pending.take() {
-            execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
+            filled = execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
         }
         if let Some(side) = strategy.on_bar(&bar) {
             counters.signals += 1;
@@ -146,14 +159,17 @@ pub fn simulate<S: Strategy>(
                     submit(&mut book, &mut rec, &mut counters, cfg, side, signal, bar.time_ms, i + 1 == n);
                 match (order, cfg.fill) {
                     (Some(order), FillModel::Close) => {
-                        execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.close);
+                        filled |=
+                            execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.close);
                     }
                     (order, _) => pending = order,
                 }
             }
         }
-        let close = bar.close.to_f64();
-        equity.push(book.equity_f(close));
+        if filled {
+            marks.push(Mark { bar: i, cash: book.cash_f(), quantity: book.quantity_f() });
+        }
+        stats.push(book.equity_f(bar.close.to_f64()));
         exposed_bars += u64::from(book.is_long());
         if i & 0xFFFF == 0xFFFF {
             progress(i + 1);
@@ -162,7 +178,8 @@ pub fn simulate<S: Strategy>(
     progress(n);
     let last_close = if n == 0 { Price::default() } else { series.bar(n - 1).close };
     let final_equity = book.equity(last_close);
-    SymbolRun { equity, exposed_bars, book, final_equity, events: rec.events, counters }
+    let ids = IdSpace::new(&cfg.run_id, &cfg.symbol);
+    SymbolRun { stats, marks, exposed_bars, book, final_equity, events: rec.events, ids, counters }
 }
 
 /// Records the intent for an actionable signal and submits its order (or blocks it when the data
@@ -174,23 +191,20 @@ fn submit(
     counters: &mut Counters,
     cfg: &SymbolConfig,
     side: Side,
-    signal: EventId,
+    signal: Seq,
     time_ms: i64,
     last_bar: bool,
 ) -> Option<Pending> {
-    let (budget, kind) = match side {
-        Side::Buy => {
-            let budget = book.cash() * cfg.position_fraction;
-            (budget, EventKind::Intent { side, quote_budget: Some(budget), quantity: None })
-        }
-        Side::Sell => {
-            (Decimal::ZERO, EventKind::Intent { side, quote_budget: None, quantity: Some(book.quantity()) })
-        }
+    let budget = match side {
+        Side::Buy if cfg.position_fraction == Decimal::ONE => book.cash(),
+        Side::Buy => book.cash() * cfg.position_fraction,
+        Side::Sell => Decimal::ZERO,
     };
-    let intent = rec.emit(time_ms, Some((signal, signal)), kind);
+    let amount = if side == Side::Buy { budget } else { book.quantity() };
+    let intent = rec.emit(time_ms, Some((signal, signal)), EventKind::Intent { side, amount });
     if last_bar && cfg.fill == FillModel::NextOpen {
         counters.blocked += 1;
-        let detail = "the signal came on the last bar: there is no next open to fill at".to_owned();
+        let detail = "the signal came on the last bar: there is no next open to fill at".into();
         rec.emit(
             time_ms,
             Some((signal, intent)),
@@ -198,11 +212,9 @@ fn submit(
         );
         return None;
     }
-    let client_order_id = ClientOrderId(rec.ids.next_uuid());
     counters.orders += 1;
-    let order =
-        rec.emit(time_ms, Some((signal, intent)), EventKind::OrderSubmitted { client_order_id, side });
-    Some(Pending { side, budget, client_order_id, correlation: signal, cause: order })
+    let order = rec.emit(time_ms, Some((signal, intent)), EventKind::OrderSubmitted { side });
+    Some(Pending { side, budget, correlation: signal, order })
 }
 
 fn execute(
@@ -213,28 +225,40 @@ fn execute(
     order: Pending,
     time_ms: i64,
     price: Price,
-) {
+) -> bool {
     let result = match order.side {
         Side::Buy => book.buy(time_ms, price, order.budget, &cfg.costs, &cfg.rules),
         Side::Sell => book.sell_all(time_ms, price, &cfg.costs, &cfg.rules),
     };
-    let chain = Some((order.correlation, order.cause));
+    let chain = Some((order.correlation, order.order));
     match result {
         Ok(f) => {
             counters.fills += 1;
-            let kind = EventKind::Fill {
-                client_order_id: order.client_order_id,
-                side: order.side,
-                price: f.price,
-                quantity: f.quantity,
-                fee: f.fee,
-            };
+            let kind = EventKind::Fill { side: order.side, price: f.price, quantity: f.quantity, fee: f.fee };
             rec.emit(time_ms, chain, kind);
+            true
         }
         Err((reason, detail)) => {
             counters.blocked += 1;
-            rec.emit(time_ms, chain, EventKind::TradeBlocked { reason, detail });
+            rec.emit(time_ms, chain, EventKind::TradeBlocked { reason, detail: detail.into() });
+            false
         }
+    }
+}
+
+impl SymbolRun {
+    /// Equity at each bar's close, rebuilt from the marks: the same floats the loop computed.
+    pub fn equity_curve(&self, series: &Series) -> Vec<f64> {
+        let mut curve = Vec::with_capacity(series.len());
+        let mut marks = self.marks.iter().peekable();
+        let mut state = self.marks.first().copied().unwrap_or(Mark { bar: 0, cash: 0.0, quantity: 0.0 });
+        for (i, close) in series.closes().iter().enumerate() {
+            while let Some(m) = marks.next_if(|m| m.bar <= i) {
+                state = *m;
+            }
+            curve.push(state.cash + state.quantity * close.to_f64());
+        }
+        curve
     }
 }
 
@@ -268,7 +292,7 @@ mod tests {
             run_id: "t".into(),
             symbol: "X".into(),
             initial_cash: Decimal::from(1000),
-            costs: Costs { fee_rate: Decimal::ZERO, slippage_rate: Decimal::ZERO },
+            costs: Costs::new(Decimal::ZERO, Decimal::ZERO),
             rules: SymbolRules::unrestricted(),
             fill,
             position_fraction: Decimal::ONE,
@@ -298,7 +322,8 @@ mod tests {
             &mut |_| {},
         );
         // Buy 1000/20 = 50 at bar 1's open; sell at bar 3's open 40 → 2000.
-        assert_eq!(run.equity, vec![1000.0, 1250.0, 1500.0, 2000.0]);
+        assert_eq!(run.equity_curve(&s), vec![1000.0, 1250.0, 1500.0, 2000.0]);
+        assert_eq!(run.stats, EquityStats::of(1000.0, &[1000.0, 1250.0, 1500.0, 2000.0]), "online = offline");
         assert_eq!(run.final_equity, Decimal::from(2000));
         assert_eq!(run.exposed_bars, 2);
         let t = &run.book.trades()[0];
@@ -317,7 +342,7 @@ mod tests {
             &mut |_| {},
         );
         assert_eq!(run.final_equity, Decimal::from(2500));
-        assert_eq!(run.equity, vec![1000.0, 2500.0, 2500.0]);
+        assert_eq!(run.equity_curve(&s), vec![1000.0, 2500.0, 2500.0]);
     }
 
     #[test]
@@ -350,10 +375,13 @@ mod tests {
         for e in &run.events {
             match e.kind {
                 EventKind::Signal { .. } => {
-                    assert_eq!((e.correlation_id, e.causation_id), (e.id, None));
-                    signal = Some(e.id);
+                    assert_eq!((e.correlation, e.causation), (e.seq, None));
+                    signal = Some(e.seq);
                 }
-                _ => assert_eq!(Some(e.correlation_id), signal),
+                _ => {
+                    assert_eq!(Some(e.correlation), signal);
+                    assert!(e.causation.is_some_and(|c| c < e.seq), "caused by an earlier event");
+                }
             }
         }
     }

@@ -17,7 +17,8 @@ pub struct Metrics {
     pub total_return_pct: f64,
     /// ((final / initial)^(1 / years) − 1) × 100, years = bars × timeframe / 365.25 days.
     pub cagr_pct: f64,
-    /// mean(r) / stdev(r) × √(bars per year), r the per-bar returns of equity (sample stdev).
+    /// mean(r) / stdev(r) × √(bars per year), r the per-bar returns of equity (sample stdev),
+    /// the first from the initial cash to the first close.
     pub sharpe: Option<f64>,
     /// mean(r) / √(mean(min(r, 0)²)) × √(bars per year).
     pub sortino: Option<f64>,
@@ -33,14 +34,78 @@ pub struct Metrics {
     pub exposure_pct: f64,
 }
 
+/// Running statistics of an equity curve, fed one close at a time: what the metrics need,
+/// in O(1) memory, so the backtest loop need not keep the curve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EquityStats {
+    bars: u64,
+    previous: f64,
+    sum: f64,
+    sum_sq: f64,
+    down_sq: f64,
+    peak: f64,
+    max_drawdown: f64,
+}
+
+impl EquityStats {
+    /// Statistics of a curve that starts from `initial` equity.
+    pub fn new(initial: f64) -> Self {
+        Self {
+            bars: 0,
+            previous: initial,
+            sum: 0.0,
+            sum_sq: 0.0,
+            down_sq: 0.0,
+            peak: initial,
+            max_drawdown: 0.0,
+        }
+    }
+
+    /// Adds the equity at the next bar's close.
+    #[inline(always)]
+    pub fn push(&mut self, equity: f64) {
+        self.bars += 1;
+        // An unchanged equity is a zero return: it adds nothing to the sums or the drawdown.
+        if equity == self.previous {
+            return;
+        }
+        let r = if self.previous == 0.0 { 0.0 } else { equity / self.previous - 1.0 };
+        self.sum += r;
+        self.sum_sq += r * r;
+        if r < 0.0 {
+            self.down_sq += r * r;
+        }
+        self.previous = equity;
+        if equity > self.peak {
+            self.peak = equity;
+        } else if equity < self.peak * (1.0 - self.max_drawdown) {
+            self.max_drawdown = (self.peak - equity) / self.peak;
+        }
+    }
+
+    /// Statistics of a whole curve.
+    pub fn of(initial: f64, curve: &[f64]) -> Self {
+        let mut stats = Self::new(initial);
+        for &e in curve {
+            stats.push(e);
+        }
+        stats
+    }
+
+    /// Bars seen.
+    pub fn bars(&self) -> u64 {
+        self.bars
+    }
+}
+
 /// What the metrics are computed from.
 pub struct MetricsInput<'a> {
     /// Cash at the start.
     pub initial_cash: Decimal,
     /// Exact equity at the end.
     pub final_equity: Decimal,
-    /// Equity at each bar's close.
-    pub equity: &'a [f64],
+    /// Statistics of the equity at each bar's close.
+    pub stats: &'a EquityStats,
     /// Seconds per bar.
     pub bar_seconds: u64,
     /// Round trips.
@@ -51,13 +116,13 @@ pub struct MetricsInput<'a> {
 
 /// Computes every figure.
 pub fn compute(input: &MetricsInput<'_>) -> Metrics {
-    let initial = input.initial_cash.to_f64().unwrap_or(0.0);
+    let stats = input.stats;
     let ratio = if input.initial_cash.is_zero() {
         1.0
     } else {
         (input.final_equity / input.initial_cash).to_f64().unwrap_or(1.0)
     };
-    let years = input.equity.len() as f64 * input.bar_seconds as f64 / YEAR_SECONDS;
+    let years = stats.bars as f64 * input.bar_seconds as f64 / YEAR_SECONDS;
     let cagr_pct = if years <= 0.0 {
         0.0
     } else if ratio <= 0.0 {
@@ -66,7 +131,7 @@ pub fn compute(input: &MetricsInput<'_>) -> Metrics {
         (ratio.powf(1.0 / years) - 1.0) * 100.0
     };
     let bars_per_year = YEAR_SECONDS / input.bar_seconds.max(1) as f64;
-    let (sharpe, sortino) = risk_ratios(initial, input.equity, bars_per_year);
+    let (sharpe, sortino) = risk_ratios(stats, bars_per_year);
     let closed: Vec<f64> = input.trades.iter().filter_map(|t| t.pnl.and_then(|p| p.to_f64())).collect();
     let wins = closed.iter().filter(|&&p| p > 0.0).count();
     let gross_profit: f64 = closed.iter().filter(|&&p| p > 0.0).sum();
@@ -76,7 +141,7 @@ pub fn compute(input: &MetricsInput<'_>) -> Metrics {
         cagr_pct,
         sharpe,
         sortino,
-        max_drawdown_pct: max_drawdown(initial, input.equity) * 100.0,
+        max_drawdown_pct: stats.max_drawdown * 100.0,
         win_rate_pct: if closed.is_empty() { 0.0 } else { wins as f64 / closed.len() as f64 * 100.0 },
         profit_factor: (gross_loss > 0.0).then(|| gross_profit / gross_loss),
         trades: input.trades.len() as u64,
@@ -84,42 +149,21 @@ pub fn compute(input: &MetricsInput<'_>) -> Metrics {
     }
 }
 
-/// Per-bar returns of `[initial, equity…]`.
-fn returns(initial: f64, equity: &[f64]) -> impl Iterator<Item = f64> + '_ {
-    std::iter::once(initial)
-        .chain(equity.iter().copied())
-        .zip(equity.iter().copied())
-        .map(|(a, b)| if a == 0.0 { 0.0 } else { b / a - 1.0 })
-}
-
-fn risk_ratios(initial: f64, equity: &[f64], bars_per_year: f64) -> (Option<f64>, Option<f64>) {
-    let n = equity.len();
-    if n < 2 {
+/// Sharpe: mean / sample stdev of the per-bar returns; Sortino: mean / downside deviation
+/// √(Σ min(r, 0)² / n); both × √(bars per year). The variance is Σr²/n − mean², scaled by
+/// n / (n − 1).
+fn risk_ratios(stats: &EquityStats, bars_per_year: f64) -> (Option<f64>, Option<f64>) {
+    let n = stats.bars as f64;
+    if stats.bars < 2 {
         return (None, None);
     }
-    let mean = returns(initial, equity).sum::<f64>() / n as f64;
-    let (mut var, mut down) = (0.0, 0.0);
-    for r in returns(initial, equity) {
-        var += (r - mean) * (r - mean);
-        down += r.min(0.0) * r.min(0.0);
-    }
-    let sd = (var / (n - 1) as f64).sqrt();
-    let dd = (down / n as f64).sqrt();
+    let mean = stats.sum / n;
+    let variance = (stats.sum_sq / n - mean * mean) * n / (n - 1.0);
+    let sd = variance.max(0.0).sqrt();
+    let dd = (stats.down_sq / n).sqrt();
     let annual = bars_per_year.sqrt();
-    let ratio = |x: f64| (x > 0.0 && x.is_finite()).then(|| mean / x * annual).filter(|v| v.is_finite());
+    let ratio = |x: f64| (x > 1e-300 && x.is_finite()).then(|| mean / x * annual).filter(|v| v.is_finite());
     (ratio(sd), ratio(dd))
-}
-
-fn max_drawdown(initial: f64, equity: &[f64]) -> f64 {
-    let mut peak = initial;
-    let mut worst: f64 = 0.0;
-    for &e in equity {
-        peak = peak.max(e);
-        if peak > 0.0 {
-            worst = worst.max((peak - e) / peak);
-        }
-    }
-    worst
 }
 
 #[cfg(test)]
@@ -140,21 +184,31 @@ mod tests {
         }
     }
 
-    fn input<'a>(equity: &'a [f64], trades: &'a [Trade], bar_seconds: u64) -> MetricsInput<'a> {
-        MetricsInput {
-            initial_cash: Decimal::from(100),
-            final_equity: Decimal::try_from(*equity.last().unwrap_or(&100.0)).unwrap_or_default(),
+    fn compute_for(equity: &[f64], trades: &[Trade], bar_seconds: u64) -> Metrics {
+        compute_with(
             equity,
+            trades,
+            bar_seconds,
+            Decimal::try_from(*equity.last().unwrap_or(&100.0)).unwrap_or_default(),
+        )
+    }
+
+    fn compute_with(equity: &[f64], trades: &[Trade], bar_seconds: u64, final_equity: Decimal) -> Metrics {
+        let stats = EquityStats::of(100.0, equity);
+        compute(&MetricsInput {
+            initial_cash: Decimal::from(100),
+            final_equity,
+            stats: &stats,
             bar_seconds,
             trades,
             exposure: 0.5,
-        }
+        })
     }
 
     #[test]
     fn drawdown_is_measured_from_the_running_peak() {
         // 100 → 120 → 90 → 130 → 117: worst fall 120→90 = 25 %.
-        let m = compute(&input(&[120.0, 90.0, 130.0, 117.0], &[], 3600));
+        let m = compute_for(&[120.0, 90.0, 130.0, 117.0], &[], 3600);
         assert!((m.max_drawdown_pct - 25.0).abs() < 1e-12);
         assert!((m.total_return_pct - 17.0).abs() < 1e-9);
         assert_eq!(m.exposure_pct, 50.0);
@@ -165,7 +219,7 @@ mod tests {
         // Equity 100 → 110 → 99 → 108.9: returns +0.1, −0.1, +0.1.
         // mean = 0.1/3; sample sd = sqrt(((2/15)^2*2 + (4/15)^2... computed below); one bar = one day.
         let equity = [110.0, 99.0, 108.9];
-        let m = compute(&input(&equity, &[], 86_400));
+        let m = compute_for(&equity, &[], 86_400);
         let r = [0.1, -0.1, 0.1];
         let mean: f64 = r.iter().sum::<f64>() / 3.0;
         let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
@@ -179,7 +233,7 @@ mod tests {
 
     #[test]
     fn flat_equity_has_no_sharpe_and_no_drawdown() {
-        let m = compute(&input(&[100.0; 10], &[], 3600));
+        let m = compute_for(&[100.0; 10], &[], 3600);
         assert_eq!((m.sharpe, m.sortino), (None, None));
         assert_eq!(m.max_drawdown_pct, 0.0);
         assert_eq!(m.cagr_pct, 0.0);
@@ -190,9 +244,7 @@ mod tests {
         // 730.5 daily bars = two years; ×1.21 → 10 % a year.
         let mut equity = vec![100.0; 730];
         equity.push(121.0);
-        let mut i = input(&equity, &[], 86_400);
-        i.final_equity = Decimal::from(121);
-        let m = compute(&i);
+        let m = compute_with(&equity, &[], 86_400, Decimal::from(121));
         let years = 731.0 / 365.25;
         assert!((m.cagr_pct - (1.21f64.powf(1.0 / years) - 1.0) * 100.0).abs() < 1e-9);
     }
@@ -200,13 +252,13 @@ mod tests {
     #[test]
     fn win_rate_and_profit_factor_count_closed_trades_only() {
         let trades = [trade(Some(30)), trade(Some(-10)), trade(Some(-5)), trade(Some(15)), trade(None)];
-        let m = compute(&input(&[100.0, 130.0], &trades, 3600));
+        let m = compute_for(&[100.0, 130.0], &trades, 3600);
         assert_eq!(m.trades, 5);
         assert_eq!(m.win_rate_pct, 50.0);
         assert_eq!(m.profit_factor, Some(3.0));
-        let no_loss = compute(&input(&[100.0, 130.0], &[trade(Some(30))], 3600));
+        let no_loss = compute_for(&[100.0, 130.0], &[trade(Some(30))], 3600);
         assert_eq!((no_loss.profit_factor, no_loss.win_rate_pct), (None, 100.0));
-        let none = compute(&input(&[100.0, 100.0], &[], 3600));
+        let none = compute_for(&[100.0, 100.0], &[], 3600);
         assert_eq!((none.win_rate_pct, none.trades), (0.0, 0));
     }
 }

@@ -14,7 +14,7 @@ use kuant_crds::backtest::DataSource as SourceKind;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
-pub use engine::{Counters, SymbolConfig, SymbolRun, simulate};
+pub use engine::{Counters, Mark, SymbolConfig, SymbolRun, simulate};
 pub use metrics::Metrics;
 pub use report::{BacktestResult, Timings};
 
@@ -94,17 +94,29 @@ pub fn prepare(backtest: &Backtest, options: &Options) -> Result<Prepared, Backt
     Ok(Prepared { backtest: backtest.clone(), series, load_seconds: started.elapsed().as_secs_f64() })
 }
 
+/// What a run keeps beyond metrics, trades and events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// Rebuild the equity curve into [`BacktestResult::equity`].
+    pub equity_curve: bool,
+}
+
 /// Runs a prepared backtest. `progress` gets (bars done, bars in all).
-pub fn run(prepared: &Prepared, progress: &mut dyn FnMut(u64, u64)) -> Result<BacktestResult, BacktestError> {
+pub fn run(
+    prepared: &Prepared,
+    keep: Keep,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BacktestResult, BacktestError> {
     let spec = &prepared.backtest.spec;
     let strategy = strategy::build(spec.strategy.name, &spec.strategy.params)?;
-    run_with(prepared, &strategy, progress)
+    run_with(prepared, &strategy, keep, progress)
 }
 
 /// Runs a prepared backtest with an already-built strategy (sweeps build many).
 pub fn run_with(
     prepared: &Prepared,
     strategy: &AnyStrategy,
+    keep: Keep,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<BacktestResult, BacktestError> {
     let spec = &prepared.backtest.spec;
@@ -142,14 +154,8 @@ pub fn run_with(
         done_before += series.len() as u64;
     }
     let simulate_seconds = started.elapsed().as_secs_f64();
-    Ok(report::assemble(
-        prepared,
-        &name,
-        &run_id,
-        initial_cash,
-        runs,
-        Timings { load_seconds: prepared.load_seconds, simulate_seconds },
-    ))
+    let timings = Timings { load_seconds: prepared.load_seconds, simulate_seconds };
+    Ok(report::assemble(prepared, &name, &run_id, initial_cash, runs, timings, keep.equity_curve))
 }
 
 struct Simulate<'a> {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use kuant_crds::{StrategyName, Timeframe};
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 use super::Prepared;
 use super::engine::{Counters, SymbolRun};
-use super::metrics::{self, Metrics, MetricsInput};
-use crate::events::Event;
+use super::metrics::{self, EquityStats, Metrics, MetricsInput};
+use crate::events::SymbolEvent;
 use crate::portfolio::Trade;
 
 /// Wall time of the two phases of a run. The only part of a result that differs between runs.
@@ -64,10 +65,11 @@ pub struct BacktestResult {
     /// Round trips, by symbol then time; an open one has null exit and pnl.
     pub trades: Vec<Trade>,
     /// The event chain, by symbol then time.
-    pub events: Vec<Event>,
+    pub events: Vec<SymbolEvent>,
     /// Wall times.
     pub timings: Timings,
-    /// Equity at each close, all symbols summed (written by `--equity-csv`, not printed in JSON).
+    /// Equity at each close, all symbols summed; filled only when asked for (`--equity-csv`, the
+    /// store), never printed in JSON.
     #[serde(skip)]
     pub equity: Vec<(i64, f64)>,
 }
@@ -79,18 +81,31 @@ pub(super) fn assemble(
     initial_cash: Decimal,
     runs: Vec<SymbolRun>,
     timings: Timings,
+    with_curve: bool,
 ) -> BacktestResult {
     let spec = &prepared.backtest.spec;
-    let equity = merge_equity(prepared, &runs, initial_cash);
+    let initial_f = initial_cash.to_f64().unwrap_or(0.0);
+    // One symbol: the loop's own statistics; several: those of the summed curve.
+    let (stats, equity) = match runs.as_slice() {
+        [run] if !with_curve => (run.stats.clone(), Vec::new()),
+        [run] => {
+            let series = &prepared.series[0].1;
+            (run.stats.clone(), series.times().iter().copied().zip(run.equity_curve(series)).collect())
+        }
+        _ => {
+            let merged = merge_equity(prepared, &runs, initial_cash);
+            let values: Vec<f64> = merged.iter().map(|&(_, e)| e).collect();
+            (EquityStats::of(initial_f, &values), if with_curve { merged } else { Vec::new() })
+        }
+    };
     let candles: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     let exposed: u64 = runs.iter().map(|r| r.exposed_bars).sum();
     let final_equity: Decimal = runs.iter().map(|r| r.final_equity).sum();
     let trades: Vec<Trade> = runs.iter().flat_map(|r| r.book.trades().iter().cloned()).collect();
-    let curve: Vec<f64> = equity.iter().map(|&(_, e)| e).collect();
     let metrics = metrics::compute(&MetricsInput {
         initial_cash,
         final_equity,
-        equity: &curve,
+        stats: &stats,
         bar_seconds: spec.market.timeframe.seconds(),
         trades: &trades,
         exposure: if candles == 0 { 0.0 } else { exposed as f64 / candles as f64 },
@@ -99,6 +114,7 @@ pub(super) fn assemble(
     for r in &runs {
         counters += r.counters;
     }
+    let times = prepared.series.iter().map(|(_, s)| s.times());
     BacktestResult {
         name: name.to_owned(),
         run_id: run_id.to_string(),
@@ -106,15 +122,22 @@ pub(super) fn assemble(
         symbols: spec.market.symbols.clone(),
         timeframe: spec.market.timeframe,
         candles,
-        start_time: equity.first().map(|&(t, _)| t),
-        end_time: equity.last().map(|&(t, _)| t),
+        start_time: times.clone().filter_map(|t| t.first().copied()).min(),
+        end_time: times.filter_map(|t| t.last().copied()).max(),
         quote_asset: spec.portfolio.quote_asset.clone(),
         initial_cash,
         final_equity,
         metrics,
         counters,
         trades,
-        events: runs.into_iter().flat_map(|r| r.events).collect(),
+        events: runs
+            .into_iter()
+            .zip(&prepared.series)
+            .flat_map(|(r, (symbol, _))| {
+                let ids = r.ids;
+                r.events.into_iter().map(move |event| SymbolEvent { symbol: symbol.clone(), ids, event })
+            })
+            .collect(),
         timings,
         equity,
     }
@@ -123,12 +146,9 @@ pub(super) fn assemble(
 /// Sums the symbols' equity curves on the union of their times; a symbol counts its last known
 /// equity (its starting cash before its first bar).
 fn merge_equity(prepared: &Prepared, runs: &[SymbolRun], initial_cash: Decimal) -> Vec<(i64, f64)> {
-    if let [run] = runs {
-        return prepared.series[0].1.times().iter().copied().zip(run.equity.iter().copied()).collect();
-    }
-    let start_each =
-        rust_decimal::prelude::ToPrimitive::to_f64(&(initial_cash / Decimal::from(runs.len().max(1))))
-            .unwrap_or(0.0);
+    let curves: Vec<Vec<f64>> =
+        runs.iter().zip(&prepared.series).map(|(r, (_, s))| r.equity_curve(s)).collect();
+    let start_each = (initial_cash / Decimal::from(runs.len().max(1))).to_f64().unwrap_or(0.0);
     let mut times: Vec<i64> = prepared.series.iter().flat_map(|(_, s)| s.times().iter().copied()).collect();
     times.sort_unstable();
     times.dedup();
@@ -137,10 +157,10 @@ fn merge_equity(prepared: &Prepared, runs: &[SymbolRun], initial_cash: Decimal) 
     times
         .into_iter()
         .map(|t| {
-            for (k, ((_, series), run)) in prepared.series.iter().zip(runs).enumerate() {
+            for (k, ((_, series), curve)) in prepared.series.iter().zip(&curves).enumerate() {
                 let ts = series.times();
                 while cursor[k] < ts.len() && ts[cursor[k]] <= t {
-                    last[k] = run.equity[cursor[k]];
+                    last[k] = curve[cursor[k]];
                     cursor[k] += 1;
                 }
             }
