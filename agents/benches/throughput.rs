@@ -3,7 +3,8 @@
 //! mirror tiling (forward, time-reversed, forward, …; continuous at every seam). It measures the
 //! simulation alone — loading and tiling are reported apart — over several runs and prints the
 //! median bars per second and the process's peak memory. A program that prints figures, not a
-//! timed test: `cargo bench -p kuant-agents --bench throughput`.
+//! timed test: `cargo bench -p kuant-agents --bench throughput`
+//! (`KUANT_BENCH_CANONICAL_ONLY=1` skips the other strategies, e.g. under a profiler).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,8 +20,7 @@ use kuant_crds::{StrategyName, Timeframe};
 use rust_decimal::Decimal;
 
 const BARS: usize = 1_000_000;
-const RUNS: usize = 11;
-
+const RUNS: usize = 21;
 fn main() {
     let dir = std::env::var_os("KUANT_SHARED_DATA")
         .map(PathBuf::from)
@@ -103,8 +103,6 @@ fn main() {
             series.len() as f64 / best / 1e6
         );
     }
-    let t = probe_strategy_only(&series);
-    println!("PROBE strategy only: {:.2} ms", t * 1e3);
     match peak_memory_kib() {
         Some(kib) => println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak memory: not available on this platform"),
@@ -151,18 +149,4 @@ fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[allow(dead_code)]
-fn probe_strategy_only(series: &Series) -> f64 {
-    let mut s = strategy::SmaCrossover::new(10, 30);
-    let started = Instant::now();
-    let mut n = 0u64;
-    for i in 0..series.len() {
-        if s.on_bar(&series.bar(i)).is_some() {
-            n += 1;
-        }
-    }
-    std::hint::black_box(n);
-    started.elapsed().as_secs_f64()
 }

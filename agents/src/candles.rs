@@ -112,6 +112,26 @@ impl Series {
         }
     }
 
+    /// Every bar in order, read column by column without bounds checks.
+    #[inline(always)]
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Bar> + '_ {
+        self.time_ms
+            .iter()
+            .zip(&self.open)
+            .zip(&self.high)
+            .zip(&self.low)
+            .zip(&self.close)
+            .zip(&self.volume)
+            .map(|(((((&time_ms, &open), &high), &low), &close), &volume)| Bar {
+                time_ms,
+                open,
+                high,
+                low,
+                close,
+                volume,
+            })
+    }
+
     /// Open times of all bars.
     pub fn times(&self) -> &[i64] {
         &self.time_ms

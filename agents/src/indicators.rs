@@ -4,59 +4,6 @@ use std::collections::VecDeque;
 
 use crate::price::Price;
 
-/// Exact sum of the last `n` prices (integer fixed-point, so no rounding drift).
-#[derive(Clone, Debug)]
-pub struct RollingSum {
-    window: Vec<i64>,
-    next: usize,
-    filled: usize,
-    sum: i128,
-}
-
-impl RollingSum {
-    /// A sum over `n >= 1` values.
-    pub fn new(n: usize) -> Self {
-        Self { window: vec![0; n.max(1)], next: 0, filled: 0, sum: 0 }
-    }
-
-    /// Adds a value, dropping the oldest once the window is full.
-    #[inline(always)]
-    pub fn push(&mut self, p: Price) {
-        let slot = &mut self.window[self.next];
-        self.sum += i128::from(p.units()) - i128::from(*slot);
-        *slot = p.units();
-        self.next += 1;
-        if self.next == self.window.len() {
-            self.next = 0;
-        }
-        if self.filled < self.window.len() {
-            self.filled += 1;
-        }
-    }
-
-    /// Whether `n` values have been seen.
-    #[inline(always)]
-    pub fn is_full(&self) -> bool {
-        self.filled == self.window.len()
-    }
-
-    /// The sum of the values in the window.
-    #[inline(always)]
-    pub fn sum(&self) -> i128 {
-        self.sum
-    }
-
-    /// Window length.
-    pub fn len(&self) -> usize {
-        self.window.len()
-    }
-
-    /// Whether the window length is zero (never: it is at least 1).
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
 /// Exponential moving average with `alpha = 2 / (n + 1)`, seeded with the simple mean of its
 /// first `n` values.
 #[derive(Clone, Debug)]
@@ -177,16 +124,6 @@ impl RollingExtreme {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rolling_sum_is_exact_over_its_window() {
-        let mut s = RollingSum::new(3);
-        for (i, v) in [1, 2, 3, 4, 5].into_iter().enumerate() {
-            s.push(Price(v));
-            assert_eq!(s.is_full(), i >= 2);
-        }
-        assert_eq!(s.sum(), 12);
-    }
 
     #[test]
     fn ema_seeds_with_the_mean_then_smooths() {

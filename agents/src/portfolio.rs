@@ -1,8 +1,6 @@
 //! Cash, the position and the trade list of one symbol's book, in exact decimals. A float mirror
 //! of cash and quantity marks the book to market on every bar without decimal arithmetic.
 
-use std::sync::Arc;
-
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -12,11 +10,9 @@ use crate::execution::{Costs, QUANTITY_DECIMALS, SymbolRules, execution_price};
 use crate::price::Price;
 use crate::strategy::Side;
 
-/// A round trip: an entry and, once closed, its exit.
+/// A round trip of one book (the symbol is the book's): an entry and, once closed, its exit.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Trade {
-    /// Symbol traded.
-    pub symbol: Arc<str>,
     /// Open time (Unix ms) of the bar the entry filled in.
     pub entry_time: i64,
     /// Open time of the bar the exit filled in; `null` while open.
@@ -50,7 +46,6 @@ pub struct Filled {
 /// One symbol's book: long-only, one position at a time.
 #[derive(Clone, Debug)]
 pub struct Book {
-    symbol: Arc<str>,
     cash: Decimal,
     quantity: Decimal,
     cash_f: f64,
@@ -60,9 +55,8 @@ pub struct Book {
 
 impl Book {
     /// A flat book holding `cash`.
-    pub fn new(symbol: Arc<str>, cash: Decimal) -> Self {
+    pub fn new(cash: Decimal) -> Self {
         Self {
-            symbol,
             cash,
             quantity: Decimal::ZERO,
             cash_f: cash.to_f64().unwrap_or(0.0),
@@ -141,7 +135,6 @@ impl Book {
         self.quantity += quantity;
         self.sync_floats();
         self.trades.push(Trade {
-            symbol: self.symbol.clone(),
             entry_time: time_ms,
             exit_time: None,
             entry_price: price,
@@ -180,9 +173,22 @@ impl Book {
     }
 
     fn sync_floats(&mut self) {
-        self.cash_f = self.cash.to_f64().unwrap_or(f64::NAN);
-        self.quantity_f = self.quantity.to_f64().unwrap_or(f64::NAN);
+        self.cash_f = approx_f64(self.cash);
+        self.quantity_f = approx_f64(self.quantity);
     }
+}
+
+/// A decimal as the nearest float, give or take an ulp: mantissa over a power of ten. Far cheaper
+/// than an exactly rounded conversion, and the float mirror only feeds statistics.
+#[inline]
+pub fn approx_f64(d: Decimal) -> f64 {
+    const POW10: [f64; 29] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17,
+        1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
+    ];
+    let m = d.mantissa();
+    let m = i64::try_from(m).map_or(m as f64, |small| small as f64);
+    m / POW10[(d.scale() as usize).min(28)]
 }
 
 #[cfg(test)]
@@ -198,10 +204,25 @@ mod tests {
     }
 
     #[test]
+    fn approx_f64_is_within_an_ulp_of_the_exact_conversion() {
+        for text in
+            ["0", "1", "2505.56", "0.000000012345", "99.900099900099", "183676621976379744.26", "-12.5"]
+        {
+            let d: Decimal = text.parse().expect("decimal");
+            let exact = d.to_f64().expect("f64");
+            let approx = approx_f64(d);
+            assert!(
+                (approx - exact).abs() <= exact.abs() * 2.0 * f64::EPSILON,
+                "{text}: {approx} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
     fn a_round_trip_follows_the_canonical_formulas() {
         let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::unrestricted();
-        let mut book = Book::new("BTC".into(), d("10000"));
+        let mut book = Book::new(d("10000"));
         let buy = book.buy(1, p("100"), d("10000"), &costs, &rules).expect("buy");
         // qty = cash / (open * (1 + fee)), to 12 decimal places
         let qty = d("99.900099900099");
@@ -221,7 +242,7 @@ mod tests {
     fn lot_rules_round_the_quantity_and_keep_the_rest_as_cash() {
         let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::known("binance", "BTCUSDT");
-        let mut book = Book::new("BTCUSDT".into(), d("1000"));
+        let mut book = Book::new(d("1000"));
         let buy = book.buy(1, p("30000"), d("1000"), &costs, &rules).expect("buy");
         assert_eq!(buy.quantity, d("0.03330"));
         assert_eq!(buy.fee, d("0.999"));
@@ -232,11 +253,11 @@ mod tests {
     fn a_budget_below_the_minimum_notional_is_blocked_and_changes_nothing() {
         let costs = Costs::new(d("0.001"), Decimal::ZERO);
         let rules = SymbolRules::known("binance", "BTCUSDT");
-        let mut book = Book::new("BTCUSDT".into(), d("4"));
+        let mut book = Book::new(d("4"));
         let err = book.buy(1, p("30000"), d("4"), &costs, &rules).expect_err("too small");
         assert_eq!(err.0, BlockReason::BelowMinNotional);
         assert_eq!(err.1, "order value 3.9 is below the minimum notional 5");
-        let mut book = Book::new("BTCUSDT".into(), d("4.5"));
+        let mut book = Book::new(d("4.5"));
         assert!(book.buy(1, p("10"), d("4.5"), &costs, &rules).is_err());
         assert_eq!(book.cash(), d("4.5"));
         assert!(book.trades().is_empty());

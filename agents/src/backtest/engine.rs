@@ -130,7 +130,7 @@ pub fn simulate<S: Strategy>(
     progress: &mut dyn FnMut(usize),
 ) -> SymbolRun {
     let n = series.len();
-    let mut book = Book::new(cfg.symbol.clone(), cfg.initial_cash);
+    let mut book = Book::new(cfg.initial_cash);
     // Room for the events up front (a crossover every few bars makes four): untouched capacity
     // costs only address space, and the loop never stops to move a grown vector.
     let events = Vec::with_capacity((n / 4).clamp(16, 1 << 22));
@@ -141,8 +141,7 @@ pub fn simulate<S: Strategy>(
     let mut exposed_bars = 0u64;
     let mut pending: Option<Pending> = None;
 
-    for i in 0..n {
-        let bar = series.bar(i);
+    for (i, bar) in series.iter().enumerate() {
         let mut filled = false;
         if let Some(order) = pending.take() {
             filled = execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
@@ -169,7 +168,8 @@ pub fn simulate<S: Strategy>(
         if filled {
             marks.push(Mark { bar: i, cash: book.cash_f(), quantity: book.quantity_f() });
         }
-        stats.push(book.equity_f(bar.close.to_f64()));
+        // Flat, equity is the cash: no price to convert.
+        stats.push(if book.is_long() { book.equity_f(bar.close.to_f64()) } else { book.cash_f() });
         exposed_bars += u64::from(book.is_long());
         if i & 0xFFFF == 0xFFFF {
             progress(i + 1);

@@ -172,7 +172,6 @@ mod tests {
 
     fn trade(pnl: Option<i64>) -> Trade {
         Trade {
-            symbol: "X".into(),
             entry_time: 0,
             exit_time: pnl.map(|_| 1),
             entry_price: Decimal::ONE,

@@ -33,6 +33,16 @@ pub struct StrategyUsed {
     pub params: BTreeMap<String, f64>,
 }
 
+/// A round trip with the symbol it traded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SymbolTrade {
+    /// Symbol traded.
+    pub symbol: Arc<str>,
+    /// The round trip.
+    #[serde(flatten)]
+    pub trade: Trade,
+}
+
 /// Everything a backtest produced.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BacktestResult {
@@ -63,7 +73,7 @@ pub struct BacktestResult {
     /// Event counts.
     pub counters: Counters,
     /// Round trips, by symbol then time; an open one has null exit and pnl.
-    pub trades: Vec<Trade>,
+    pub trades: Vec<SymbolTrade>,
     /// The event chain, by symbol then time.
     pub events: Vec<SymbolEvent>,
     /// Wall times.
@@ -102,6 +112,13 @@ pub(super) fn assemble(
     let exposed: u64 = runs.iter().map(|r| r.exposed_bars).sum();
     let final_equity: Decimal = runs.iter().map(|r| r.final_equity).sum();
     let trades: Vec<Trade> = runs.iter().flat_map(|r| r.book.trades().iter().cloned()).collect();
+    let symbol_trades: Vec<SymbolTrade> = runs
+        .iter()
+        .zip(&prepared.series)
+        .flat_map(|(r, (symbol, _))| {
+            r.book.trades().iter().map(|trade| SymbolTrade { symbol: symbol.clone(), trade: trade.clone() })
+        })
+        .collect();
     let metrics = metrics::compute(&MetricsInput {
         initial_cash,
         final_equity,
@@ -129,7 +146,7 @@ pub(super) fn assemble(
         final_equity,
         metrics,
         counters,
-        trades,
+        trades: symbol_trades,
         events: runs
             .into_iter()
             .zip(&prepared.series)
@@ -182,7 +199,7 @@ impl BacktestResult {
         let m = &self.metrics;
         let q = &self.quote_asset;
         let params: Vec<String> = self.strategy.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let open = self.trades.iter().filter(|t| t.exit_time.is_none()).count();
+        let open = self.trades.iter().filter(|t| t.trade.exit_time.is_none()).count();
         let ratio = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
         let span = match (self.start_time, self.end_time) {
             (Some(a), Some(b)) => format!(" ({} → {})", utc(a), utc(b)),
