@@ -7,10 +7,10 @@ use rust_decimal::prelude::FromPrimitive;
 use crate::events::BlockReason;
 use crate::strategy::Side;
 
-/// Decimal places kept of a computed quantity (a picounit: far finer than any exchange's lot).
-/// Rounding toward zero to this keeps products of quantity and price within the decimal type's
-/// 96-bit mantissa, so accounting never has to rescale, and never spends more than the budget.
-pub const QUANTITY_DECIMALS: u32 = 12;
+/// Decimal places kept of a computed quantity (an attounit: far finer than any exchange's lot, and
+/// a relative error below 1e-18 per fill even for a quantity of one). Rounding toward zero never
+/// spends more than the budget.
+pub const QUANTITY_DECIMALS: u32 = 18;
 
 /// Fees and slippage as fractions of the notional (10 bps = 0.001).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -224,8 +224,8 @@ mod tests {
         let rules = SymbolRules::unrestricted();
         let mut book = Book::new(d("10000"));
         let buy = book.buy(1, p("100"), d("10000"), &costs, &rules).expect("buy");
-        // qty = cash / (open * (1 + fee)), to 12 decimal places
-        let qty = d("99.900099900099");
+        // qty = cash / (open * (1 + fee)), to 18 decimal places
+        let qty = d("99.900099900099900099");
         assert_eq!(buy.quantity, qty);
         assert_eq!(book.cash(), Decimal::ZERO, "all cash spent, no dust");
         let sell = book.sell_all(2, p("110"), &costs, &rules).expect("sell");
