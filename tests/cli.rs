@@ -156,3 +156,89 @@ fn help_lists_every_subcommand() {
         assert!(stdout.contains(sub), "{sub} missing from --help:\n{stdout}");
     }
 }
+
+/// `../shared/data/<file>`, or `None` (a skip, with a message) where a clone has no shared data;
+/// `KUANT_REQUIRE_SHARED_DATA=1` (set by `.ci/run`) makes its absence a failure.
+fn shared_data(file: &str) -> Option<String> {
+    let dir = std::env::var("KUANT_SHARED_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_owned());
+    let path = std::path::Path::new(&dir).join(file);
+    if path.is_file() {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var("KUANT_REQUIRE_SHARED_DATA").as_deref() != Ok("1"),
+        "{} is missing and KUANT_REQUIRE_SHARED_DATA=1",
+        path.display()
+    );
+    eprintln!("skipped: {} not found", path.display());
+    None
+}
+
+#[test]
+fn a_sweep_of_1000_combinations_over_btc_hourly_finishes_and_prints_its_time() {
+    let Some(btc) = shared_data("coinbase_btcusd_1h.csv") else { return };
+    let out = kuant(&[
+        "backtest",
+        "-f",
+        &example("btc-sma-crossover.yaml"),
+        "--data",
+        &btc,
+        "--sweep",
+        "fast=2..21",
+        "--sweep",
+        "slow=30..128:2",
+        "--top",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with("Sweep: 1000 combinations (1000 ran, 0 refused) in "), "{stdout}");
+    assert!(first.contains(" s on ") && first.ends_with("ranked by sharpe"), "{first}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(),
+        3,
+        "{stdout}"
+    );
+    eprintln!("{first}");
+}
+
+#[test]
+fn a_sweep_reports_refused_combinations_and_ranks_deterministically() {
+    let run = || {
+        let out = kuant(&[
+            "backtest",
+            "-f",
+            &example("btc-sma-crossover.yaml"),
+            "--sweep",
+            "fast=10,30",
+            "--sweep",
+            "slow=20,40",
+            "--by",
+            "return",
+            "-o",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        json.as_object_mut().map(|o| o.remove("seconds"));
+        json
+    };
+    let a = run();
+    assert_eq!(a["combinations"], 4);
+    assert_eq!(a["skipped"], 1, "fast=30 slow=20 is refused: {a}");
+    assert!(a["skip_reason"].as_str().is_some_and(|r| r.contains("must be less than slow")));
+    let points = a["points"].as_array().expect("points");
+    assert_eq!(points.len(), 3);
+    let ret = |p: &serde_json::Value| p["metrics"]["total_return_pct"].as_f64().expect("return");
+    assert!(ret(&points[0]) >= ret(&points[1]) && ret(&points[1]) >= ret(&points[2]), "best first");
+    assert_eq!(a, run(), "same ranking on every run");
+}
+
+#[test]
+fn a_sweep_over_an_unknown_parameter_is_bad_input() {
+    let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "--sweep", "fst=1..3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown parameter \"fst\""));
+}

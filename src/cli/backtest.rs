@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::ValueEnum;
+use kuant_agents::backtest::sweep::{self, Axis, RankBy, SweepResult};
 use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
 
@@ -25,6 +26,51 @@ pub struct BacktestArgs {
     /// Read candles from this CSV file instead of the manifest's data source.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    /// Sweep a strategy parameter: `name=FROM..TO[:STEP]` or `name=A,B,C`; repeat for a grid.
+    #[arg(long, value_name = "AXIS")]
+    pub sweep: Vec<Axis>,
+    /// With --sweep: the metric to rank by.
+    #[arg(long, value_enum, default_value_t = RankMetric::Sharpe)]
+    pub by: RankMetric,
+    /// With --sweep: how many of the best combinations to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// With --sweep: worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Metric a sweep ranks by.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RankMetric {
+    /// Sharpe ratio.
+    Sharpe,
+    /// Sortino ratio.
+    Sortino,
+    /// Total return.
+    Return,
+    /// Compound annual growth.
+    Cagr,
+    /// Max drawdown, smallest first.
+    Drawdown,
+    /// Profit factor.
+    ProfitFactor,
+    /// Win rate.
+    WinRate,
+}
+
+impl From<RankMetric> for RankBy {
+    fn from(m: RankMetric) -> Self {
+        match m {
+            RankMetric::Sharpe => Self::Sharpe,
+            RankMetric::Sortino => Self::Sortino,
+            RankMetric::Return => Self::Return,
+            RankMetric::Cagr => Self::Cagr,
+            RankMetric::Drawdown => Self::Drawdown,
+            RankMetric::ProfitFactor => Self::ProfitFactor,
+            RankMetric::WinRate => Self::WinRate,
+        }
+    }
 }
 
 /// How results are printed.
@@ -51,9 +97,12 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(EXIT_BAD_INPUT, e.to_string()),
     };
+    if !args.sweep.is_empty() {
+        return run_sweep(args, &prepared);
+    }
     let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     let mut bar = ProgressBar::new(total, 2_000_000);
-    let keep = Keep { equity_curve: args.equity_csv.is_some() };
+    let keep = Keep { equity_curve: args.equity_csv.is_some(), events: true };
     let result = backtest::run(&prepared, keep, &mut |done, total| bar.update(done, total));
     bar.finish();
     let result = match result {
@@ -74,6 +123,71 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
     };
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+fn run_sweep(args: &BacktestArgs, prepared: &backtest::Prepared) -> ExitCode {
+    let result = match sweep::sweep(prepared, &args.sweep, args.by.into(), args.threads) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_BAD_INPUT, e.to_string()),
+    };
+    if result.points.is_empty() {
+        let why = result.skip_reason.as_deref().unwrap_or("no combination");
+        return fail(EXIT_BAD_INPUT, format!("every combination of the sweep was refused: {why}"));
+    }
+    let out = match args.output {
+        OutputFormat::Table => sweep_table(&result, args.top),
+        OutputFormat::Json => {
+            let mut best = result.clone();
+            best.points.truncate(args.top);
+            match serde_json::to_string_pretty(&best) {
+                Ok(json) => json + "\n",
+                Err(e) => return fail(EXIT_INTERNAL, format!("cannot encode the sweep as JSON: {e}")),
+            }
+        }
+    };
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+fn sweep_table(r: &SweepResult, top: usize) -> String {
+    use std::fmt::Write as _;
+    let ran = r.combinations - r.skipped;
+    let mut out = format!(
+        "Sweep: {} combinations ({ran} ran, {} refused) in {:.2} s on {} threads, ranked by {}\n",
+        r.combinations,
+        r.skipped,
+        r.seconds,
+        r.threads,
+        serde_json::to_value(r.ranked_by)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
+    if let Some(why) = &r.skip_reason {
+        let _ = writeln!(out, "  refused, e.g.: {why}");
+    }
+    let _ = writeln!(
+        out,
+        "  {:>4}  {:<28} {:>10} {:>8} {:>8} {:>8} {:>7}",
+        "rank", "params", "return%", "sharpe", "sortino", "maxdd%", "trades"
+    );
+    let ratio = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+    for (i, p) in r.points.iter().take(top).enumerate() {
+        let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let m = &p.metrics;
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<28} {:>10.2} {:>8} {:>8} {:>8.2} {:>7}",
+            i + 1,
+            params.join(" "),
+            m.total_return_pct,
+            ratio(m.sharpe),
+            ratio(m.sortino),
+            m.max_drawdown_pct,
+            m.trades
+        );
+    }
+    out
 }
 
 fn fail(code: u8, message: String) -> ExitCode {

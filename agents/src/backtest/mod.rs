@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod metrics;
 pub mod report;
+pub mod sweep;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub fn prepare(backtest: &Backtest, options: &Options) -> Result<Prepared, Backt
 pub struct Keep {
     /// Rebuild the equity curve into [`BacktestResult::equity`].
     pub equity_curve: bool,
+    /// Report the event chain in [`BacktestResult::events`] (a sweep needs only the figures).
+    pub events: bool,
 }
 
 /// Runs a prepared backtest. `progress` gets (bars done, bars in all).
@@ -155,7 +158,7 @@ pub fn run_with(
     }
     let simulate_seconds = started.elapsed().as_secs_f64();
     let timings = Timings { load_seconds: prepared.load_seconds, simulate_seconds };
-    Ok(report::assemble(prepared, &name, &run_id, initial_cash, runs, timings, keep.equity_curve))
+    Ok(report::assemble(prepared, &name, &run_id, initial_cash, runs, timings, keep))
 }
 
 struct Simulate<'a> {

@@ -91,8 +91,9 @@ pub(super) fn assemble(
     initial_cash: Decimal,
     runs: Vec<SymbolRun>,
     timings: Timings,
-    with_curve: bool,
+    keep: super::Keep,
 ) -> BacktestResult {
+    let with_curve = keep.equity_curve;
     let spec = &prepared.backtest.spec;
     let initial_f = initial_cash.to_f64().unwrap_or(0.0);
     // One symbol: the loop's own statistics; several: those of the summed curve.
@@ -147,14 +148,17 @@ pub(super) fn assemble(
         metrics,
         counters,
         trades: symbol_trades,
-        events: runs
-            .into_iter()
-            .zip(&prepared.series)
-            .flat_map(|(r, (symbol, _))| {
-                let ids = r.ids;
-                r.events.into_iter().map(move |event| SymbolEvent { symbol: symbol.clone(), ids, event })
-            })
-            .collect(),
+        events: if !keep.events {
+            Vec::new()
+        } else {
+            runs.into_iter()
+                .zip(&prepared.series)
+                .flat_map(|(r, (symbol, _))| {
+                    let ids = r.ids;
+                    r.events.into_iter().map(move |event| SymbolEvent { symbol: symbol.clone(), ids, event })
+                })
+                .collect()
+        },
         timings,
         equity,
     }
