@@ -20,6 +20,7 @@ pub use metrics::Metrics;
 pub use report::{BacktestResult, Timings};
 
 use crate::candles::Series;
+use crate::data::binance::BinanceSource;
 use crate::data::csv::CsvSource;
 use crate::data::synthetic::SyntheticSource;
 use crate::data::{DataError, DataSource, Span};
@@ -76,9 +77,15 @@ pub fn prepare(backtest: &Backtest, options: &Options) -> Result<Prepared, Backt
             Box::new(SyntheticSource::new(spec.data.synthetic.clone().unwrap_or_default()))
         }
         (None, SourceKind::Exchange, _) => {
-            return Err(BacktestError::Unsupported(
-                "data.source exchange (downloading candles) is not available in this build yet; use csv or synthetic".into(),
-            ));
+            let exchange = spec.data.exchange.as_ref();
+            let name = exchange.map_or("binance", |e| e.name.as_str());
+            if name != "binance" {
+                return Err(BacktestError::Unsupported(format!(
+                    "data.exchange.name {name:?}: kuant downloads candles from binance (or a service speaking its API via baseUrl)"
+                )));
+            }
+            let base_url = exchange.and_then(|e| e.base_url.as_deref());
+            Box::new(BinanceSource::new(base_url, BinanceSource::default_cache_dir()))
         }
     };
     let file_backed = options.data_override.is_some() || spec.data.source == SourceKind::Csv;

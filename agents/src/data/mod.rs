@@ -1,6 +1,7 @@
 //! Where candles come from. Every source yields checked [`Series`]: ascending, gap-free, with
 //! consistent OHLC; a problem is reported with the file, line and what is wrong.
 
+pub mod binance;
 pub mod csv;
 pub mod synthetic;
 
