@@ -93,7 +93,12 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
         Err(e) => return fail(EXIT_BAD_INPUT, e.to_string()),
     };
     let options = Options { data_override: args.data.clone() };
-    let prepared = match backtest::prepare(&manifest, &options) {
+    // Loading can take long too (a big file, a download, millions of synthetic candles).
+    let mut loading = ProgressBar::new(u64::MAX, 0);
+    loading.status(&format!("loading {} candles…", manifest.spec.market.symbols.join(", ")));
+    let prepared = backtest::prepare(&manifest, &options);
+    loading.finish();
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => return fail(EXIT_BAD_INPUT, e.to_string()),
     };

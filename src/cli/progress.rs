@@ -33,6 +33,16 @@ impl ProgressBar {
         self.drawn = true;
     }
 
+    /// Shows a one-line status (e.g. while loading) until the next update or `finish`.
+    pub fn status(&mut self, message: &str) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{message:<72}");
+            let _ = err.flush();
+            self.drawn = true;
+        }
+    }
+
     /// Clears the bar.
     pub fn finish(&mut self) {
         if self.drawn {
