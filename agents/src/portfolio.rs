@@ -126,11 +126,14 @@ impl Book {
         // Spending all the cash without a lot size, the fee is what is left over, so no rounding
         // dust stays behind as cash (and never a negative balance).
         let spend_all = budget == self.cash && rules.lot_step.is_none();
-        let mut fee = notional * costs.fee_rate();
-        if spend_all || notional + fee > self.cash {
-            fee = self.cash - notional;
-        }
-        let cost = notional + fee;
+        let (fee, cost) = if spend_all {
+            // The quantity was rounded down from cash / (price × (1 + fee)), so what is left is
+            // at least the fee.
+            (self.cash - notional, self.cash)
+        } else {
+            let fee = notional * costs.fee_rate();
+            if notional + fee > self.cash { (self.cash - notional, self.cash) } else { (fee, notional + fee) }
+        };
         self.cash -= cost;
         self.quantity += quantity;
         self.sync_floats();

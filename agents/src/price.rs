@@ -26,9 +26,16 @@ impl Price {
         self.0 as f64 / PRICE_SCALE as f64
     }
 
-    /// The price as an exact decimal, for accounting.
+    /// The price as an exact decimal, for accounting, at its natural scale (2505.56, not
+    /// 2505.56000000): products with quantities then stay within the decimal's 96-bit mantissa
+    /// and never need rescaling.
     pub fn to_decimal(self) -> Decimal {
-        Decimal::new(self.0, PRICE_DECIMALS)
+        let (mut units, mut scale) = (self.0, PRICE_DECIMALS);
+        while scale > 0 && units % 10 == 0 {
+            units /= 10;
+            scale -= 1;
+        }
+        Decimal::new(units, scale)
     }
 
     /// The nearest price to a float (synthetic data); `None` for NaN, infinities and overflow.
@@ -126,7 +133,9 @@ mod tests {
     #[test]
     fn converts_to_decimal_and_float() {
         let p = Price::parse("2505.56").expect("valid");
-        assert_eq!(p.to_decimal().to_string(), "2505.56000000");
+        assert_eq!(p.to_decimal().to_string(), "2505.56");
+        assert_eq!(Price(1_700_000_000).to_decimal().to_string(), "17");
+        assert_eq!(Price(1).to_decimal().to_string(), "0.00000001");
         assert_eq!(p.to_string(), "2505.56");
         assert!((p.to_f64() - 2505.56).abs() < 1e-9);
         assert_eq!(Price::from_f64(2505.56), Some(p));

@@ -146,12 +146,13 @@ pub fn simulate<S: Strategy>(
         if let Some(order) = pending.take() {
             filled = execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
         }
+        let mut long = book.is_long();
         if let Some(side) = strategy.on_bar(&bar) {
             counters.signals += 1;
             let signal = rec.emit(bar.time_ms, None, EventKind::Signal { side, price: bar.close });
             let actionable = match side {
-                Side::Buy => !book.is_long(),
-                Side::Sell => book.is_long(),
+                Side::Buy => !long,
+                Side::Sell => long,
             };
             if actionable {
                 let order =
@@ -167,10 +168,11 @@ pub fn simulate<S: Strategy>(
         }
         if filled {
             marks.push(Mark { bar: i, cash: book.cash_f(), quantity: book.quantity_f() });
+            long = book.is_long();
         }
         // Flat, equity is the cash: no price to convert.
-        stats.push(if book.is_long() { book.equity_f(bar.close.to_f64()) } else { book.cash_f() });
-        exposed_bars += u64::from(book.is_long());
+        stats.push(if long { book.equity_f(bar.close.to_f64()) } else { book.cash_f() });
+        exposed_bars += u64::from(long);
         if i & 0xFFFF == 0xFFFF {
             progress(i + 1);
         }

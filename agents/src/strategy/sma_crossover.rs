@@ -2,17 +2,20 @@
 //! the slow one, sell when it crosses below. The means are compared exactly (integer sums), so a
 //! tie is a tie: `d = fast - slow` crosses up from `d <= 0` to `d > 0`, down from `d >= 0` to `d < 0`.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use kuant_crds::StrategyName;
 
-use super::{Params, Side, Strategy, StrategyError, cross};
+use super::{Params, Side, Strategy, StrategyError};
 use crate::candles::Bar;
 
 /// Simple moving-average crossover. Both windows live in one ring of the last `slow` closes: a
 /// close enters both sums, and leaves the fast sum `fast` bars later and the slow sum `slow` bars
 /// later.
+///
+/// The running sums are `i64`, exact while every close is at most `i64::MAX / slow` units (about
+/// 3e9 of the quote at slow = 30). A larger close raises a sticky flag, and from then on the sums
+/// are recomputed in `i128` from the ring at each bar: slower, and still exact.
 #[derive(Clone, Debug)]
 pub struct SmaCrossover {
     ring: Vec<i64>,
@@ -22,9 +25,12 @@ pub struct SmaCrossover {
     /// Where the close leaving the fast window sits.
     fast_tail: usize,
     seen: usize,
-    fast_sum: i128,
-    slow_sum: i128,
-    previous: Option<Ordering>,
+    fast_sum: i64,
+    slow_sum: i64,
+    limit: i64,
+    beyond_limit: bool,
+    /// Sign of fast − slow at the previous bar: -1, 0, 1, or 2 before the first.
+    previous: i8,
 }
 
 impl SmaCrossover {
@@ -40,7 +46,9 @@ impl SmaCrossover {
             seen: 0,
             fast_sum: 0,
             slow_sum: 0,
-            previous: None,
+            limit: i64::MAX / slow as i64,
+            beyond_limit: false,
+            previous: 2,
         }
     }
 
@@ -53,24 +61,36 @@ impl SmaCrossover {
         }
         Ok(Self::new(fast, slow))
     }
+
+    /// The fast and slow sums, exactly.
+    fn sums(&self) -> (i128, i128) {
+        if !self.beyond_limit {
+            return (i128::from(self.fast_sum), i128::from(self.slow_sum));
+        }
+        let slow = self.ring.len();
+        let slow_sum = self.ring.iter().map(|&x| i128::from(x)).sum();
+        let fast_sum = (1..=self.fast).map(|k| i128::from(self.ring[(self.head + slow - k) % slow])).sum();
+        (fast_sum, slow_sum)
+    }
 }
 
 impl Strategy for SmaCrossover {
     #[inline(always)]
     fn on_bar(&mut self, bar: &Bar) -> Option<Side> {
         let slow = self.ring.len();
-        let x = i128::from(bar.close.units());
+        let x = bar.close.units();
         // Slots not yet written hold 0, so during warm-up nothing real leaves either sum.
-        let (Some(leaving_slow), Some(leaving_fast)) =
+        let (Some(&leaving_slow), Some(&leaving_fast)) =
             (self.ring.get(self.head), self.ring.get(self.fast_tail))
         else {
             return None;
         };
-        self.slow_sum += x - i128::from(*leaving_slow);
-        self.fast_sum += x - i128::from(*leaving_fast);
         if let Some(slot) = self.ring.get_mut(self.head) {
-            *slot = bar.close.units();
+            *slot = x;
         }
+        self.beyond_limit |= x.unsigned_abs() > self.limit.unsigned_abs();
+        self.slow_sum = self.slow_sum.wrapping_add(x).wrapping_sub(leaving_slow);
+        self.fast_sum = self.fast_sum.wrapping_add(x).wrapping_sub(leaving_fast);
         self.head = if self.head + 1 == slow { 0 } else { self.head + 1 };
         self.fast_tail = if self.fast_tail + 1 == slow { 0 } else { self.fast_tail + 1 };
         if self.seen < slow {
@@ -80,10 +100,17 @@ impl Strategy for SmaCrossover {
             }
         }
         // fast/nf vs slow/ns, compared as fast*ns vs slow*nf: exact, no division.
-        let now = (self.fast_sum * slow as i128).cmp(&(self.slow_sum * self.fast as i128));
-        let signal = cross(self.previous, now);
-        self.previous = Some(now);
-        signal
+        let (fast_sum, slow_sum) = self.sums();
+        let now = (fast_sum * slow as i128).cmp(&(slow_sum * self.fast as i128)) as i8;
+        let previous = std::mem::replace(&mut self.previous, now);
+        // Up from d <= 0 to d > 0; down from d >= 0 to d < 0.
+        if previous <= 0 && now > 0 {
+            Some(Side::Buy)
+        } else if previous != 2 && previous >= 0 && now < 0 {
+            Some(Side::Sell)
+        } else {
+            None
+        }
     }
 }
 
@@ -130,8 +157,42 @@ mod window_tests {
                 closes[t.saturating_sub(n - 1)..=t].iter().map(|c| (c * 1e8).round() as i128).sum::<i128>()
             };
             if t >= 8 {
-                assert_eq!((s.fast_sum, s.slow_sum), (sum(4), sum(9)), "bar {t}");
+                assert_eq!(s.sums(), (sum(4), sum(9)), "bar {t}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::price::Price;
+
+    fn bar(units: i64) -> Bar {
+        let p = Price(units);
+        Bar { time_ms: 0, open: p, high: p, low: p, close: p, volume: 0.0 }
+    }
+
+    #[test]
+    fn closes_beyond_the_i64_limit_keep_the_sums_exact() {
+        let mut s = SmaCrossover::new(2, 4);
+        let huge = i64::MAX / 3;
+        for x in [10, 20, 30, huge, huge, 5] {
+            s.on_bar(&bar(x));
+        }
+        assert!(s.beyond_limit);
+        let h = i128::from(huge);
+        assert_eq!(s.sums(), (h + 5, 30 + 2 * h + 5));
+    }
+
+    #[test]
+    fn a_cross_is_found_on_both_sides_of_the_limit() {
+        let huge = i64::MAX / 4;
+        let run = |prices: &[i64]| {
+            let mut s = SmaCrossover::new(2, 3);
+            prices.iter().filter_map(|&x| s.on_bar(&bar(x))).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&[10, 10, 10, 12, 12, 8]), [Side::Buy, Side::Sell]);
+        assert_eq!(run(&[huge, huge, huge, huge + 2, huge + 2, huge - 2]), [Side::Buy, Side::Sell]);
     }
 }
