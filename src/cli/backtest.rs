@@ -29,48 +29,16 @@ pub struct BacktestArgs {
     /// Sweep a strategy parameter: `name=FROM..TO[:STEP]` or `name=A,B,C`; repeat for a grid.
     #[arg(long, value_name = "AXIS")]
     pub sweep: Vec<Axis>,
-    /// With --sweep: the metric to rank by.
-    #[arg(long, value_enum, default_value_t = RankMetric::Sharpe)]
-    pub by: RankMetric,
+    /// With --sweep: the metric to rank by: sharpe, sortino, return, cagr, drawdown (smallest
+    /// first), profit-factor or win-rate.
+    #[arg(long, default_value = "sharpe")]
+    pub by: RankBy,
     /// With --sweep: how many of the best combinations to print.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
     /// With --sweep: worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-}
-
-/// Metric a sweep ranks by.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RankMetric {
-    /// Sharpe ratio.
-    Sharpe,
-    /// Sortino ratio.
-    Sortino,
-    /// Total return.
-    Return,
-    /// Compound annual growth.
-    Cagr,
-    /// Max drawdown, smallest first.
-    Drawdown,
-    /// Profit factor.
-    ProfitFactor,
-    /// Win rate.
-    WinRate,
-}
-
-impl From<RankMetric> for RankBy {
-    fn from(m: RankMetric) -> Self {
-        match m {
-            RankMetric::Sharpe => Self::Sharpe,
-            RankMetric::Sortino => Self::Sortino,
-            RankMetric::Return => Self::Return,
-            RankMetric::Cagr => Self::Cagr,
-            RankMetric::Drawdown => Self::Drawdown,
-            RankMetric::ProfitFactor => Self::ProfitFactor,
-            RankMetric::WinRate => Self::WinRate,
-        }
-    }
 }
 
 /// How results are printed.
@@ -131,7 +99,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
 }
 
 fn run_sweep(args: &BacktestArgs, prepared: &backtest::Prepared) -> ExitCode {
-    let result = match sweep::sweep(prepared, &args.sweep, args.by.into(), args.threads) {
+    let result = match sweep::sweep(prepared, &args.sweep, args.by, args.threads) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_BAD_INPUT, e.to_string()),
     };

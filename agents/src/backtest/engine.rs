@@ -314,15 +314,17 @@ mod tests {
             .collect()
     }
 
+    /// Buy at bar 0's close, sell at bar 2's close, over four bars.
+    fn buy_then_sell() -> (Series, SymbolRun) {
+        let s = series(&[(10.0, 10.0), (20.0, 25.0), (30.0, 30.0), (40.0, 40.0)]);
+        let script = Script(vec![(0, Side::Buy), (2, Side::Sell)], 0);
+        let run = simulate(&s, script, &config(FillModel::NextOpen), &mut |_| {});
+        (s, run)
+    }
+
     #[test]
     fn fills_at_the_next_open_and_marks_at_the_close() {
-        let s = series(&[(10.0, 10.0), (20.0, 25.0), (30.0, 30.0), (40.0, 40.0)]);
-        let run = simulate(
-            &s,
-            Script(vec![(0, Side::Buy), (2, Side::Sell)], 0),
-            &config(FillModel::NextOpen),
-            &mut |_| {},
-        );
+        let (s, run) = buy_then_sell();
         // Buy 1000/20 = 50 at bar 1's open; sell at bar 3's open 40 → 2000.
         assert_eq!(run.equity_curve(&s), vec![1000.0, 1250.0, 1500.0, 2000.0]);
         assert_eq!(run.stats, EquityStats::of(1000.0, &[1000.0, 1250.0, 1500.0, 2000.0]), "online = offline");
@@ -366,13 +368,7 @@ mod tests {
 
     #[test]
     fn every_event_chains_to_its_signal() {
-        let s = series(&[(10.0, 10.0), (20.0, 25.0), (30.0, 30.0), (40.0, 40.0)]);
-        let run = simulate(
-            &s,
-            Script(vec![(0, Side::Buy), (2, Side::Sell)], 0),
-            &config(FillModel::NextOpen),
-            &mut |_| {},
-        );
+        let (_, run) = buy_then_sell();
         let mut signal = None;
         for e in &run.events {
             match e.kind {

@@ -90,6 +90,27 @@ pub enum RankBy {
     WinRate,
 }
 
+impl std::str::FromStr for RankBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "sharpe" => Self::Sharpe,
+            "sortino" => Self::Sortino,
+            "return" => Self::Return,
+            "cagr" => Self::Cagr,
+            "drawdown" => Self::Drawdown,
+            "profit-factor" => Self::ProfitFactor,
+            "win-rate" => Self::WinRate,
+            other => {
+                return Err(format!(
+                    "unknown metric {other:?} (one of: sharpe, sortino, return, cagr, drawdown, profit-factor, win-rate)"
+                ));
+            }
+        })
+    }
+}
+
 impl RankBy {
     /// The value to sort by, higher is better; absent metrics rank last.
     fn score(self, m: &Metrics) -> f64 {
@@ -246,6 +267,23 @@ mod tests {
         assert!(err("fast=1..5:0").contains("step must be positive"));
         assert!(err("fast=a..5").contains("\"a\" is not a number"));
         assert!(err("=1..5").contains("no parameter name"));
+    }
+
+    #[test]
+    fn metric_names_parse_as_they_serialize() {
+        for m in [
+            RankBy::Sharpe,
+            RankBy::Sortino,
+            RankBy::Return,
+            RankBy::Cagr,
+            RankBy::Drawdown,
+            RankBy::ProfitFactor,
+            RankBy::WinRate,
+        ] {
+            let name = serde_json::to_value(m).expect("serializes");
+            assert_eq!(name.as_str().map(str::parse::<RankBy>), Some(Ok(m)));
+        }
+        assert!("speed".parse::<RankBy>().is_err());
     }
 
     #[test]
