@@ -143,7 +143,10 @@ pub fn simulate<S: Strategy>(
 
     for (i, bar) in series.iter().enumerate() {
         let mut filled = false;
-        if let Some(order) = pending.take() {
+        // Checked before taken: `take` would store into the option on every bar.
+        if pending.is_some()
+            && let Some(order) = pending.take()
+        {
             filled = execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
         }
         let mut long = book.is_long();
