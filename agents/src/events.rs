@@ -24,14 +24,14 @@ pub struct Seq(pub NonZeroU64);
 
 /// Idempotent client order id: the same order event always yields the same id, so a resubmission
 /// after a restart is recognised by the exchange instead of doubling the order.
-/// Shape: `kq` + 30 hex digits, within Binance's `^[.A-Z:/a-z0-9_-]{1,36}$`.
+/// Shape: `kq` + the 32 hex digits of the order event's id (34 characters), within Binance's
+/// `^[.A-Z:/a-z0-9_-]{1,36}$`; distinct order events give distinct ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientOrderId(pub Uuid);
 
 impl fmt::Display for ClientOrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = self.0.simple().to_string();
-        write!(f, "kq{}", &hex[..30])
+        write!(f, "kq{}", self.0.simple())
     }
 }
 
@@ -266,8 +266,16 @@ mod tests {
     #[test]
     fn client_order_ids_fit_binance() {
         let id = IdSpace::new("r", "s").client_order_id(seq(3)).to_string();
-        assert_eq!(id.len(), 32);
+        assert_eq!(id.len(), 34);
         assert!(id.starts_with("kq") && id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    }
+
+    #[test]
+    fn every_order_of_a_run_gets_its_own_client_order_id() {
+        let ids = IdSpace::new("run", "BTCUSDT");
+        let all: std::collections::HashSet<String> =
+            (1..=100_000).map(|n| ids.client_order_id(seq(n)).to_string()).collect();
+        assert_eq!(all.len(), 100_000);
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl Price {
         {
             return Err(format!("{t:?} is not a number"));
         }
+        // Trailing zeros of the fraction carry no value; without them the digits stay short.
+        let frac_part = frac_part.trim_end_matches('0');
+        if int_part.bytes().chain(frac_part.bytes()).all(|b| b == b'0') {
+            return Ok(Self(0));
+        }
         // Shift the decimal point by the exponent, then require at most 8 decimals.
         let all_digits = format!("{int_part}{frac_part}");
         let point = int_part.len() as i64 + i64::from(exponent);
@@ -92,7 +97,8 @@ impl Price {
             value = value.checked_mul(factor).ok_or_else(too_large(t))?;
         } else {
             // Only trailing zeros are dropped here: decimals_needed <= 8 was checked above.
-            value /= 10i128.pow((-shift) as u32);
+            let factor = u32::try_from(-shift).ok().and_then(|e| 10i128.checked_pow(e)).ok_or_else(too_large(t))?;
+            value /= factor;
         }
         let value = i64::try_from(value).map_err(|_| too_large(t)())?;
         Ok(Self(if negative { -value } else { value }))
@@ -128,6 +134,11 @@ mod tests {
         for bad in ["", "abc", "NaN", "inf", "1.2.3", "0.000000001", "1e-9", "99999999999999999999", "."] {
             assert!(Price::parse(bad).is_err(), "{bad:?} must be refused");
         }
+        // Long runs of zeros never panic: they are zero, or refused.
+        assert_eq!(Price::parse(&format!("0.{}", "0".repeat(300))), Ok(Price(0)));
+        assert_eq!(Price::parse(&format!("{}e-200", "0".repeat(300))), Ok(Price(0)));
+        assert_eq!(Price::parse(&format!("1.{}", "0".repeat(300))), Ok(Price(100_000_000)));
+        assert!(Price::parse(&format!("1{}e-300", "0".repeat(300))).is_err());
     }
 
     #[test]

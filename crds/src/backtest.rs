@@ -158,7 +158,7 @@ pub struct SyntheticData {
     pub bars: u64,
     /// Price of the first candle's open.
     #[serde(default = "default_start_price")]
-    #[schemars(range(min = 0.01, max = 1e12))]
+    #[schemars(range(min = 0.01, max = 1e9))]
     pub start_price: f64,
     /// Expected return per year as a fraction (0.1 = +10 %/year; may be negative).
     #[serde(default)]

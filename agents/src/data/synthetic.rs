@@ -47,7 +47,7 @@ impl DataSource for SyntheticSource {
             return Err(bad("no bars inside market.start/market.end".into()));
         }
         let bars = usize::try_from(bars).map_err(|_| bad(format!("{bars} bars do not fit in memory")))?;
-        Ok(generate(s, symbol, timeframe, start, bars))
+        generate(s, symbol, timeframe, start, bars).map_err(bad)
     }
 }
 
@@ -60,7 +60,13 @@ struct Regime {
 const VOLATILITY_REGIMES: [f64; 3] = [0.5, 1.0, 2.2];
 const DRIFT_REGIMES: [f64; 3] = [0.8, 0.0, -0.6];
 
-fn generate(s: &SyntheticData, symbol: &str, timeframe: Timeframe, start_ms: i64, bars: usize) -> Series {
+fn generate(
+    s: &SyntheticData,
+    symbol: &str,
+    timeframe: Timeframe,
+    start_ms: i64,
+    bars: usize,
+) -> Result<Series, String> {
     let mut rng = Rng::new(s.seed ^ fnv1a(symbol.as_bytes()));
     let dt = timeframe.seconds() as f64 / YEAR_SECONDS;
     // Regimes last about two weeks on average, whatever the timeframe.
@@ -86,17 +92,23 @@ fn generate(s: &SyntheticData, symbol: &str, timeframe: Timeframe, start_ms: i64
         let high = round_up(open.max(close) * (rng.normal().abs() * wick).exp(), tick);
         let low = round_down(open.min(close) * (-rng.normal().abs() * wick).exp(), tick).max(tick);
         let volume = (100.0 * regime.vol_multiplier * (0.5 * rng.normal()).exp() * 1e4).round() / 1e4;
-        let price = |x: f64| Price::from_f64(x).unwrap_or(Price(1));
-        series.push(Bar {
+        let price = |x: f64| {
+            Price::from_f64(x).filter(|p| p.units() > 0).ok_or_else(|| {
+                format!("the random walk left the range of prices kuant can hold at bar {i} ({x:e}); lower startPrice, drift or volatility")
+            })
+        };
+        let bar = Bar {
             time_ms: start_ms + i as i64 * timeframe.seconds() as i64 * 1000,
-            open: price(open),
-            high: price(high),
-            low: price(low),
-            close: price(close),
+            open: price(open)?,
+            high: price(high)?,
+            low: price(low)?,
+            close: price(close)?,
             volume,
-        });
+        };
+        crate::candles::check_bar(&bar).map_err(|e| format!("bar {i}: {e}"))?;
+        series.push(bar);
     }
-    series
+    Ok(series)
 }
 
 /// A tick about a millionth of the price: 0.01 for BTC-like prices, finer for cheap assets.
@@ -205,6 +217,13 @@ mod tests {
         let annual = (var * YEAR_SECONDS / 3600.0).sqrt();
         // Regimes scale 0.6 by 0.5–2.2, so the mix lands somewhere around 0.5–1.2.
         assert!((0.3..1.5).contains(&annual), "annualised volatility {annual}");
+    }
+
+    #[test]
+    fn prices_beyond_the_representable_range_are_an_error_not_a_crash_to_zero() {
+        let settings = SyntheticData { start_price: 5e11, bars: 10, ..SyntheticData::default() };
+        let err = SyntheticSource::new(settings).load("X", Timeframe::H1, Span::default()).expect_err("too large");
+        assert!(err.to_string().contains("left the range of prices"), "{err}");
     }
 
     #[test]
