@@ -97,7 +97,8 @@ impl Price {
             value = value.checked_mul(factor).ok_or_else(too_large(t))?;
         } else {
             // Only trailing zeros are dropped here: decimals_needed <= 8 was checked above.
-            let factor = u32::try_from(-shift).ok().and_then(|e| 10i128.checked_pow(e)).ok_or_else(too_large(t))?;
+            let factor =
+                u32::try_from(-shift).ok().and_then(|e| 10i128.checked_pow(e)).ok_or_else(too_large(t))?;
             value /= factor;
         }
         let value = i64::try_from(value).map_err(|_| too_large(t)())?;

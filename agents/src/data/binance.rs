@@ -173,6 +173,7 @@ impl DataSource for BinanceSource {
         }
         let mut series = Series::with_capacity(((end - start) / step).clamp(0, 10_000_000) as usize);
         let mut cursor = start;
+        let mut filled = 0u64;
         while cursor < end {
             let rows = self.page(symbol, timeframe, cursor, end)?;
             for row in &rows {
@@ -180,13 +181,20 @@ impl DataSource for BinanceSource {
                 if bar.time_ms < cursor || bar.time_ms >= end {
                     continue;
                 }
+                filled += fill_gap(&mut series, bar.time_ms, step);
                 series.push_checked(bar, timeframe).map_err(|p| self.error(format!("{symbol}: {p}")))?;
             }
+            // Only an empty page (or one that does not move forward) ends the download: a mirror
+            // may serve pages shorter than Binance's.
             let Some(last) = series.times().last().copied().filter(|&t| t >= cursor) else { break };
             cursor = last + step;
-            if rows.len() < PAGE_SIZE {
-                break;
-            }
+        }
+        if filled > 0 {
+            tracing::warn!(
+                symbol,
+                filled,
+                "the exchange had no candles for {filled} {timeframe} intervals (an outage): filled with flat, zero-volume candles at the previous close"
+            );
         }
         if series.is_empty() {
             return Err(self.error(format!("{symbol}: the exchange returned no candles for that span")));
@@ -198,6 +206,22 @@ impl DataSource for BinanceSource {
         }
         Ok(series)
     }
+}
+
+/// Before a candle opening at `time_ms`, adds flat zero-volume candles at the last close for every
+/// interval the exchange skipped (an outage: nothing traded), so the series stays gap-free.
+/// Returns how many it added.
+fn fill_gap(series: &mut Series, time_ms: i64, step: i64) -> u64 {
+    let Some(last) = series.len().checked_sub(1).map(|i| series.bar(i)) else { return 0 };
+    let mut added = 0;
+    let mut t = last.time_ms + step;
+    while t < time_ms {
+        let c = last.close;
+        series.push(Bar { time_ms: t, open: c, high: c, low: c, close: c, volume: 0.0 });
+        t += step;
+        added += 1;
+    }
+    added
 }
 
 /// `[openTime, "open", "high", "low", "close", "volume", closeTime, …]`
@@ -266,6 +290,15 @@ mod tests {
     /// A local stand-in for Binance: serves klines for any span (a close that wanders with the
     /// hour), pages of at most `limit`, and answers the first `rate_limited` requests with 429.
     fn fake_binance(rate_limited: usize) -> (String, Arc<AtomicUsize>) {
+        fake_binance_with(rate_limited, usize::MAX, None)
+    }
+
+    /// As [`fake_binance`], serving at most `page_cap` candles a page and none in `outage`.
+    fn fake_binance_with(
+        rate_limited: usize,
+        page_cap: usize,
+        outage: Option<(i64, i64)>,
+    ) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
@@ -306,7 +339,8 @@ mod tests {
                     let rows: Vec<String> = (0..)
                         .map(|k| start + k * H)
                         .take_while(|&t| t <= end)
-                        .take(limit)
+                        .filter(|&t| outage.is_none_or(|(a, b)| t < a || t >= b))
+                        .take(limit.min(page_cap))
                         .map(|t| {
                             let c = 100 + (t / H) % 7;
                             format!(r#"[{t},"{c}.00","{}.50","{}.50","{c}.00","1.5",{},"150.0",10,"0.7","70.0","0"]"#, c, c - 1, t + H - 1)
@@ -348,6 +382,22 @@ mod tests {
         assert_eq!(again, series);
         assert_eq!(requests.load(Ordering::SeqCst), 4, "the second load reads the cache");
         let _ = std::fs::remove_dir_all(cache);
+    }
+
+    #[test]
+    fn short_pages_do_not_end_the_download_and_outages_are_filled_flat() {
+        let outage = (T0 + 100 * H, T0 + 103 * H);
+        let (url, _) = fake_binance_with(0, 300, Some(outage));
+        let source = BinanceSource::new(Some(&url), None);
+        let span = Span { start_ms: Some(T0), end_ms: Some(T0 + 1_000 * H) };
+        let series = source.load("BTCUSDT", Timeframe::H1, span).expect("downloads");
+        assert_eq!(series.len(), 1_000, "all pages of 300, and the 3 missing hours filled");
+        let before = series.bar(99);
+        for i in 100..103 {
+            let b = series.bar(i);
+            assert_eq!((b.open, b.close, b.volume), (before.close, before.close, 0.0), "bar {i}");
+        }
+        assert!(series.bar(103).volume > 0.0);
     }
 
     #[test]

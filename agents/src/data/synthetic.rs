@@ -222,7 +222,8 @@ mod tests {
     #[test]
     fn prices_beyond_the_representable_range_are_an_error_not_a_crash_to_zero() {
         let settings = SyntheticData { start_price: 5e11, bars: 10, ..SyntheticData::default() };
-        let err = SyntheticSource::new(settings).load("X", Timeframe::H1, Span::default()).expect_err("too large");
+        let err =
+            SyntheticSource::new(settings).load("X", Timeframe::H1, Span::default()).expect_err("too large");
         assert!(err.to_string().contains("left the range of prices"), "{err}");
     }
 
