@@ -81,6 +81,8 @@ pub enum BlockReason {
     BelowMinNotional,
     /// The data ended before the order could fill (a signal on the last bar).
     EndOfData,
+    /// An amount would leave the exact decimal range (about 7.9e28).
+    AmountOutOfRange,
 }
 
 /// What happened.

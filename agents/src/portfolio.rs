@@ -97,9 +97,9 @@ impl Book {
         self.cash_f + self.quantity_f * price
     }
 
-    /// Equity at `price`, exactly.
-    pub fn equity(&self, price: Price) -> Decimal {
-        self.cash + self.quantity * price.to_decimal()
+    /// Equity at `price`, exactly; `None` beyond the decimal range.
+    pub fn equity(&self, price: Price) -> Option<Decimal> {
+        self.quantity.checked_mul(price.to_decimal())?.checked_add(self.cash)
     }
 
     /// Round trips so far; the last may be open.
@@ -118,10 +118,13 @@ impl Book {
     ) -> Result<Filled, (BlockReason, String)> {
         let budget = budget.min(self.cash);
         let price = execution_price(reference.to_decimal(), Side::Buy, costs, rules);
-        let quantity = (budget / (price * costs.one_plus_fee()))
+        let quantity = price
+            .checked_mul(costs.one_plus_fee())
+            .and_then(|unit_cost| budget.checked_div(unit_cost))
+            .ok_or_else(out_of_range)?
             .round_dp_with_strategy(QUANTITY_DECIMALS, RoundingStrategy::ToZero);
         let quantity = rules.round_quantity(quantity);
-        let notional = quantity * price;
+        let notional = quantity.checked_mul(price).ok_or_else(out_of_range)?;
         rules.check(quantity, notional)?;
         // Spending all the cash without a lot size, the fee is what is left over, so no rounding
         // dust stays behind as cash (and never a negative balance).
@@ -131,7 +134,7 @@ impl Book {
             // at least the fee.
             (self.cash - notional, self.cash)
         } else {
-            let fee = notional * costs.fee_rate();
+            let fee = notional.checked_mul(costs.fee_rate()).ok_or_else(out_of_range)?;
             if notional + fee > self.cash { (self.cash - notional, self.cash) } else { (fee, notional + fee) }
         };
         self.cash -= cost;
@@ -160,10 +163,10 @@ impl Book {
     ) -> Result<Filled, (BlockReason, String)> {
         let price = execution_price(reference.to_decimal(), Side::Sell, costs, rules);
         let quantity = self.quantity;
-        let proceeds = quantity * price;
+        let proceeds = quantity.checked_mul(price).ok_or_else(out_of_range)?;
         rules.check(quantity, proceeds)?;
-        let fee = proceeds * costs.fee_rate();
-        self.cash += proceeds - fee;
+        let fee = proceeds.checked_mul(costs.fee_rate()).ok_or_else(out_of_range)?;
+        self.cash = self.cash.checked_add(proceeds - fee).ok_or_else(out_of_range)?;
         self.quantity = Decimal::ZERO;
         self.sync_floats();
         if let Some(trade) = self.trades.last_mut().filter(|t| t.exit_time.is_none()) {
@@ -179,6 +182,13 @@ impl Book {
         self.cash_f = approx_f64(self.cash);
         self.quantity_f = approx_f64(self.quantity);
     }
+}
+
+fn out_of_range() -> (BlockReason, String) {
+    (
+        BlockReason::AmountOutOfRange,
+        "the order's amounts exceed the exact decimal range (about 7.9e28)".to_owned(),
+    )
 }
 
 /// A decimal as the nearest float, give or take an ulp: mantissa over a power of ten. Far cheaper
@@ -239,6 +249,18 @@ mod tests {
         assert_eq!(trade.pnl, Some(expected));
         assert_eq!(book.cash(), d("10000") + expected);
         assert_eq!((trade.entry_time, trade.exit_time), (1, Some(2)));
+    }
+
+    #[test]
+    fn amounts_beyond_the_decimal_range_block_the_trade_instead_of_panicking() {
+        let costs = Costs::new(d("0.001"), Decimal::ZERO);
+        let rules = SymbolRules::unrestricted();
+        let mut book = Book::new(d("1000000000000000"));
+        book.buy(1, Price(1), d("1000000000000000"), &costs, &rules).expect("a huge quantity fits");
+        let err = book.sell_all(2, p("90000000000"), &costs, &rules).expect_err("proceeds overflow");
+        assert_eq!(err.0, BlockReason::AmountOutOfRange);
+        assert!(book.is_long(), "nothing changed");
+        assert_eq!(book.equity(p("90000000000")), None);
     }
 
     #[test]

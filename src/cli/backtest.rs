@@ -94,8 +94,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
             Err(e) => return fail(EXIT_INTERNAL, format!("cannot encode the result as JSON: {e}")),
         },
     };
-    print!("{out}");
-    ExitCode::SUCCESS
+    write_stdout(&out)
 }
 
 fn run_sweep(args: &BacktestArgs, prepared: &backtest::Prepared) -> ExitCode {
@@ -118,8 +117,7 @@ fn run_sweep(args: &BacktestArgs, prepared: &backtest::Prepared) -> ExitCode {
             }
         }
     };
-    print!("{out}");
-    ExitCode::SUCCESS
+    write_stdout(&out)
 }
 
 fn sweep_table(r: &SweepResult, top: usize) -> String {
@@ -161,6 +159,17 @@ fn sweep_table(r: &SweepResult, top: usize) -> String {
         );
     }
     out
+}
+
+/// Prints the output; a reader that went away (`| head`) is not an error.
+fn write_stdout(out: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_INTERNAL, format!("cannot write the output: {e}")),
+    }
 }
 
 fn fail(code: u8, message: String) -> ExitCode {

@@ -1,9 +1,10 @@
 //! The backtest loop for one symbol: synchronous, deterministic, no channels and no allocation
-//! per candle (the equity curve is sized up front; events allocate only when they happen).
+//! per candle (the equity statistics are kept online; events and fill marks allocate only when
+//! they happen, into room reserved up front).
 //!
 //! Canonical semantics: decisions on a bar's close; a market order fills at the next bar's open
-//! (or at the same close with the `close` fill model); a signal on the last bar never fills;
-//! entries only when flat, exits only when long, selling the whole position.
+//! (or at the same close with the `close` fill model), so with next-open a signal on the last bar
+//! never fills; entries only when flat, exits only when long, selling the whole position.
 
 use std::sync::Arc;
 
@@ -86,6 +87,8 @@ pub struct SymbolRun {
     pub book: Book,
     /// Cash plus position at the last close, exactly.
     pub final_equity: Decimal,
+    /// Whether the final equity left the exact decimal range (then `final_equity` is the maximum).
+    pub out_of_range: bool,
     /// The event chain.
     pub events: Vec<Event>,
     /// Turns the events' sequence numbers into ids.
@@ -183,8 +186,20 @@ pub fn simulate<S: Strategy>(
     progress(n);
     let last_close = if n == 0 { Price::default() } else { series.bar(n - 1).close };
     let final_equity = book.equity(last_close);
+    let out_of_range = final_equity.is_none();
+    let final_equity = final_equity.unwrap_or(Decimal::MAX);
     let ids = IdSpace::new(&cfg.run_id, &cfg.symbol);
-    SymbolRun { stats, marks, exposed_bars, book, final_equity, events: rec.events, ids, counters }
+    SymbolRun {
+        stats,
+        marks,
+        exposed_bars,
+        book,
+        final_equity,
+        out_of_range,
+        events: rec.events,
+        ids,
+        counters,
+    }
 }
 
 /// Records the intent for an actionable signal and submits its order (or blocks it when the data

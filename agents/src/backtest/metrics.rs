@@ -15,7 +15,8 @@ pub const YEAR_SECONDS: f64 = 365.25 * 86_400.0;
 pub struct Metrics {
     /// (final equity / initial cash − 1) × 100.
     pub total_return_pct: f64,
-    /// ((final / initial)^(1 / years) − 1) × 100, years = bars × timeframe / 365.25 days.
+    /// ((final / initial)^(1 / years) − 1) × 100, years = bars × timeframe / 365.25 days (at most
+    /// the largest float: annualising a few hours can be astronomically large).
     pub cagr_pct: f64,
     /// mean(r) / stdev(r) × √(bars per year), r the per-bar returns of equity (sample stdev),
     /// the first from the initial cash to the first close.
@@ -128,7 +129,9 @@ pub fn compute(input: &MetricsInput<'_>) -> Metrics {
     } else if ratio <= 0.0 {
         -100.0
     } else {
-        (ratio.powf(1.0 / years) - 1.0) * 100.0
+        // Annualising a span of hours can overflow; the figure stays a (huge) finite number so
+        // that JSON and the resource status can carry it.
+        ((ratio.powf(1.0 / years) - 1.0) * 100.0).min(f64::MAX)
     };
     let bars_per_year = YEAR_SECONDS / input.bar_seconds.max(1) as f64;
     let (sharpe, sortino) = risk_ratios(stats, bars_per_year);
@@ -246,6 +249,12 @@ mod tests {
         let m = compute_with(&equity, &[], 86_400, Decimal::from(121));
         let years = 731.0 / 365.25;
         assert!((m.cagr_pct - (1.21f64.powf(1.0 / years) - 1.0) * 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cagr_of_a_tiny_span_stays_finite() {
+        let m = compute_with(&[100.0, 1e6], &[], 60, Decimal::from(1_000_000));
+        assert!(m.cagr_pct.is_finite() && m.cagr_pct > 1e300, "{}", m.cagr_pct);
     }
 
     #[test]

@@ -164,6 +164,12 @@ pub fn run_with(
         done_before += series.len() as u64;
     }
     let simulate_seconds = started.elapsed().as_secs_f64();
+    if let Some((symbol, _)) = runs.iter().zip(&prepared.series).find(|(r, _)| r.out_of_range).map(|(_, s)| s)
+    {
+        return Err(BacktestError::Unsupported(format!(
+            "{symbol}: the final equity exceeds the exact decimal range (about 7.9e28); lower portfolio.initialCash or check the prices"
+        )));
+    }
     let timings = Timings { load_seconds: prepared.load_seconds, simulate_seconds };
     Ok(report::assemble(prepared, &name, &run_id, initial_cash, runs, timings, keep))
 }

@@ -54,11 +54,11 @@ impl std::str::FromStr for Axis {
             if to < from {
                 return Err(bad("the range ends before it starts"));
             }
-            let count = ((to - from) / step + 1e-9).floor() as usize + 1;
-            if count > MAX_COMBINATIONS {
+            let count = ((to - from) / step + 1e-9).floor() + 1.0;
+            if count > MAX_COMBINATIONS as f64 {
                 return Err(bad(&format!("{count} values are too many")));
             }
-            (0..count).map(|k| from + k as f64 * step).collect()
+            (0..count as usize).map(|k| from + k as f64 * step).collect()
         } else {
             spec.split(',').map(number).collect::<Result<Vec<_>, _>>()?
         };
@@ -123,7 +123,7 @@ impl RankBy {
             Self::ProfitFactor => m.profit_factor,
             Self::WinRate => Some(m.win_rate_pct),
         };
-        v.filter(|x| x.is_finite()).unwrap_or(f64::NEG_INFINITY)
+        v.filter(|x| !x.is_nan()).unwrap_or(f64::NEG_INFINITY)
     }
 }
 
@@ -171,8 +171,9 @@ pub fn sweep(
             "the sweep grid holds more than {MAX_COMBINATIONS} combinations"
         )));
     };
-    let threads =
-        if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // More workers than a few per core only costs memory and scheduling.
+    let threads = if threads == 0 { cores } else { threads.min(4 * cores) };
     let threads = threads.clamp(1, combinations.max(1));
     let spec = &prepared.backtest.spec;
     let started = Instant::now();
@@ -267,6 +268,7 @@ mod tests {
         assert!(err("fast=1..5:0").contains("step must be positive"));
         assert!(err("fast=a..5").contains("\"a\" is not a number"));
         assert!(err("=1..5").contains("no parameter name"));
+        assert!(err("fast=0..1e300").contains("too many"));
     }
 
     #[test]
