@@ -79,9 +79,10 @@ fn main() {
         times[RUNS - 1] * 1e3
     );
     println!(
-        "work per run: {} trades, {} events recorded, final equity {}",
+        "work per run: {} trades, {} signal chains recorded ({} events), final equity {}",
         run.book.trades().len(),
-        run.events.len(),
+        run.chains.len(),
+        run.events().len(),
         run.final_equity.round_dp(2)
     );
     drop(run);
@@ -117,7 +118,7 @@ struct Once<'a> {
 impl strategy::WithStrategy for Once<'_> {
     type Output = usize;
     fn run<S: Strategy>(self, s: S) -> usize {
-        simulate(self.series, s, self.cfg, &mut |_| {}).events.len()
+        simulate(self.series, s, self.cfg, &mut |_| {}).chains.len()
     }
 }
 

@@ -89,39 +89,84 @@ pub struct SymbolRun {
     pub final_equity: Decimal,
     /// Whether the final equity left the exact decimal range (then `final_equity` is the maximum).
     pub out_of_range: bool,
-    /// The event chain.
-    pub events: Vec<Event>,
+    /// Every signal and what became of it; [`SymbolRun::events`] expands them into events.
+    pub chains: Vec<Chain>,
     /// Turns the events' sequence numbers into ids.
     pub ids: IdSpace,
     /// Event counts.
     pub counters: Counters,
 }
 
+/// One signal and what became of it: the compact record the loop keeps (one write per signal
+/// instead of four events); [`SymbolRun::events`] expands it into signal → intent →
+/// order_submitted → fill | trade_blocked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chain {
+    /// Open time of the signalling bar.
+    pub time_ms: i64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Close of the signalling bar.
+    pub price: Price,
+    /// What happened next.
+    pub outcome: Outcome,
+}
+
+/// What became of a signal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Nothing: a buy while long or a sell while flat.
+    Ignored,
+    /// An intent whose order could not leave: the data ended (next-open fills).
+    EndOfData {
+        /// Quote budget of a buy, base quantity of a sell.
+        amount: Decimal,
+    },
+    /// An order is out and has not filled yet.
+    Submitted {
+        /// Quote budget of a buy, base quantity of a sell.
+        amount: Decimal,
+    },
+    /// The order filled.
+    Filled {
+        /// Quote budget of a buy, base quantity of a sell.
+        amount: Decimal,
+        /// Open time of the bar it filled in.
+        time_ms: i64,
+        /// Execution price.
+        price: Decimal,
+        /// Base quantity.
+        quantity: Decimal,
+        /// Fee in quote.
+        fee: Decimal,
+    },
+    /// The order was refused.
+    Blocked {
+        /// Quote budget of a buy, base quantity of a sell.
+        amount: Decimal,
+        /// Open time of the bar it was refused in.
+        time_ms: i64,
+        /// Why.
+        reason: BlockReason,
+        /// Details for a human.
+        detail: Box<str>,
+    },
+}
+
+impl Outcome {
+    fn amount(&self) -> Option<Decimal> {
+        match self {
+            Self::Ignored => None,
+            Self::EndOfData { amount } | Self::Submitted { amount } => Some(*amount),
+            Self::Filled { amount, .. } | Self::Blocked { amount, .. } => Some(*amount),
+        }
+    }
+}
+
 struct Pending {
     side: Side,
     budget: Decimal,
-    correlation: Seq,
-    order: Seq,
-}
-
-struct Recorder {
-    last: u64,
-    events: Vec<Event>,
-}
-
-impl Recorder {
-    /// Records an event; `chain` is (correlation, cause), absent for a signal, which starts one.
-    #[inline]
-    fn emit(&mut self, time_ms: i64, chain: Option<(Seq, Seq)>, kind: EventKind) -> Seq {
-        self.last += 1;
-        let seq = Seq(NonZeroU64::new(self.last).unwrap_or(NonZeroU64::MIN));
-        let (correlation, causation) = match chain {
-            Some((correlation, cause)) => (correlation, Some(cause)),
-            None => (seq, None),
-        };
-        self.events.push(Event { seq, correlation, causation, time_ms, kind });
-        seq
-    }
+    chain: usize,
 }
 
 /// Runs `strategy` over `series`. `progress` is called with the number of bars done, now and
@@ -134,10 +179,9 @@ pub fn simulate<S: Strategy>(
 ) -> SymbolRun {
     let n = series.len();
     let mut book = Book::new(cfg.initial_cash);
-    // Room for the events up front (a crossover every few bars makes four): untouched capacity
-    // costs only address space, and the loop never stops to move a grown vector.
-    let events = Vec::with_capacity((n / 4).clamp(16, 1 << 22));
-    let mut rec = Recorder { last: 0, events };
+    // Room for the chains up front (a crossover every few bars): untouched capacity costs only
+    // address space, and the loop never stops to move a grown vector.
+    let mut chains: Vec<Chain> = Vec::with_capacity((n / 8).clamp(16, 1 << 21));
     let mut counters = Counters::default();
     let mut stats = EquityStats::new(book.cash_f());
     let mut marks = vec![Mark { bar: 0, cash: book.cash_f(), quantity: 0.0 }];
@@ -150,23 +194,29 @@ pub fn simulate<S: Strategy>(
         if pending.is_some()
             && let Some(order) = pending.take()
         {
-            filled = execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.open);
+            filled = execute(&mut book, &mut chains, &mut counters, cfg, order, bar.time_ms, bar.open);
         }
         let mut long = book.is_long();
         if let Some(side) = strategy.on_bar(&bar) {
             counters.signals += 1;
-            let signal = rec.emit(bar.time_ms, None, EventKind::Signal { side, price: bar.close });
+            chains.push(Chain { time_ms: bar.time_ms, side, price: bar.close, outcome: Outcome::Ignored });
             let actionable = match side {
                 Side::Buy => !long,
                 Side::Sell => long,
             };
             if actionable {
-                let order =
-                    submit(&mut book, &mut rec, &mut counters, cfg, side, signal, bar.time_ms, i + 1 == n);
+                let order = submit(&book, &mut chains, &mut counters, cfg, side, i + 1 == n);
                 match (order, cfg.fill) {
                     (Some(order), FillModel::Close) => {
-                        filled |=
-                            execute(&mut book, &mut rec, &mut counters, cfg, order, bar.time_ms, bar.close);
+                        filled |= execute(
+                            &mut book,
+                            &mut chains,
+                            &mut counters,
+                            cfg,
+                            order,
+                            bar.time_ms,
+                            bar.close,
+                        );
                     }
                     (order, _) => pending = order,
                 }
@@ -189,30 +239,17 @@ pub fn simulate<S: Strategy>(
     let out_of_range = final_equity.is_none();
     let final_equity = final_equity.unwrap_or(Decimal::MAX);
     let ids = IdSpace::new(&cfg.run_id, &cfg.symbol);
-    SymbolRun {
-        stats,
-        marks,
-        exposed_bars,
-        book,
-        final_equity,
-        out_of_range,
-        events: rec.events,
-        ids,
-        counters,
-    }
+    SymbolRun { stats, marks, exposed_bars, book, final_equity, out_of_range, chains, ids, counters }
 }
 
-/// Records the intent for an actionable signal and submits its order (or blocks it when the data
-/// ends before it could fill).
-#[allow(clippy::too_many_arguments)]
+/// Turns the last signal into an intent and submits its order (or notes that the data ends
+/// before it could fill).
 fn submit(
-    book: &mut Book,
-    rec: &mut Recorder,
+    book: &Book,
+    chains: &mut [Chain],
     counters: &mut Counters,
     cfg: &SymbolConfig,
     side: Side,
-    signal: Seq,
-    time_ms: i64,
     last_bar: bool,
 ) -> Option<Pending> {
     let budget = match side {
@@ -221,25 +258,20 @@ fn submit(
         Side::Sell => Decimal::ZERO,
     };
     let amount = if side == Side::Buy { budget } else { book.quantity() };
-    let intent = rec.emit(time_ms, Some((signal, signal)), EventKind::Intent { side, amount });
+    let chain = chains.len().checked_sub(1)?;
     if last_bar && cfg.fill == FillModel::NextOpen {
         counters.blocked += 1;
-        let detail = "the signal came on the last bar: there is no next open to fill at".into();
-        rec.emit(
-            time_ms,
-            Some((signal, intent)),
-            EventKind::TradeBlocked { reason: BlockReason::EndOfData, detail },
-        );
+        chains[chain].outcome = Outcome::EndOfData { amount };
         return None;
     }
     counters.orders += 1;
-    let order = rec.emit(time_ms, Some((signal, intent)), EventKind::OrderSubmitted { side });
-    Some(Pending { side, budget, correlation: signal, order })
+    chains[chain].outcome = Outcome::Submitted { amount };
+    Some(Pending { side, budget, chain })
 }
 
 fn execute(
     book: &mut Book,
-    rec: &mut Recorder,
+    chains: &mut [Chain],
     counters: &mut Counters,
     cfg: &SymbolConfig,
     order: Pending,
@@ -250,23 +282,69 @@ fn execute(
         Side::Buy => book.buy(time_ms, price, order.budget, &cfg.costs, &cfg.rules),
         Side::Sell => book.sell_all(time_ms, price, &cfg.costs, &cfg.rules),
     };
-    let chain = Some((order.correlation, order.order));
+    let Some(chain) = chains.get_mut(order.chain) else { return false };
+    let amount = chain.outcome.amount().unwrap_or_default();
     match result {
         Ok(f) => {
             counters.fills += 1;
-            let kind = EventKind::Fill { side: order.side, price: f.price, quantity: f.quantity, fee: f.fee };
-            rec.emit(time_ms, chain, kind);
+            chain.outcome =
+                Outcome::Filled { amount, time_ms, price: f.price, quantity: f.quantity, fee: f.fee };
             true
         }
         Err((reason, detail)) => {
             counters.blocked += 1;
-            rec.emit(time_ms, chain, EventKind::TradeBlocked { reason, detail: detail.into() });
+            chain.outcome = Outcome::Blocked { amount, time_ms, reason, detail: detail.into() };
             false
         }
     }
 }
 
 impl SymbolRun {
+    /// The event chains, expanded: signal → intent → order_submitted → fill | trade_blocked,
+    /// numbered in the order they happened.
+    pub fn events(&self) -> Vec<Event> {
+        let mut events = Vec::with_capacity(self.chains.len() * 4);
+        let mut last = 0u64;
+        let mut next = |time_ms: i64, chain: Option<(Seq, Seq)>, kind: EventKind| {
+            last += 1;
+            let seq = Seq(NonZeroU64::new(last).unwrap_or(NonZeroU64::MIN));
+            let (correlation, causation) = match chain {
+                Some((correlation, cause)) => (correlation, Some(cause)),
+                None => (seq, None),
+            };
+            events.push(Event { seq, correlation, causation, time_ms, kind });
+            seq
+        };
+        for c in &self.chains {
+            let signal = next(c.time_ms, None, EventKind::Signal { side: c.side, price: c.price });
+            let Some(amount) = c.outcome.amount() else { continue };
+            let intent = next(c.time_ms, Some((signal, signal)), EventKind::Intent { side: c.side, amount });
+            if let Outcome::EndOfData { .. } = c.outcome {
+                let detail = "the signal came on the last bar: there is no next open to fill at".into();
+                next(
+                    c.time_ms,
+                    Some((signal, intent)),
+                    EventKind::TradeBlocked { reason: BlockReason::EndOfData, detail },
+                );
+                continue;
+            }
+            let order = next(c.time_ms, Some((signal, intent)), EventKind::OrderSubmitted { side: c.side });
+            match &c.outcome {
+                Outcome::Filled { time_ms, price, quantity, fee, .. } => {
+                    let kind =
+                        EventKind::Fill { side: c.side, price: *price, quantity: *quantity, fee: *fee };
+                    next(*time_ms, Some((signal, order)), kind);
+                }
+                Outcome::Blocked { time_ms, reason, detail, .. } => {
+                    let kind = EventKind::TradeBlocked { reason: *reason, detail: detail.clone() };
+                    next(*time_ms, Some((signal, order)), kind);
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+
     /// Equity at each bar's close, rebuilt from the marks: the same floats the loop computed.
     pub fn equity_curve(&self, series: &Series) -> Vec<f64> {
         let mut curve = Vec::with_capacity(series.len());
@@ -320,7 +398,7 @@ mod tests {
     }
 
     fn kinds(run: &SymbolRun) -> Vec<&'static str> {
-        run.events
+        run.events()
             .iter()
             .map(|e| match e.kind {
                 EventKind::Signal { .. } => "signal",
@@ -388,7 +466,7 @@ mod tests {
     fn every_event_chains_to_its_signal() {
         let (_, run) = buy_then_sell();
         let mut signal = None;
-        for e in &run.events {
+        for e in &run.events() {
             match e.kind {
                 EventKind::Signal { .. } => {
                     assert_eq!((e.correlation, e.causation), (e.seq, None));

@@ -155,7 +155,11 @@ pub(super) fn assemble(
                 .zip(&prepared.series)
                 .flat_map(|(r, (symbol, _))| {
                     let ids = r.ids;
-                    r.events.into_iter().map(move |event| SymbolEvent { symbol: symbol.clone(), ids, event })
+                    r.events().into_iter().map(move |event| SymbolEvent {
+                        symbol: symbol.clone(),
+                        ids,
+                        event,
+                    })
                 })
                 .collect()
         },
