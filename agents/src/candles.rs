@@ -141,26 +141,6 @@ impl Series {
     pub fn closes(&self) -> &[Price] {
         &self.close
     }
-
-    /// Opens of all bars.
-    pub fn opens(&self) -> &[Price] {
-        &self.open
-    }
-
-    /// Keeps the bars with `start <= time < end` (either bound optional).
-    pub fn retain_span(&mut self, start_ms: Option<i64>, end_ms: Option<i64>) {
-        let from = start_ms.map_or(0, |s| self.time_ms.partition_point(|&t| t < s));
-        let to = end_ms.map_or(self.len(), |e| self.time_ms.partition_point(|&t| t < e));
-        let to = to.max(from);
-        for column in [&mut self.open, &mut self.high, &mut self.low, &mut self.close] {
-            column.truncate(to);
-            column.drain(..from);
-        }
-        self.time_ms.truncate(to);
-        self.time_ms.drain(..from);
-        self.volume.truncate(to);
-        self.volume.drain(..from);
-    }
 }
 
 /// The checks every bar must pass, whatever its source.
@@ -219,17 +199,5 @@ mod tests {
         assert!(err(10 * h + 60_000).contains("less than the timeframe 1h"));
         s.push_checked(bar(11 * h, 2, 3, 1, 2), Timeframe::H1).expect("next hour");
         assert_eq!(s.len(), 2);
-    }
-
-    #[test]
-    fn retain_span_keeps_start_inclusive_end_exclusive() {
-        let mut s = Series::default();
-        for t in 0..10 {
-            s.push(bar(t, 2, 3, 1, 2));
-        }
-        s.retain_span(Some(3), Some(7));
-        assert_eq!(s.times(), &[3, 4, 5, 6]);
-        s.retain_span(Some(100), None);
-        assert!(s.is_empty());
     }
 }
