@@ -137,6 +137,11 @@ impl Series {
         &self.time_ms
     }
 
+    /// Opens of all bars.
+    pub fn opens(&self) -> &[Price] {
+        &self.open
+    }
+
     /// Closes of all bars.
     pub fn closes(&self) -> &[Price] {
         &self.close

@@ -114,13 +114,15 @@ impl SymbolRules {
         if quantity <= Decimal::ZERO {
             return Err((BlockReason::InsufficientFunds, "the quantity rounds to zero".to_owned()));
         }
-        if quantity < self.min_quantity {
+        // A zero minimum (no rule) needs no comparison: decimals of different scales are
+        // costly to compare, and this runs on every fill.
+        if !self.min_quantity.is_zero() && quantity < self.min_quantity {
             return Err((
                 BlockReason::BelowMinQuantity,
                 format!("quantity {quantity} is below the minimum {}", self.min_quantity),
             ));
         }
-        if notional < self.min_notional {
+        if !self.min_notional.is_zero() && notional < self.min_notional {
             return Err((
                 BlockReason::BelowMinNotional,
                 format!(

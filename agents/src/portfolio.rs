@@ -137,8 +137,9 @@ impl Book {
             let fee = notional.checked_mul(costs.fee_rate()).ok_or_else(out_of_range)?;
             if notional + fee > self.cash { (self.cash - notional, self.cash) } else { (fee, notional + fee) }
         };
-        self.cash -= cost;
-        self.quantity += quantity;
+        // Spending all the cash (the usual case) leaves exactly zero: no subtraction needed.
+        self.cash = if cost == self.cash { Decimal::ZERO } else { self.cash - cost };
+        self.quantity = if self.quantity.is_zero() { quantity } else { self.quantity + quantity };
         self.sync_floats();
         self.trades.push(Trade {
             entry_time: time_ms,
@@ -166,14 +167,16 @@ impl Book {
         let proceeds = quantity.checked_mul(price).ok_or_else(out_of_range)?;
         rules.check(quantity, proceeds)?;
         let fee = proceeds.checked_mul(costs.fee_rate()).ok_or_else(out_of_range)?;
-        self.cash = self.cash.checked_add(proceeds - fee).ok_or_else(out_of_range)?;
+        let net = proceeds - fee;
+        self.cash =
+            if self.cash.is_zero() { net } else { self.cash.checked_add(net).ok_or_else(out_of_range)? };
         self.quantity = Decimal::ZERO;
         self.sync_floats();
         if let Some(trade) = self.trades.last_mut().filter(|t| t.exit_time.is_none()) {
             trade.exit_time = Some(time_ms);
             trade.exit_price = Some(price);
             trade.fees += fee;
-            trade.pnl = Some(proceeds - fee - trade.cost);
+            trade.pnl = Some(net - trade.cost);
         }
         Ok(Filled { price, quantity, fee })
     }

@@ -99,9 +99,21 @@ impl Strategy for SmaCrossover {
                 return None;
             }
         }
-        // fast/nf vs slow/ns, compared as fast*ns vs slow*nf: exact, no division.
-        let (fast_sum, slow_sum) = self.sums();
-        let now = (fast_sum * slow as i128).cmp(&(slow_sum * self.fast as i128)) as i8;
+        // fast/nf vs slow/ns, compared as fast*ns vs slow*nf: exact, no division. The products
+        // fit an i64 for any realistic price; otherwise they are taken again in i128.
+        let small = if self.beyond_limit {
+            None
+        } else {
+            self.fast_sum.checked_mul(slow as i64).zip(self.slow_sum.checked_mul(self.fast as i64))
+        };
+        let order = match small {
+            Some((fast_cross, slow_cross)) => fast_cross.cmp(&slow_cross),
+            None => {
+                let (fast_sum, slow_sum) = self.sums();
+                (fast_sum * slow as i128).cmp(&(slow_sum * self.fast as i128))
+            }
+        };
+        let now = order as i8;
         let previous = std::mem::replace(&mut self.previous, now);
         // Up from d <= 0 to d > 0; down from d >= 0 to d < 0.
         if previous <= 0 && now > 0 {
