@@ -111,7 +111,7 @@ impl SymbolRules {
 
     /// Whether an order of `quantity` worth `notional` may be placed; the reason and a detail if not.
     pub fn check(&self, quantity: Decimal, notional: Decimal) -> Result<(), (BlockReason, String)> {
-        if quantity <= Decimal::ZERO {
+        if quantity.is_zero() || quantity.is_sign_negative() {
             return Err((BlockReason::InsufficientFunds, "the quantity rounds to zero".to_owned()));
         }
         // A zero minimum (no rule) needs no comparison: decimals of different scales are

@@ -203,7 +203,12 @@ pub fn approx_f64(d: Decimal) -> f64 {
         1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
     ];
     let m = d.mantissa();
-    let m = i64::try_from(m).map_or(m as f64, |small| small as f64);
+    // The mantissa has 96 bits: beyond an i64, its high part converts exactly and only the low
+    // 64 bits round (a generic i128 conversion costs several times more).
+    let m = i64::try_from(m).map_or_else(
+        |_| (m >> 64) as f64 * 18_446_744_073_709_551_616.0 + m as u64 as f64,
+        |small| small as f64,
+    );
     m / POW10[(d.scale() as usize).min(28)]
 }
 
@@ -221,9 +226,19 @@ mod tests {
 
     #[test]
     fn approx_f64_is_within_an_ulp_of_the_exact_conversion() {
-        for text in
-            ["0", "1", "2505.56", "0.000000012345", "99.900099900099", "183676621976379744.26", "-12.5"]
-        {
+        for text in [
+            "0",
+            "1",
+            "2505.56",
+            "0.000000012345",
+            "99.900099900099",
+            "183676621976379744.26",
+            "-12.5",
+            // Mantissas beyond 64 bits, up to the largest.
+            "12345678901234567890.123456789",
+            "-7922816251426433759354.3950335",
+            "79228162514264337593543950335",
+        ] {
             let d: Decimal = text.parse().expect("decimal");
             let exact = d.to_f64().expect("f64");
             let approx = approx_f64(d);

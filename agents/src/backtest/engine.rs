@@ -240,9 +240,7 @@ fn prefetch<T>(column: &[T], i: usize) {
         let address = column.as_ptr().wrapping_add(i).cast::<i8>();
         // SAFETY: a prefetch is only a hint: it reads nothing into the program and never faults,
         // whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(address)
-        };
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (column, i);
