@@ -206,7 +206,7 @@ pub fn approx_f64(d: Decimal) -> f64 {
     // The mantissa has 96 bits: beyond an i64, its high part converts exactly and only the low
     // 64 bits round (a generic i128 conversion costs several times more).
     let m = i64::try_from(m).map_or_else(
-        |_| (m >> 64) as f64 * 18_446_744_073_709_551_616.0 + m as u64 as f64,
+        |_| ((m >> 64) as i64) as f64 * 18_446_744_073_709_551_616.0 + m as u64 as f64,
         |small| small as f64,
     );
     m / POW10[(d.scale() as usize).min(28)]
