@@ -80,7 +80,7 @@ fn main() {
     );
     println!(
         "work per run: {} trades, {} signal chains recorded ({} events), final equity {}",
-        run.book.trades().len(),
+        run.book.trade_count(),
         run.chains.len(),
         run.events().len(),
         run.final_equity.round_dp(2)

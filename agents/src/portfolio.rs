@@ -27,9 +27,28 @@ pub struct Trade {
     pub pnl: Option<Decimal>,
     /// Fees paid, entry and exit.
     pub fees: Decimal,
+}
+
+/// What the book records of a round trip while trading; [`Book::trades`] derives the rest (pnl,
+/// total fees) when asked, so a fill does no arithmetic only a report needs.
+#[derive(Clone, Debug)]
+struct RoundTrip {
+    entry_time: i64,
+    entry_price: Decimal,
+    quantity: Decimal,
+    entry_fee: Decimal,
     /// Quote spent on entry, fee included.
-    #[serde(skip)]
-    pub cost: Decimal,
+    cost: Decimal,
+    exit: Option<Exit>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Exit {
+    time_ms: i64,
+    price: Decimal,
+    fee: Decimal,
+    /// Proceeds after the fee.
+    net: Decimal,
 }
 
 /// A fill as the book saw it.
@@ -50,7 +69,7 @@ pub struct Book {
     quantity: Decimal,
     cash_f: f64,
     quantity_f: f64,
-    trades: Vec<Trade>,
+    trips: Vec<RoundTrip>,
 }
 
 impl Book {
@@ -61,7 +80,7 @@ impl Book {
             quantity: Decimal::ZERO,
             cash_f: cash.to_f64().unwrap_or(0.0),
             quantity_f: 0.0,
-            trades: Vec::new(),
+            trips: Vec::new(),
         }
     }
 
@@ -103,8 +122,24 @@ impl Book {
     }
 
     /// Round trips so far; the last may be open.
-    pub fn trades(&self) -> &[Trade] {
-        &self.trades
+    pub fn trades(&self) -> Vec<Trade> {
+        self.trips
+            .iter()
+            .map(|t| Trade {
+                entry_time: t.entry_time,
+                exit_time: t.exit.map(|x| x.time_ms),
+                entry_price: t.entry_price,
+                exit_price: t.exit.map(|x| x.price),
+                quantity: t.quantity,
+                pnl: t.exit.map(|x| x.net - t.cost),
+                fees: t.exit.map_or(t.entry_fee, |x| t.entry_fee + x.fee),
+            })
+            .collect()
+    }
+
+    /// Number of round trips so far (the last may be open).
+    pub fn trade_count(&self) -> usize {
+        self.trips.len()
     }
 
     /// Buys with `budget` of quote (fee included) at the market `reference` price.
@@ -141,15 +176,13 @@ impl Book {
         self.cash = if cost == self.cash { Decimal::ZERO } else { self.cash - cost };
         self.quantity = if self.quantity.is_zero() { quantity } else { self.quantity + quantity };
         self.sync_floats();
-        self.trades.push(Trade {
+        self.trips.push(RoundTrip {
             entry_time: time_ms,
-            exit_time: None,
             entry_price: price,
-            exit_price: None,
             quantity,
-            pnl: None,
-            fees: fee,
+            entry_fee: fee,
             cost,
+            exit: None,
         });
         Ok(Filled { price, quantity, fee })
     }
@@ -172,11 +205,8 @@ impl Book {
             if self.cash.is_zero() { net } else { self.cash.checked_add(net).ok_or_else(out_of_range)? };
         self.quantity = Decimal::ZERO;
         self.sync_floats();
-        if let Some(trade) = self.trades.last_mut().filter(|t| t.exit_time.is_none()) {
-            trade.exit_time = Some(time_ms);
-            trade.exit_price = Some(price);
-            trade.fees += fee;
-            trade.pnl = Some(net - trade.cost);
+        if let Some(trip) = self.trips.last_mut().filter(|t| t.exit.is_none()) {
+            trip.exit = Some(Exit { time_ms, price, fee, net });
         }
         Ok(Filled { price, quantity, fee })
     }

@@ -182,7 +182,6 @@ mod tests {
             quantity: Decimal::ONE,
             pnl: pnl.map(Decimal::from),
             fees: Decimal::ZERO,
-            cost: Decimal::ONE,
         }
     }
 

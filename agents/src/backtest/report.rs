@@ -112,12 +112,13 @@ pub(super) fn assemble(
     let candles: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     let exposed: u64 = runs.iter().map(|r| r.exposed_bars).sum();
     let final_equity: Decimal = runs.iter().map(|r| r.final_equity).sum();
-    let trades: Vec<Trade> = runs.iter().flat_map(|r| r.book.trades().iter().cloned()).collect();
-    let symbol_trades: Vec<SymbolTrade> = runs
-        .iter()
+    let per_symbol: Vec<Vec<Trade>> = runs.iter().map(|r| r.book.trades()).collect();
+    let trades: Vec<Trade> = per_symbol.iter().flatten().cloned().collect();
+    let symbol_trades: Vec<SymbolTrade> = per_symbol
+        .into_iter()
         .zip(&prepared.series)
-        .flat_map(|(r, (symbol, _))| {
-            r.book.trades().iter().map(|trade| SymbolTrade { symbol: symbol.clone(), trade: trade.clone() })
+        .flat_map(|(trades, (symbol, _))| {
+            trades.into_iter().map(|trade| SymbolTrade { symbol: symbol.clone(), trade })
         })
         .collect();
     let metrics = metrics::compute(&MetricsInput {
