@@ -75,12 +75,17 @@ pub struct Book {
 impl Book {
     /// A flat book holding `cash`.
     pub fn new(cash: Decimal) -> Self {
+        Self::with_capacity(cash, 0)
+    }
+
+    /// A flat book holding `cash`, with room for `trips` round trips before it reallocates.
+    pub fn with_capacity(cash: Decimal, trips: usize) -> Self {
         Self {
             cash,
             quantity: Decimal::ZERO,
             cash_f: cash.to_f64().unwrap_or(0.0),
             quantity_f: 0.0,
-            trips: Vec::new(),
+            trips: Vec::with_capacity(trips),
         }
     }
 

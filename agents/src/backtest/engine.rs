@@ -275,14 +275,16 @@ struct Desk<'a> {
 
 impl<'a> Desk<'a> {
     fn new(cfg: &'a SymbolConfig, n: usize) -> Self {
-        let book = Book::new(cfg.initial_cash);
-        let marks = vec![Mark::of(0, &book)];
+        // Room up front for the records of a signal every few bars: untouched capacity costs
+        // only address space, and the loop never stops to move a grown vector.
+        let room = (n / 8).clamp(16, 1 << 21);
+        let book = Book::with_capacity(cfg.initial_cash, room / 2);
+        let mut marks = Vec::with_capacity(room);
+        marks.push(Mark::of(0, &book));
         Self {
             cfg,
             book,
-            // Room for the chains up front (a crossover every few bars): untouched capacity
-            // costs only address space, and the loop never stops to move a grown vector.
-            chains: Vec::with_capacity((n / 8).clamp(16, 1 << 21)),
+            chains: Vec::with_capacity(room),
             counters: Counters::default(),
             marks,
             pending: None,
