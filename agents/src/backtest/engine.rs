@@ -198,7 +198,6 @@ pub fn simulate<S: Strategy>(
     let mut desk = Desk::new(cfg, n);
     let mut stats = EquityStats::new(desk.book.cash_f());
     let mut mirror = Mirror { cash: desk.book.cash_f(), quantity_per_unit: 0.0, pending: false };
-    let mut exposed_bars = 0u64;
     // A local of this frame that nothing else sees: the optimiser keeps its fields in registers.
     let mut strategy = strategy;
     let (times, opens) = (series.times(), series.opens());
@@ -213,7 +212,8 @@ pub fn simulate<S: Strategy>(
         if let Some(side) = strategy.on_bar(&bar) {
             mirror = desk.on_signal(i, bar.time_ms, bar.close, side, i + 1 == n);
         }
-        mark_to_market(&mut stats, &mut exposed_bars, mirror, bar.close);
+        // Flat, the quantity is zero and the equity is exactly the cash.
+        stats.push(Mark::equity(mirror.cash, mirror.quantity_per_unit, bar.close));
         if i & 0xFFFF == 0xFFFF {
             progress(i + 1);
         }
@@ -225,6 +225,7 @@ pub fn simulate<S: Strategy>(
     let out_of_range = final_equity.is_none();
     let final_equity = final_equity.unwrap_or(Decimal::MAX);
     let ids = IdSpace::new(&cfg.run_id, &cfg.symbol);
+    let exposed_bars = exposed_bars(&marks, n);
     SymbolRun { stats, marks, exposed_bars, book, final_equity, out_of_range, chains, ids, counters }
 }
 
@@ -246,12 +247,16 @@ fn prefetch<T>(column: &[T], i: usize) {
     let _ = (column, i);
 }
 
-/// Adds the equity at a bar's close to the statistics.
-#[inline(always)]
-fn mark_to_market(stats: &mut EquityStats, exposed_bars: &mut u64, mirror: Mirror, close: Price) {
-    // Flat, the quantity is zero and the equity is exactly the cash.
-    stats.push(Mark::equity(mirror.cash, mirror.quantity_per_unit, close));
-    *exposed_bars += u64::from(mirror.quantity_per_unit > 0.0);
+/// Bars that closed with a position, counted from the marks (each holds from its bar to the
+/// next mark's) rather than bar by bar in the loop.
+fn exposed_bars(marks: &[Mark], n: usize) -> u64 {
+    let ends = marks.iter().skip(1).map(|m| m.bar).chain([n]);
+    marks
+        .iter()
+        .zip(ends)
+        .filter(|(m, _)| m.quantity_per_unit > 0.0)
+        .map(|(m, end)| (end - m.bar) as u64)
+        .sum()
 }
 
 /// What the per-bar loop needs of the book: its float mirror, and whether an order waits for
@@ -531,6 +536,21 @@ mod tests {
         );
         assert_eq!(run.final_equity, Decimal::from(2500));
         assert_eq!(run.equity_curve(&s), vec![1000.0, 2500.0, 2500.0]);
+    }
+
+    #[test]
+    fn exposure_counts_the_closes_held_long_under_both_fill_models() {
+        let s = series(&[(10.0, 10.0); 10]);
+        let script = || Script(vec![(0, Side::Buy), (3, Side::Sell), (5, Side::Buy), (8, Side::Sell)], 0);
+        // Next open: long at the closes of bars 1–3 and 6–8.
+        let run = simulate(&s, script(), &config(FillModel::NextOpen), &mut |_| {});
+        assert_eq!(run.exposed_bars, 6);
+        // Close: long at the closes of bars 0–2 and 5–7.
+        let run = simulate(&s, script(), &config(FillModel::Close), &mut |_| {});
+        assert_eq!(run.exposed_bars, 6);
+        // Still long at the end: bars 1–9.
+        let run = simulate(&s, Script(vec![(0, Side::Buy)], 0), &config(FillModel::NextOpen), &mut |_| {});
+        assert_eq!(run.exposed_bars, 9);
     }
 
     #[test]
