@@ -397,3 +397,20 @@ pub struct BacktestResults {
     /// Share of candles with an open position, in percent.
     pub exposure_pct: f64,
 }
+
+/// What `kuant agent backtest` writes to its container's termination message (JSON, well under
+/// the kubelet's 4 KiB limit), and the operator copies into the Backtest's status: the results of
+/// a finished run, or why it could not run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    /// Results of a finished run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<BacktestResults>,
+    /// Candles simulated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candles: Option<u64>,
+    /// Why the run failed, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
