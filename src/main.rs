@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod cli;
 
 /// kuant — Kubernetes-native crypto trading agents.
@@ -91,13 +92,10 @@ fn main() -> ExitCode {
         Command::Crd(CrdArgs { out_dir: Some(dir) }) => write_crds(&dir),
         Command::Crd(CrdArgs { out_dir: None }) => print_crds(),
         Command::Operator(_) => not_implemented("operator", "the operator"),
-        Command::Agent { role } => {
-            let what = match role {
-                AgentRole::Backtest => "agent backtest",
-                AgentRole::Session => "agent session",
-                AgentRole::Reconcile => "agent reconcile",
-            };
-            not_implemented(what, "this agent role")
+        Command::Agent { role: AgentRole::Backtest } => agent::backtest::run(),
+        Command::Agent { role: AgentRole::Session } => not_implemented("agent session", "this agent role"),
+        Command::Agent { role: AgentRole::Reconcile } => {
+            not_implemented("agent reconcile", "this agent role")
         }
         Command::OpsApi(_) => not_implemented("ops-api", "the ops API"),
         Command::Backtest(args) => cli::backtest::run(&args),

@@ -24,13 +24,7 @@ fn crd_prints_the_three_committed_crds() {
 
 #[test]
 fn roles_that_are_not_built_yet_fail_loudly() {
-    for args in [
-        &["operator"][..],
-        &["ops-api"],
-        &["agent", "backtest"],
-        &["agent", "session"],
-        &["agent", "reconcile"],
-    ] {
+    for args in [&["operator"][..], &["ops-api"], &["agent", "session"], &["agent", "reconcile"]] {
         let out = kuant(args);
         assert_eq!(out.status.code(), Some(3), "{args:?} must not pretend to succeed");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -259,4 +253,61 @@ fn a_reader_that_stops_early_is_not_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
+
+/// `kuant agent backtest` as the Job runs it: the Backtest in `KUANT_BACKTEST`, the report in
+/// the termination log, no API server reachable (progress is skipped, the run goes on).
+fn agent_backtest(backtest_json: Option<&str>, tag: &str) -> (std::process::Output, String) {
+    let dir = temp_dir(tag);
+    let log = dir.join("termination-log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuant"));
+    cmd.args(["agent", "backtest"])
+        .env("KUANT_TERMINATION_LOG", &log)
+        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUANT_BACKTEST");
+    if let Some(json) = backtest_json {
+        cmd.env("KUANT_BACKTEST", json);
+    }
+    let out = cmd.output().expect("kuant runs");
+    let report = std::fs::read_to_string(&log).unwrap_or_default();
+    (out, report)
+}
+
+fn example_as_handed_over(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let text = std::fs::read_to_string(example("btc-sma-crossover.yaml")).expect("example");
+    let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+    value["metadata"]["namespace"] = "research".into();
+    value["metadata"]["uid"] = "5d0c6a55-0f4e-4b8e-9a52-6f1f2b7a9c01".into();
+    value["spec"]["data"]["synthetic"]["bars"] = 2000.into();
+    edit(&mut value);
+    value.to_string()
+}
+
+#[test]
+fn the_backtest_agent_writes_its_results_to_the_termination_message() {
+    let (out, report) = agent_backtest(Some(&example_as_handed_over(|_| {})), "agent-ok");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.len() <= 4096, "the kubelet keeps 4 KiB: {} bytes", report.len());
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    assert_eq!(report["candles"], 2000);
+    assert!(report["results"]["finalEquity"].is_string(), "{report}");
+    assert!(report["results"]["trades"].as_u64().is_some_and(|t| t > 0), "{report}");
+    assert!(report.get("error").is_none());
+    // It reads back as the type the operator reads it with.
+    let typed: kuant_crds::backtest::AgentReport = serde_json::from_value(report).expect("an AgentReport");
+    assert!(typed.results.is_some());
+}
+
+#[test]
+fn the_backtest_agent_reports_bad_input_with_exit_2_and_the_reason() {
+    let bad = example_as_handed_over(|v| v["spec"]["strategy"]["params"]["fast"] = 99.into());
+    let (out, report) = agent_backtest(Some(&bad), "agent-bad");
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    assert_eq!(report["error"], "strategy sma-crossover: fast (99) must be less than slow (30)");
+
+    let (out, report) = agent_backtest(None, "agent-none");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(report.contains("KUANT_BACKTEST is not set"), "{report}");
 }

@@ -84,6 +84,29 @@ pub struct BacktestResult {
     pub equity: Vec<(i64, f64)>,
 }
 
+impl BacktestResult {
+    /// The figures a Backtest's status carries (what `kubectl get bt` and the operator show).
+    /// A figure that is not finite becomes 0, or absent where the field is optional: status is
+    /// JSON, which has no infinity.
+    pub fn status_results(&self) -> kuant_crds::backtest::BacktestResults {
+        let m = &self.metrics;
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+        let optional = |x: Option<f64>| x.filter(|v| v.is_finite());
+        kuant_crds::backtest::BacktestResults {
+            final_equity: self.final_equity.max(Decimal::ZERO).into(),
+            total_return_pct: finite(m.total_return_pct),
+            cagr_pct: finite(m.cagr_pct),
+            sharpe: optional(m.sharpe),
+            sortino: optional(m.sortino),
+            max_drawdown_pct: finite(m.max_drawdown_pct),
+            win_rate_pct: finite(m.win_rate_pct),
+            profit_factor: optional(m.profit_factor),
+            trades: m.trades,
+            exposure_pct: finite(m.exposure_pct),
+        }
+    }
+}
+
 pub(super) fn assemble(
     prepared: &Prepared,
     name: &str,

@@ -1,0 +1,201 @@
+//! `kuant agent backtest`: the entry point of a Backtest's Job.
+//!
+//! How it reports, and why:
+//! - **The spec** arrives in the `KUANT_BACKTEST` environment variable (the Backtest as JSON,
+//!   written by the operator into the Job). The pod needs no API access to learn what to run, and
+//!   the spec it runs is exactly the one the Job was made for.
+//! - **Progress** is written by the agent itself into `status.progress` of its Backtest, by
+//!   server-side apply with its own field manager (`kuant-agent`), at most once a second. The
+//!   operator owns every other status field and never writes `progress`, so the two never fight
+//!   over a field; and the operator need not watch pods or logs to learn how far a run is. When
+//!   the API server cannot be reached (or `KUANT_PROGRESS=off`), the run goes on without
+//!   progress: it is a convenience, not part of the result.
+//! - **The result** (or the reason of a failure) goes into the container's termination message
+//!   (`/dev/termination-log`, a small JSON [`AgentReport`]). The kubelet keeps it in the pod's
+//!   status, where the operator reads it and copies the results into the Backtest's status: no
+//!   database and no API write is needed for the result to survive.
+//!
+//! Exit codes: 0 done, 2 bad input (the manifest or the data), 1 internal error. The Job's pod
+//! failure policy fails the Job at once on 1 and 2: a deterministic run would fail again.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kuant_agents::backtest::{self, Keep, Options};
+use kuant_crds::Backtest;
+use kuant_crds::backtest::AgentReport;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+
+/// Environment variable holding the Backtest (the operator sets it).
+pub const ENV_BACKTEST: &str = "KUANT_BACKTEST";
+/// Where the termination message goes; the kubelet reads `/dev/termination-log` by default.
+const ENV_TERMINATION_LOG: &str = "KUANT_TERMINATION_LOG";
+const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+/// `off` turns progress reporting off.
+const ENV_PROGRESS: &str = "KUANT_PROGRESS";
+/// The kubelet keeps at most 4 KiB of a termination message.
+const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// Progress is written at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Field manager of the agent's status writes.
+const FIELD_MANAGER: &str = "kuant-agent";
+
+/// Runs the Backtest handed over in the environment; see the module docs.
+pub fn run() -> ExitCode {
+    let report_path = std::env::var_os(ENV_TERMINATION_LOG)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TERMINATION_LOG));
+    let (code, report) = match execute() {
+        Ok(report) => (ExitCode::SUCCESS, report),
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            (ExitCode::from(code), AgentReport { error: Some(message), ..Default::default() })
+        }
+    };
+    match termination_message(&report) {
+        Ok(text) => {
+            if let Err(e) = std::fs::write(&report_path, text) {
+                eprintln!("error: cannot write the report to {}: {e}", report_path.display());
+                return ExitCode::from(EXIT_INTERNAL);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INTERNAL);
+        }
+    }
+    code
+}
+
+/// The report as JSON within the kubelet's limit (an over-long error is cut, never the results).
+fn termination_message(report: &AgentReport) -> Result<String, String> {
+    let text = serde_json::to_string(report).map_err(|e| format!("cannot encode the report: {e}"))?;
+    if text.len() <= TERMINATION_MESSAGE_LIMIT {
+        return Ok(text);
+    }
+    let Some(error) = &report.error else {
+        return Err(format!("the report is {} bytes, over the 4 KiB termination message limit", text.len()));
+    };
+    let mut cut = error.clone();
+    while serde_json::to_string(&AgentReport { error: Some(cut.clone()), ..report.clone() })
+        .map_or(0, |t| t.len())
+        > TERMINATION_MESSAGE_LIMIT
+    {
+        let mut end = cut.len().saturating_sub(64);
+        while !cut.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut.truncate(end);
+    }
+    cut.push('…');
+    serde_json::to_string(&AgentReport { error: Some(cut), ..report.clone() }).map_err(|e| e.to_string())
+}
+
+fn execute() -> Result<AgentReport, (u8, String)> {
+    let text = std::env::var(ENV_BACKTEST).map_err(|_| {
+        (
+            EXIT_BAD_INPUT,
+            format!("{ENV_BACKTEST} is not set: this command runs in a Job made by `kuant operator`"),
+        )
+    })?;
+    let manifest = kuant_crds::manifest::parse::<Backtest>(&text, ENV_BACKTEST)
+        .map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| (EXIT_INTERNAL, format!("cannot start the async runtime: {e}")))?;
+    let (progress_tx, progress_rx) = watch::channel(None::<(u64, u64)>);
+    let publisher = runtime.spawn(publish_progress(manifest.clone(), progress_rx));
+
+    let prepared =
+        backtest::prepare(&manifest, &Options::default()).map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
+    let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
+    progress_tx.send_replace(Some((0, total)));
+    let keep = Keep { equity_curve: false, events: false };
+    let result = backtest::run(&prepared, keep, &mut |done, total| {
+        progress_tx.send_replace(Some((done, total)));
+    })
+    .map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
+    progress_tx.send_replace(Some((total, total)));
+    drop(progress_tx);
+    // The last progress write gets a few seconds; the result does not depend on it.
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), publisher).await });
+    tracing::info!(
+        candles = result.candles,
+        final_equity = %result.final_equity,
+        simulate_seconds = result.timings.simulate_seconds,
+        "backtest finished"
+    );
+    Ok(AgentReport { results: Some(result.status_results()), candles: Some(result.candles), error: None })
+}
+
+/// Writes the latest progress into the Backtest's status, at most once a second, until the
+/// sender is dropped (then once more with the final figure).
+async fn publish_progress(backtest: Backtest, mut updates: watch::Receiver<Option<(u64, u64)>>) {
+    if std::env::var(ENV_PROGRESS).is_ok_and(|v| v == "off") {
+        return;
+    }
+    let (Some(name), Some(namespace)) = (backtest.metadata.name.clone(), backtest.metadata.namespace.clone())
+    else {
+        return;
+    };
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no API access: the run goes on without progress in status");
+            return;
+        }
+    };
+    let api: Api<Backtest> = Api::namespaced(client, &namespace);
+    let mut written = None;
+    loop {
+        let open = updates.changed().await.is_ok();
+        let latest = *updates.borrow_and_update();
+        if let Some((done, total)) = latest
+            && written != latest
+        {
+            let percent =
+                if total == 0 { 100.0 } else { (done as f64 / total as f64 * 100.0).clamp(0.0, 100.0) };
+            let patch = serde_json::json!({
+                "apiVersion": "kuant.dev/v1alpha1",
+                "kind": "Backtest",
+                "status": { "progress": {
+                    "candlesProcessed": done,
+                    "candlesTotal": total,
+                    "percent": (percent * 100.0).round() / 100.0,
+                }},
+            });
+            match api
+                .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .await
+            {
+                Ok(_) => written = latest,
+                Err(e) => tracing::warn!(error = %e, "cannot write progress; the run goes on"),
+            }
+        }
+        if !open {
+            return;
+        }
+        tokio::time::sleep(PROGRESS_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_error_is_cut_to_fit_the_termination_message() {
+        let report = AgentReport { error: Some("é".repeat(5000)), ..Default::default() };
+        let text = termination_message(&report).expect("fits");
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let back: AgentReport = serde_json::from_str(&text).expect("valid JSON");
+        assert!(back.error.is_some_and(|e| e.ends_with('…')));
+    }
+}

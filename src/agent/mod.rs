@@ -1,0 +1,3 @@
+//! `kuant agent …`: the roles that run inside pods the operator starts.
+
+pub mod backtest;
