@@ -1,0 +1,207 @@
+//! The Backtest controller's IO: read the Job and its pods, run the pure [`plan`], carry out its
+//! action, write the status, record the Events. Nothing here decides anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kuant_crds::{Backtest, BacktestStatus};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::job::AgentSettings;
+use super::plan::{self, Action, Observed, Severity};
+use super::state::JOB_NAME_LABEL;
+use crate::{FIELD_MANAGER, names};
+
+/// Why a reconcile failed; the controller retries with a per-object backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What the call was for.
+        what: &'static str,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The Backtest lacks metadata the API server always sets.
+    #[error("the Backtest has no {0}")]
+    Metadata(&'static str),
+}
+
+impl Error {
+    fn api(what: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Api { what, source }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// What agent pods get.
+    pub agent: AgentSettings,
+    /// Records Events on Backtests.
+    pub recorder: Recorder,
+    /// Consecutive failures per Backtest (namespace/name), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// The clock (a test fixes it).
+    now: fn() -> Time,
+}
+
+impl Context {
+    /// A context for `client`, with agent settings and an Event recorder.
+    pub fn new(client: Client, agent: AgentSettings, recorder: Recorder) -> Self {
+        Self { client, agent, recorder, failures: Mutex::default(), now: || Time(jiff::Timestamp::now()) }
+    }
+
+    /// The same with a fixed clock (tests).
+    pub fn with_clock(mut self, now: fn() -> Time) -> Self {
+        self.now = now;
+        self
+    }
+}
+
+/// Reconciles one Backtest.
+pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let namespace = backtest.namespace().ok_or(Error::Metadata("namespace"))?;
+    let name = backtest.metadata.name.clone().ok_or(Error::Metadata("name"))?;
+    let uid = backtest.metadata.uid.clone().ok_or(Error::Metadata("uid"))?;
+    // Being deleted: the garbage collector removes the Job and its pods through their
+    // ownerReferences; there is nothing to write.
+    if backtest.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let backtests: Api<Backtest> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    // Read. A finished Backtest needs neither (unless its Job still lacks its TTL): skip the pods.
+    let job_name = names::backtest_job(&name, &uid);
+    let job = jobs.get_opt(&job_name).await.map_err(Error::api("reading the Job"))?;
+    let terminal = backtest.status.as_ref().is_some_and(plan::is_terminal);
+    let job_pods = match &job {
+        Some(_) if !terminal => {
+            let selector = format!("{JOB_NAME_LABEL}={job_name}");
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::api("listing the Job's pods"))?
+                .items
+        }
+        _ => Vec::new(),
+    };
+
+    // Decide.
+    let now = (ctx.now)();
+    let plan = plan::plan(&backtest, Observed { job: job.as_ref(), pods: &job_pods }, &ctx.agent, &now);
+
+    // Act on the Job.
+    match &plan.action {
+        Action::None => {}
+        Action::Create(job) => {
+            jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job.as_ref()))
+                .await
+                .map_err(Error::api("creating the Job"))?;
+        }
+        Action::SetTtl { job, seconds } => {
+            // A merge patch: re-applying the Job with only this field would drop the rest of
+            // what the operator applied at creation.
+            let patch = serde_json::json!({ "spec": { "ttlSecondsAfterFinished": seconds } });
+            jobs.patch(job, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("setting the Job's TTL"))?;
+        }
+        Action::Delete { job } => {
+            jobs.delete(job, &DeleteParams::background()).await.map_err(Error::api("deleting the Job"))?;
+        }
+    }
+
+    // Write the status when it says something new.
+    let mut previous = backtest.status.clone().unwrap_or_default();
+    previous.progress = None;
+    if previous != plan.status {
+        let body = status_patch(&plan.status);
+        backtests
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(Error::api("writing the status"))?;
+    }
+
+    // Tell the user. An Event that cannot be written is logged, not retried: the status holds
+    // the same facts.
+    let reference = backtest.object_ref(&());
+    for note in &plan.notes {
+        let event = Event {
+            type_: match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: note.reason.to_owned(),
+            note: Some(note.message.clone()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(backtest = %name, namespace = %namespace, error = %e, "cannot record an Event");
+        }
+    }
+
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&format!("{namespace}/{name}"));
+    }
+    Ok(match plan.recheck {
+        Some(after) => Requeue::requeue(after),
+        None => Requeue::await_change(),
+    })
+}
+
+/// The status as a server-side apply body.
+pub fn status_patch(status: &BacktestStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kuant.dev/v1alpha1",
+        "kind": "Backtest",
+        "status": status,
+    })
+}
+
+/// After a failed reconcile: retry this Backtest after 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(backtest: Arc<Backtest>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let key = format!("{}/{}", backtest.namespace().unwrap_or_default(), backtest.name_any());
+    let attempts = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = backoff(attempts);
+    tracing::warn!(backtest = %key, attempts, retry_in = ?delay, error = %error, "reconcile failed");
+    Requeue::requeue(delay)
+}
+
+/// The delay before retry number `attempts` (1-based): doubling from 1 s, at most 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(16);
+    Duration::from_secs((1u64 << exponent).min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 300);
+    }
+}
