@@ -60,6 +60,18 @@ struct OperatorArgs {
     /// ClusterRole bound to that ServiceAccount, per namespace.
     #[arg(long, env = "KUANT_AGENT_CLUSTER_ROLE", default_value = "kuant-agent")]
     agent_cluster_role: String,
+    /// Log level (`RUST_LOG`) of the agent pods.
+    #[arg(long, env = "KUANT_AGENT_LOG_LEVEL", default_value = "info")]
+    agent_log_level: String,
+    /// Resources reconciled at once, at most (each kind); the rest wait their turn.
+    #[arg(long, env = "KUANT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Namespace of the leader-election Lease (the chart passes the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This operator's name in the Lease (the chart passes the pod name); default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,7 +103,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crd(CrdArgs { out_dir: Some(dir) }) => write_crds(&dir),
         Command::Crd(CrdArgs { out_dir: None }) => print_crds(),
-        Command::Operator(_) => not_implemented("operator", "the operator"),
+        Command::Operator(args) => run_operator(args),
         Command::Agent { role: AgentRole::Backtest } => agent::backtest::run(),
         Command::Agent { role: AgentRole::Session } => not_implemented("agent session", "this agent role"),
         Command::Agent { role: AgentRole::Reconcile } => {
@@ -99,6 +111,40 @@ fn main() -> ExitCode {
         }
         Command::OpsApi(_) => not_implemented("ops-api", "the ops API"),
         Command::Backtest(args) => cli::backtest::run(&args),
+    }
+}
+
+fn run_operator(args: OperatorArgs) -> ExitCode {
+    use kuant_operator::backtest::job::AgentSettings;
+    use kuant_operator::run::{Lease, Settings, run};
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("kuant-operator-{}", std::process::id()));
+    let settings = Settings {
+        agent: AgentSettings {
+            image: args.agent_image,
+            service_account: args.agent_service_account,
+            log_level: args.agent_log_level,
+            cluster_role: args.agent_cluster_role,
+        },
+        concurrency: args.concurrency,
+        metrics_addr: args.metrics_addr,
+        leader_election: args.leader_election.then_some(Lease { namespace: args.lease_namespace, identity }),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

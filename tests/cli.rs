@@ -24,7 +24,7 @@ fn crd_prints_the_three_committed_crds() {
 
 #[test]
 fn roles_that_are_not_built_yet_fail_loudly() {
-    for args in [&["operator"][..], &["ops-api"], &["agent", "session"], &["agent", "reconcile"]] {
+    for args in [&["ops-api"][..], &["agent", "session"], &["agent", "reconcile"]] {
         let out = kuant(args);
         assert_eq!(out.status.code(), Some(3), "{args:?} must not pretend to succeed");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -310,4 +310,17 @@ fn the_backtest_agent_reports_bad_input_with_exit_2_and_the_reason() {
     let (out, report) = agent_backtest(None, "agent-none");
     assert_eq!(out.status.code(), Some(2));
     assert!(report.contains("KUANT_BACKTEST is not set"), "{report}");
+}
+
+#[test]
+fn the_operator_without_a_cluster_says_why_and_exits_1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["operator", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", temp_dir("operator").join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("kuant runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: cannot reach the Kubernetes API"), "{stderr}");
 }

@@ -6,7 +6,9 @@
 
 pub mod backtest;
 pub mod conditions;
+pub mod metrics;
 pub mod names;
+pub mod run;
 
 /// Field manager of everything the operator applies, objects and status alike.
 pub const FIELD_MANAGER: &str = "kuant-operator";

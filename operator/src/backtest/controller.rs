@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kuant_crds::{Backtest, BacktestStatus};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -17,6 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::job::AgentSettings;
 use super::plan::{self, Action, Observed, Severity};
 use super::state::JOB_NAME_LABEL;
+use crate::metrics::Metrics;
 use crate::{FIELD_MANAGER, names};
 
 /// Why a reconcile failed; the controller retries with a per-object backoff.
@@ -54,12 +56,27 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The clock (a test fixes it).
     now: fn() -> Time,
+    /// Reconcile counts and durations.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// A context for `client`, with agent settings and an Event recorder.
     pub fn new(client: Client, agent: AgentSettings, recorder: Recorder) -> Self {
-        Self { client, agent, recorder, failures: Mutex::default(), now: || Time(jiff::Timestamp::now()) }
+        Self {
+            client,
+            agent,
+            recorder,
+            failures: Mutex::default(),
+            now: || Time(jiff::Timestamp::now()),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// The same, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same with a fixed clock (tests).
@@ -106,6 +123,19 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
     match &plan.action {
         Action::None => {}
         Action::Create(job) => {
+            // The pod's identity in this namespace first, or the Job's pod could not start.
+            let (account, binding) = super::job::agent_identity(&namespace, &ctx.agent);
+            let apply = PatchParams::apply(FIELD_MANAGER).force();
+            let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+            let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &namespace);
+            accounts
+                .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&account))
+                .await
+                .map_err(Error::api("applying the agent ServiceAccount"))?;
+            bindings
+                .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&binding))
+                .await
+                .map_err(Error::api("applying the agent RoleBinding"))?;
             jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job.as_ref()))
                 .await
                 .map_err(Error::api("creating the Job"))?;
@@ -192,6 +222,50 @@ pub fn error_policy(backtest: Arc<Backtest>, error: &Error, ctx: Arc<Context>) -
 pub fn backoff(attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(16);
     Duration::from_secs((1u64 << exponent).min(300))
+}
+
+/// Runs the Backtest controller until `shutdown` resolves: watches Backtests, their Jobs and the
+/// Jobs' pods, and reconciles at most `concurrency` Backtests at once.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::StreamExt;
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::{Controller, controller, watcher};
+
+    let client = ctx.client.clone();
+    let backtests: Api<Backtest> = Api::all(client.clone());
+    let jobs: Api<Job> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client);
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kuant-operator");
+    Controller::new(backtests, watcher::Config::default().any_semantic())
+        .owns(jobs, managed)
+        .watches(pods, watcher::Config::default().labels(super::job::POD_SELECTOR), |pod: Pod| {
+            let name = pod.annotations().get(super::job::ANNOTATION_BACKTEST)?.clone();
+            Some(ObjectRef::<Backtest>::new(&name).within(&pod.namespace()?))
+        })
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |backtest, ctx: Arc<Context>| async move {
+                let started = std::time::Instant::now();
+                let result = reconcile(backtest, ctx.clone()).await;
+                ctx.metrics.observe("Backtest", started.elapsed(), result.is_err());
+                result
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(backtest = %object, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                Err(e) => tracing::warn!(error = %e, "controller"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub fn agent() -> AgentSettings {
         image: "ghcr.io/kuant-dev/kuant:test".into(),
         service_account: "kuant-agent".into(),
         log_level: "info".into(),
+        cluster_role: "kuant-agent".into(),
     }
 }
 

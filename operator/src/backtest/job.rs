@@ -7,11 +7,13 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
     SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kuant_crds::Backtest;
@@ -26,6 +28,11 @@ pub const ENV_BACKTEST: &str = "KUANT_BACKTEST";
 pub const CONTAINER: &str = "agent";
 /// Label naming the Backtest a Job or pod belongs to.
 pub const LABEL_BACKTEST: &str = "kuant.dev/backtest";
+/// Annotation of a pod with the full name of its Backtest.
+pub const ANNOTATION_BACKTEST: &str = "kuant.dev/backtest-name";
+/// Label selector of the pods of Backtest Jobs.
+pub const POD_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=kuant-operator,app.kubernetes.io/component=backtest";
 /// Where the agent may write (the root filesystem is read-only): the exchange download cache.
 const SCRATCH: &str = "/tmp";
 /// Exit codes of `kuant agent backtest` that retrying cannot fix: 2 bad input, 1 internal error.
@@ -40,6 +47,40 @@ pub struct AgentSettings {
     pub service_account: String,
     /// `RUST_LOG` of the agent.
     pub log_level: String,
+    /// ClusterRole holding the agent's rights, bound to its ServiceAccount in each namespace.
+    pub cluster_role: String,
+}
+
+/// The agent's identity in `namespace`: its ServiceAccount and the RoleBinding that gives it the
+/// agent ClusterRole's rights there only. Shared by every Backtest of the namespace, so not
+/// owned by any of them.
+pub fn agent_identity(namespace: &str, agent: &AgentSettings) -> (ServiceAccount, RoleBinding) {
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "kuant".to_owned()),
+            ("app.kubernetes.io/component".to_owned(), "agent".to_owned()),
+            ("app.kubernetes.io/managed-by".to_owned(), crate::FIELD_MANAGER.to_owned()),
+        ])),
+        ..Default::default()
+    };
+    let account = ServiceAccount { metadata: meta(&agent.service_account), ..Default::default() };
+    let binding = RoleBinding {
+        metadata: meta(&agent.service_account),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: agent.cluster_role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: agent.service_account.clone(),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        }]),
+    };
+    (account, binding)
 }
 
 /// Why no Job can be built for a Backtest.
@@ -183,7 +224,13 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
             }),
             active_deadline_seconds: runner.active_deadline_seconds,
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    // The full name (a label value may be cut): watch events of a pod find
+                    // their Backtest by it.
+                    annotations: Some(BTreeMap::from([(ANNOTATION_BACKTEST.to_owned(), name.to_owned())])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     service_account_name: Some(agent.service_account.clone()),
@@ -241,7 +288,25 @@ mod tests {
             image: "ghcr.io/kuant-dev/kuant:1.2.3".into(),
             service_account: "kuant-agent".into(),
             log_level: "info".into(),
+            cluster_role: "kuant-agent".into(),
         }
+    }
+
+    #[test]
+    fn the_agent_gets_its_rights_in_the_backtests_namespace_only() {
+        let (account, binding) = agent_identity("research", &settings());
+        assert_eq!(account.metadata.name.as_deref(), Some("kuant-agent"));
+        assert_eq!(
+            binding.metadata.namespace.as_deref(),
+            Some("research"),
+            "a RoleBinding, not cluster-wide"
+        );
+        assert_eq!(
+            (binding.role_ref.kind.as_str(), binding.role_ref.name.as_str()),
+            ("ClusterRole", "kuant-agent")
+        );
+        let subject = &binding.subjects.as_ref().expect("subjects")[0];
+        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("kuant-agent", Some("research")));
     }
 
     fn pod_spec(job: &Job) -> &PodSpec {

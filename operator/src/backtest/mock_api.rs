@@ -125,6 +125,16 @@ async fn a_new_backtest_creates_its_job_by_server_side_apply_then_writes_status_
     let name = job_name(&bt);
     let script = vec![
         expect(Method::GET, format!("{JOBS}/{name}"), not_found("jobs", &name)),
+        expect(Method::PATCH, "/api/v1/namespaces/research/serviceaccounts/kuant-agent", ok(Value::Null)),
+        expect(
+            Method::PATCH,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/research/rolebindings/kuant-agent",
+            ok(Value::Null),
+        )
+        .checking(|query, body| {
+            assert!(query.contains("fieldManager=kuant-operator"), "{query}");
+            assert_eq!(body["roleRef"]["name"], "kuant-agent");
+        }),
         expect(Method::PATCH, format!("{JOBS}/{name}"), ok(Value::Null)).checking(|query, body| {
             assert!(query.contains("fieldManager=kuant-operator"), "{query}");
             assert_eq!(body["kind"], "Job");

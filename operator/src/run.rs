@@ -1,0 +1,176 @@
+//! `kuant operator`: the process. It serves `/healthz`, `/readyz` and `/metrics`, takes the
+//! leader-election Lease when asked to, and runs the controllers while it leads. Losing the
+//! Lease ends the process (the Deployment restarts it, and it waits for the Lease again): a
+//! former leader never keeps writing next to a new one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube_lease_manager::LeaseManagerBuilder;
+
+use crate::backtest::controller::{self, Context};
+use crate::backtest::job::AgentSettings;
+use crate::metrics::Metrics;
+
+/// Name of the leader-election Lease.
+pub const LEASE_NAME: &str = "kuant-operator";
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What agent pods get.
+    pub agent: AgentSettings,
+    /// Backtests reconciled at once, at most.
+    pub concurrency: u16,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub metrics_addr: SocketAddr,
+    /// Take the Lease in this namespace, as this identity, before reconciling.
+    pub leader_election: Option<Lease>,
+}
+
+/// Leader-election settings.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// Namespace of the Lease (the operator's own).
+    pub namespace: String,
+    /// This process's name in the Lease (the pod name).
+    pub identity: String,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Client(#[source] kube::Error),
+    /// The health and metrics address cannot be bound.
+    #[error("cannot listen on {addr} for /healthz, /readyz and /metrics: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// Another operator holds the Lease now.
+    #[error("lost the leader-election Lease to another operator; exiting so that only one reconciles")]
+    LostLease,
+}
+
+/// Runs the operator until SIGTERM/Ctrl-C (then `Ok`) or a fatal error.
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|source| RunError::Listen { addr: settings.metrics_addr, source })?;
+    tokio::spawn(serve_http(listener, metrics.clone(), ready.clone()));
+    tracing::info!(addr = %settings.metrics_addr, "serving /healthz, /readyz and /metrics");
+
+    let reporter = Reporter {
+        controller: crate::FIELD_MANAGER.to_owned(),
+        instance: settings.leader_election.as_ref().map(|l| l.identity.clone()),
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone(), settings.agent.clone(), Recorder::new(client.clone(), reporter))
+            .with_metrics(metrics),
+    );
+    let controllers = controller::run(ctx, settings.concurrency, shutdown_signal());
+
+    let Some(lease) = settings.leader_election else {
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(concurrency = settings.concurrency, "reconciling (no leader election)");
+        controllers.await;
+        return Ok(());
+    };
+    let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER))
+        .build()
+        .await?;
+    let (mut leading, _task) = manager.watch().await;
+    // Ready means able to take over: a standby is ready too.
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(lease = LEASE_NAME, namespace = %lease.namespace, identity = %lease.identity, "waiting for the Lease");
+    while !*leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            return Err(RunError::LostLease);
+        }
+    }
+    tracing::info!(concurrency = settings.concurrency, "leading: reconciling");
+    tokio::select! {
+        () = controllers => Ok(()),
+        () = async {
+            loop {
+                if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+                    break;
+                }
+            }
+        } => Err(RunError::LostLease),
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the health and metrics server stopped");
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
