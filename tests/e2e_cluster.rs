@@ -1,0 +1,306 @@
+//! End to end against a real API server: the operator as a child process, a Backtest from
+//! creation to results, an operator restart, and deletion.
+//!
+//! Runs when `KUBECONFIG` names a test cluster (it needs cluster-admin rights: it applies the
+//! CRDs and creates a namespace `kuant-e2e-…` that it deletes at the end); skipped otherwise, and
+//! `KUANT_REQUIRE_CLUSTER=1` turns the skip into a failure.
+//!
+//! The agent pod: on a cluster with nodes, the pod really runs, so `KUANT_E2E_AGENT_IMAGE` must
+//! name a kuant image the nodes can pull (e.g. `docker build -t kuant:e2e . && kind load
+//! docker-image kuant:e2e`). On a cluster without nodes (an API server and controller manager
+//! only), no kubelet will ever run the pod, so the test finishes it the way a kubelet would: it
+//! writes the pod's status with a terminated container and the agent's termination message.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kuant_crds::Backtest;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+
+const FIELD_MANAGER: &str = "kuant-e2e";
+const AGENT_ROLE: &str = "kuant-agent";
+
+/// `Some(reason)` when the suite must skip.
+fn skip_reason() -> Option<String> {
+    match std::env::var_os("KUBECONFIG") {
+        Some(path) if !path.is_empty() => None,
+        _ => Some("KUBECONFIG is not set: no test cluster".to_owned()),
+    }
+}
+
+/// Polls `check` every half second until it gives `Some`, or fails after `limit` naming `what`.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The operator as a child process, killed when dropped.
+struct Operator(Child);
+
+impl Operator {
+    fn start(agent_image: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+            .args([
+                "operator",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--agent-image",
+                agent_image,
+                "--concurrency",
+                "2",
+            ])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the operator starts");
+        Self(child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The test namespace, deleted when dropped (in the background: a test must not hang on it).
+struct TestNamespace {
+    api: Api<Namespace>,
+    name: String,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (api, name) = (self.api.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(api.delete(&name, &DeleteParams::background()));
+            }
+        })
+        .join();
+    }
+}
+
+fn condition(bt: &Backtest, type_: &str) -> Option<(String, String)> {
+    let c = bt.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+async fn apply_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kuant_crds::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .expect("CRD applied");
+        eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                let established =
+                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// The agent's ClusterRole as the chart defines it (the operator binds it per namespace).
+async fn apply_agent_role(client: &Client) {
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": { "name": AGENT_ROLE },
+        "rules": [
+            { "apiGroups": ["kuant.dev"], "resources": ["backtests", "tradingsessions", "reconciliations"], "verbs": ["get"] },
+            { "apiGroups": ["kuant.dev"], "resources": ["backtests/status", "tradingsessions/status", "reconciliations/status"], "verbs": ["patch"] },
+        ],
+    }))
+    .expect("ClusterRole");
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    roles
+        .patch(AGENT_ROLE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&role))
+        .await
+        .expect("ClusterRole applied");
+}
+
+fn example_backtest(namespace: &str) -> Backtest {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/backtests/btc-sma-crossover.yaml"
+    ))
+    .expect("example");
+    let mut bt: Backtest = kuant_crds::manifest::parse(&text, "example").expect("valid example");
+    bt.metadata.namespace = Some(namespace.to_owned());
+    if let Some(synthetic) = bt.spec.data.synthetic.as_mut() {
+        synthetic.bars = 2000;
+    }
+    bt
+}
+
+/// Finishes the Job's pod as a kubelet would: phase Succeeded, the agent container terminated
+/// with exit code 0 and the agent's report as its termination message.
+async fn finish_pod_like_a_kubelet(pods: &Api<Pod>, pod: &str) {
+    let now = jiff::Timestamp::now().to_string();
+    let report = serde_json::json!({
+        "results": {
+            "finalEquity": "10123.45", "totalReturnPct": 1.23, "cagrPct": 0.5, "sharpe": 0.4,
+            "maxDrawdownPct": 8.0, "winRatePct": 45.0, "trades": 7, "exposurePct": 40.0
+        },
+        "candles": 2000
+    })
+    .to_string();
+    let status = serde_json::json!({
+        "status": {
+            "phase": "Succeeded",
+            "startTime": now,
+            "containerStatuses": [{
+                "name": "agent", "ready": false, "restartCount": 0, "image": "kuant", "imageID": "",
+                "state": { "terminated": {
+                    "exitCode": 0, "reason": "Completed", "message": report, "startedAt": now, "finishedAt": now
+                }}
+            }]
+        }
+    });
+    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its_job() {
+    if let Some(reason) = skip_reason() {
+        assert!(
+            std::env::var("KUANT_REQUIRE_CLUSTER").as_deref() != Ok("1"),
+            "KUANT_REQUIRE_CLUSTER=1 but {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let has_nodes =
+        !nodes.list(&ListParams::default().limit(1)).await.expect("nodes listed").items.is_empty();
+    let agent_image = std::env::var("KUANT_E2E_AGENT_IMAGE").ok();
+    assert!(
+        agent_image.is_some() || !has_nodes,
+        "this cluster has nodes, so the agent pod really runs: set KUANT_E2E_AGENT_IMAGE to a kuant image they can pull"
+    );
+    let agent_image = agent_image.unwrap_or_else(|| "ghcr.io/kuant-dev/kuant:e2e-never-pulled".to_owned());
+
+    apply_crds(&client).await;
+    apply_agent_role(&client).await;
+    let namespace = format!("kuant-e2e-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("namespace");
+    namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
+    let _cleanup = TestNamespace { api: namespaces, name: namespace.clone() };
+
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let mut operator = Operator::start(&agent_image);
+
+    // Created: the operator makes one Job, named after the Backtest, owned by it, running the agent.
+    let created = backtests
+        .create(&PostParams::default(), &example_backtest(&namespace))
+        .await
+        .expect("Backtest created");
+    let uid = created.uid().expect("uid");
+    let job_name = kuant_operator::names::backtest_job(&created.name_any(), &uid);
+    let job = eventually("the Job", Duration::from_secs(60), || {
+        let jobs = jobs.clone();
+        let job_name = job_name.clone();
+        async move { jobs.get_opt(&job_name).await.ok().flatten() }
+    })
+    .await;
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Backtest", uid.as_str(), Some(true))
+    );
+    let container =
+        &job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec").containers[0];
+    assert_eq!(container.args.as_deref(), Some(&["agent".to_owned(), "backtest".to_owned()][..]));
+
+    let bt = eventually("the Backtest's conditions", Duration::from_secs(60), || {
+        let backtests = backtests.clone();
+        async move {
+            backtests.get("btc-sma-crossover").await.ok().filter(|b| condition(b, "Progressing").is_some())
+        }
+    })
+    .await;
+    assert_eq!(condition(&bt, "Progressing").map(|c| c.0), Some("True".into()));
+    assert_eq!(condition(&bt, "Complete"), Some(("False".into(), "NotFinished".into())));
+    assert_eq!(bt.status.as_ref().and_then(|s| s.job_name.clone()), Some(job_name.clone()));
+
+    // Finished: by the agent itself, or as a kubelet would report it.
+    if !has_nodes {
+        let pod =
+            eventually("the Job's pod", Duration::from_secs(60), || {
+                let pods = pods.clone();
+                let selector = format!("batch.kubernetes.io/job-name={job_name}");
+                async move {
+                    pods.list(&ListParams::default().labels(&selector)).await.ok()?.items.into_iter().next()
+                }
+            })
+            .await;
+        finish_pod_like_a_kubelet(&pods, &pod.name_any()).await;
+    }
+    let done = eventually("Complete with results", Duration::from_secs(300), || {
+        let backtests = backtests.clone();
+        async move {
+            let bt = backtests.get("btc-sma-crossover").await.ok()?;
+            (condition(&bt, "Complete").map(|c| c.0).as_deref() == Some("True")).then_some(bt)
+        }
+    })
+    .await;
+    let results = done.status.as_ref().and_then(|s| s.results.clone()).expect("results in status");
+    assert!(results.trades > 0);
+
+    // Restarted: the new operator finds everything done and makes no second Job.
+    drop(operator);
+    operator = Operator::start(&agent_image);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let owned: Vec<Job> = jobs
+        .list(&ListParams::default())
+        .await
+        .expect("jobs listed")
+        .items
+        .into_iter()
+        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+        .collect();
+    assert_eq!(owned.len(), 1, "one Job per Backtest, even after a restart");
+    let after = backtests.get("btc-sma-crossover").await.expect("Backtest");
+    assert_eq!(after.status.as_ref().and_then(|s| s.results.clone()), Some(results), "the result is kept");
+
+    // Deleted: the garbage collector takes the Job through its ownerReference.
+    backtests.delete("btc-sma-crossover", &DeleteParams::foreground()).await.expect("Backtest deleted");
+    eventually("the Job to go", Duration::from_secs(120), || {
+        let jobs = jobs.clone();
+        let job_name = job_name.clone();
+        async move { jobs.get_opt(&job_name).await.ok().and_then(|j| j.is_none().then_some(())) }
+    })
+    .await;
+    drop(operator);
+}
