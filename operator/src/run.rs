@@ -174,3 +174,47 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .expect("request");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).expect("response");
+            response
+        })
+        .await
+        .expect("client thread")
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics_are_served() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let metrics = Arc::new(Metrics::default());
+        metrics.observe("Backtest", Duration::from_millis(2), false);
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(serve_http(listener, metrics, ready.clone()));
+
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get(addr, "/readyz").await.starts_with("HTTP/1.1 503"),
+            "not ready before the controllers run"
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("kuant_operator_reconciles_total{kind=\"Backtest\"} 1"), "{metrics}");
+    }
+}

@@ -137,7 +137,7 @@ fn execute() -> Result<AgentReport, (u8, String)> {
 
 /// Writes the latest progress into the Backtest's status, at most once a second, until the
 /// sender is dropped (then once more with the final figure).
-async fn publish_progress(backtest: Backtest, mut updates: watch::Receiver<Option<(u64, u64)>>) {
+async fn publish_progress(backtest: Backtest, updates: watch::Receiver<Option<(u64, u64)>>) {
     if std::env::var(ENV_PROGRESS).is_ok_and(|v| v == "off") {
         return;
     }
@@ -152,7 +152,11 @@ async fn publish_progress(backtest: Backtest, mut updates: watch::Receiver<Optio
             return;
         }
     };
-    let api: Api<Backtest> = Api::namespaced(client, &namespace);
+    write_progress(Api::namespaced(client, &namespace), &name, updates).await;
+}
+
+/// The loop of [`publish_progress`] once the API is at hand.
+async fn write_progress(api: Api<Backtest>, name: &str, mut updates: watch::Receiver<Option<(u64, u64)>>) {
     let mut written = None;
     loop {
         let open = updates.changed().await.is_ok();
@@ -172,7 +176,7 @@ async fn publish_progress(backtest: Backtest, mut updates: watch::Receiver<Optio
                 }},
             });
             match api
-                .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
                 .await
             {
                 Ok(_) => written = latest,
@@ -189,6 +193,54 @@ async fn publish_progress(backtest: Backtest, mut updates: watch::Receiver<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer() -> Vec<u8> {
+        let text = include_str!("../../examples/backtests/btc-sma-crossover.yaml");
+        let mut value: serde_json::Value = serde_yaml::from_str(text).expect("yaml");
+        value["metadata"]["namespace"] = "research".into();
+        serde_json::to_vec(&value).expect("json")
+    }
+
+    /// Against a mocked API server: progress goes to the Backtest's status subresource by
+    /// server-side apply as `kuant-agent`, with nothing but `progress`; updates that come within
+    /// a second are folded into one write of the latest.
+    #[tokio::test(start_paused = true)]
+    async fn progress_is_applied_to_the_status_as_the_agent_at_most_once_a_second() {
+        use http::{Request, Response};
+        use kube::client::Body;
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api: Api<Backtest> = Api::namespaced(Client::new(service, "default"), "research");
+        let (tx, rx) = watch::channel(None);
+        let writer = tokio::spawn(write_progress(api, "btc", rx));
+        tx.send_replace(Some((0, 200)));
+        let mut bodies = Vec::new();
+        for step in 0..2 {
+            let (request, respond) = handle.next_request().await.expect("a status write");
+            assert_eq!(
+                request.uri().path(),
+                "/apis/kuant.dev/v1alpha1/namespaces/research/backtests/btc/status"
+            );
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            assert!(query.contains("fieldManager=kuant-agent") && query.contains("force=true"), "{query}");
+            let body = request.into_body().collect_bytes().await.expect("body");
+            bodies.push(serde_json::from_slice::<serde_json::Value>(&body).expect("JSON"));
+            respond.send_response(Response::new(Body::from(answer())));
+            if step == 0 {
+                for done in [50, 100, 150, 200] {
+                    tx.send_replace(Some((done, 200)));
+                }
+            }
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer ends").expect("task");
+        assert_eq!(
+            bodies[0]["status"],
+            serde_json::json!({"progress": {"candlesProcessed": 0, "candlesTotal": 200, "percent": 0.0}})
+        );
+        assert_eq!(bodies[1]["status"]["progress"]["candlesProcessed"], 200, "the latest figure, once");
+        assert_eq!(bodies[1].as_object().map(|o| o.len()), Some(3), "apiVersion, kind and status only");
+    }
 
     #[test]
     fn an_overlong_error_is_cut_to_fit_the_termination_message() {
