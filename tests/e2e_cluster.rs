@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -53,7 +54,8 @@ where
 struct Operator(Child);
 
 impl Operator {
-    fn start(agent_image: &str) -> Self {
+    /// Starts the operator as the chart does: with leader election, its Lease in `namespace`.
+    fn start(agent_image: &str, namespace: &str, identity: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_kuant"))
             .args([
                 "operator",
@@ -64,6 +66,7 @@ impl Operator {
                 "--concurrency",
                 "2",
             ])
+            .args(["--leader-election", "--lease-namespace", namespace, "--identity", identity])
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -219,7 +222,7 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     let backtests: Api<Backtest> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let mut operator = Operator::start(&agent_image);
+    let mut operator = Operator::start(&agent_image, &namespace, "e2e-first");
 
     // Created: the operator makes one Job, named after the Backtest, owned by it, running the agent.
     let created = backtests
@@ -278,9 +281,21 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     let results = done.status.as_ref().and_then(|s| s.results.clone()).expect("results in status");
     assert!(results.trades > 0);
 
-    // Restarted: the new operator finds everything done and makes no second Job.
+    // The first operator holds the Lease.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let holder =
+        |leases: Api<Lease>| async move { leases.get("kuant-operator").await.ok()?.spec?.holder_identity };
+    assert_eq!(holder(leases.clone()).await.as_deref(), Some("e2e-first"));
+
+    // Restarted: the new operator takes the Lease once the old one's expires, finds everything
+    // done and makes no second Job.
     drop(operator);
-    operator = Operator::start(&agent_image);
+    operator = Operator::start(&agent_image, &namespace, "e2e-second");
+    eventually("the new operator to lead", Duration::from_secs(90), || {
+        let leases = leases.clone();
+        async move { (holder(leases).await.as_deref() == Some("e2e-second")).then_some(()) }
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let owned: Vec<Job> = jobs
         .list(&ListParams::default())
