@@ -99,16 +99,27 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER))
         .build()
         .await?;
-    let (mut leading, _task) = manager.watch().await;
+    let (leading, _task) = manager.watch().await;
     // Ready means able to take over: a standby is ready too.
     ready.store(true, Ordering::Relaxed);
     tracing::info!(lease = LEASE_NAME, namespace = %lease.namespace, identity = %lease.identity, "waiting for the Lease");
+    lead(leading, controllers, settings.concurrency).await
+}
+
+/// Waits until `leading` says this process holds the Lease, then runs `controllers` (not
+/// polled before: nothing is reconciled by a process that does not lead) until they end, or until
+/// the Lease is lost, which is an error: the process must exit.
+async fn lead(
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    controllers: impl std::future::Future<Output = ()>,
+    concurrency: u16,
+) -> Result<(), RunError> {
     while !*leading.borrow_and_update() {
         if leading.changed().await.is_err() {
             return Err(RunError::LostLease);
         }
     }
-    tracing::info!(concurrency = settings.concurrency, "leading: reconciling");
+    tracing::info!(concurrency, "leading: reconciling");
     tokio::select! {
         () = controllers => Ok(()),
         () = async {
@@ -195,6 +206,39 @@ mod tests {
         })
         .await
         .expect("client thread")
+    }
+
+    /// Controllers that record that they started and then run until stopped.
+    fn controllers(started: Arc<AtomicBool>) -> impl std::future::Future<Output = ()> {
+        async move {
+            started.store(true, Ordering::Relaxed);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_reconciles_and_losing_the_lease_ends_the_run() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let started = Arc::new(AtomicBool::new(false));
+        let run = tokio::spawn(lead(rx, controllers(started.clone()), 4));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!started.load(Ordering::Relaxed), "a standby does not reconcile");
+        tx.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(started.load(Ordering::Relaxed), "the leader reconciles");
+        assert!(!run.is_finished());
+        tx.send_replace(false);
+        let ended = tokio::time::timeout(Duration::from_secs(5), run).await.expect("ends").expect("task");
+        assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_manager_that_stops_is_a_lost_lease() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        drop(tx);
+        let started = Arc::new(AtomicBool::new(false));
+        assert!(matches!(lead(rx, controllers(started.clone()), 4).await, Err(RunError::LostLease)));
+        assert!(!started.load(Ordering::Relaxed));
     }
 
     #[tokio::test]
