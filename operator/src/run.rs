@@ -209,11 +209,9 @@ mod tests {
     }
 
     /// Controllers that record that they started and then run until stopped.
-    fn controllers(started: Arc<AtomicBool>) -> impl std::future::Future<Output = ()> {
-        async move {
-            started.store(true, Ordering::Relaxed);
-            std::future::pending::<()>().await;
-        }
+    async fn controllers(started: Arc<AtomicBool>) {
+        started.store(true, Ordering::Relaxed);
+        std::future::pending::<()>().await;
     }
 
     #[tokio::test]
