@@ -270,6 +270,17 @@ for d in docs:
             problems.append(f"{where}/{c['name']}: resources need requests and limits")
         if "/tmp" not in [m["mountPath"] for m in c.get("volumeMounts", [])]:
             problems.append(f"{where}/{c['name']}: /tmp must be an emptyDir")
+# The operator runs `kuant operator` with leader election (on by default), and may use its Lease.
+operator = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")]
+if len(operator) != 1:
+    problems.append(f"expected one operator Deployment, found {len(operator)}")
+else:
+    args = operator[0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    if args[:1] != ["operator"] or "--leader-election" not in args:
+        problems.append(f"the operator must run `kuant operator --leader-election`, not {args}")
+lease_rules = [r for d in docs if d["kind"] == "Role" for r in d.get("rules", []) if "leases" in r.get("resources", [])]
+if not lease_rules or set(lease_rules[0]["verbs"]) != {"get", "create", "patch"}:
+    problems.append(f"the leader-election Role must allow get, create and patch on leases: {lease_rules}")
 env = {e["name"] for d in docs if d["kind"] == "Deployment"
        for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
 if value_set == "default":

@@ -33,6 +33,8 @@ pub const ANNOTATION_BACKTEST: &str = "kuant.dev/backtest-name";
 /// Label selector of the pods of Backtest Jobs.
 pub const POD_SELECTOR: &str =
     "app.kubernetes.io/managed-by=kuant-operator,app.kubernetes.io/component=backtest";
+/// User and group of the agent process (the image's `nonroot` user).
+const AGENT_UID: i64 = 65532;
 /// Where the agent may write (the root filesystem is read-only): the exchange download cache.
 const SCRATCH: &str = "/tmp";
 /// Exit codes of `kuant agent backtest` that retrying cannot fix: 2 bad input, 1 internal error.
@@ -237,6 +239,11 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
                     automount_service_account_token: Some(true),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
+                        // The image's user (distroless `nonroot`); the group lets it read a
+                        // mounted data volume.
+                        run_as_user: Some(AGENT_UID),
+                        run_as_group: Some(AGENT_UID),
+                        fs_group: Some(AGENT_UID),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..Default::default()
@@ -390,7 +397,9 @@ mod tests {
         let pod = pod_spec(&job);
         let sc = pod.containers[0].security_context.as_ref().expect("container security context");
         assert_eq!((sc.allow_privilege_escalation, sc.read_only_root_filesystem), (Some(false), Some(true)));
-        assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!((psc.run_as_non_root, psc.run_as_user, psc.fs_group), (Some(true), Some(65532), Some(65532)));
+        assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     }
 
     #[test]
