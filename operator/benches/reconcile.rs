@@ -51,6 +51,12 @@ async fn handle(
                 respond(StatusCode::NOT_FOUND, br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#.to_vec())
             }
         }
+        // Each Backtest's namespace lacks the agent's ServiceAccount (the worst case: applied each time).
+        Method::GET if path.contains("/serviceaccounts/") => respond(
+            StatusCode::NOT_FOUND,
+            br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
+                .to_vec(),
+        ),
         Method::GET => respond(
             StatusCode::OK,
             br#"{"apiVersion":"v1","kind":"PodList","metadata":{},"items":[]}"#.to_vec(),

@@ -96,14 +96,22 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
-        .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER))
+        // One field manager per candidate: the library tells a loser by the conflict between
+        // two managers' applies; with a shared name, two could both win a race for the Lease.
+        .with_field_manager(format!("{}-lease-{}", crate::FIELD_MANAGER, lease.identity))
         .build()
         .await?;
-    let (leading, _task) = manager.watch().await;
+    let (leading, lease_task) = manager.watch().await;
     // Ready means able to take over: a standby is ready too.
     ready.store(true, Ordering::Relaxed);
     tracing::info!(lease = LEASE_NAME, namespace = %lease.namespace, identity = %lease.identity, "waiting for the Lease");
-    lead(leading, controllers, settings.concurrency).await
+    let outcome = lead(leading, controllers, settings.concurrency).await;
+    // `lead` dropped its receiver: the lease task releases the Lease, so that the next operator
+    // (a rolling update) need not wait for it to expire.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), lease_task).await.is_err() {
+        tracing::warn!("the Lease was not released in time; the next leader waits for it to expire");
+    }
+    outcome
 }
 
 /// Waits until `leading` says this process holds the Lease, then runs `controllers` (not

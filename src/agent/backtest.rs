@@ -132,7 +132,8 @@ fn execute() -> Result<AgentReport, (u8, String)> {
         simulate_seconds = result.timings.simulate_seconds,
         "backtest finished"
     );
-    Ok(AgentReport { results: Some(result.status_results()), candles: Some(result.candles), error: None })
+    let results = result.status_results().map_err(|e| (EXIT_BAD_INPUT, e))?;
+    Ok(AgentReport { results: Some(results), candles: Some(result.candles), error: None })
 }
 
 /// Writes the latest progress into the Backtest's status, at most once a second, until the

@@ -87,13 +87,20 @@ pub struct BacktestResult {
 impl BacktestResult {
     /// The figures a Backtest's status carries (what `kubectl get bt` and the operator show).
     /// A figure that is not finite becomes 0, or absent where the field is optional: status is
-    /// JSON, which has no infinity.
-    pub fn status_results(&self) -> kuant_crds::backtest::BacktestResults {
+    /// JSON, which has no infinity. The final equity is rounded to 8 decimal places (status
+    /// amounts carry at most 12, and 15 integer digits); an equity beyond that is an error.
+    pub fn status_results(&self) -> Result<kuant_crds::backtest::BacktestResults, String> {
+        let equity = self.final_equity.max(Decimal::ZERO).round_dp(8).normalize();
+        if equity >= Decimal::from(1_000_000_000_000_000_i64) {
+            return Err(format!(
+                "the final equity {equity} has more than 15 integer digits, more than a Backtest's status can hold"
+            ));
+        }
         let m = &self.metrics;
         let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
         let optional = |x: Option<f64>| x.filter(|v| v.is_finite());
-        kuant_crds::backtest::BacktestResults {
-            final_equity: self.final_equity.max(Decimal::ZERO).into(),
+        Ok(kuant_crds::backtest::BacktestResults {
+            final_equity: equity.into(),
             total_return_pct: finite(m.total_return_pct),
             cagr_pct: finite(m.cagr_pct),
             sharpe: optional(m.sharpe),
@@ -103,7 +110,7 @@ impl BacktestResult {
             profit_factor: optional(m.profit_factor),
             trades: m.trades,
             exposure_pct: finite(m.exposure_pct),
-        }
+        })
     }
 }
 
@@ -282,5 +289,31 @@ impl BacktestResult {
             let _ = writeln!(out, "{t},{e:.8}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kuant_crds::Backtest;
+
+    use crate::backtest::{Keep, Options, prepare, run};
+
+    #[test]
+    fn status_results_fit_the_status_schema_even_without_lot_rounding() {
+        // An exchange kuant knows no rules for: quantities keep 18 decimals, and so would equity.
+        let text = include_str!("../../../examples/backtests/btc-sma-crossover.yaml");
+        let mut bt: Backtest = kuant_crds::manifest::parse(text, "example").expect("example");
+        bt.spec.market.exchange = "elsewhere".into();
+        if let Some(s) = bt.spec.data.synthetic.as_mut() {
+            s.bars = 3000;
+        }
+        let prepared = prepare(&bt, &Options::default()).expect("data");
+        let result = run(&prepared, Keep::default(), &mut |_, _| {}).expect("run");
+        assert!(result.final_equity.scale() > 8, "the test needs a long fraction: {}", result.final_equity);
+        let results = result.status_results().expect("fits");
+        // Through JSON and back with the status type's own checks (at most 12 decimals).
+        let json = serde_json::to_string(&results).expect("json");
+        let back: kuant_crds::backtest::BacktestResults = serde_json::from_str(&json).expect("valid status");
+        assert_eq!(back.final_equity.value(), result.final_equity.round_dp(8).normalize());
     }
 }

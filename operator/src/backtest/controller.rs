@@ -119,27 +119,31 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
     let now = (ctx.now)();
     let plan = plan::plan(&backtest, Observed { job: job.as_ref(), pods: &job_pods }, &ctx.agent, &now);
 
-    // Act on the Job.
+    // A new Job first: a status naming a Job that does not exist would read as a lost run.
+    if let Action::Create(job) = &plan.action {
+        ensure_agent_identity(&ctx, &namespace).await?;
+        jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job.as_ref()))
+            .await
+            .map_err(Error::api("creating the Job"))?;
+    }
+
+    // Write the status when it says something new. It carries the resourceVersion that was
+    // read: a decision made on a stale copy (the watch cache lags behind our own writes) is
+    // refused with a conflict and made again on a fresh one, so a recorded result is never
+    // overwritten by a late look at a Job that is gone.
+    let mut previous = backtest.status.clone().unwrap_or_default();
+    previous.progress = None;
+    if previous != plan.status {
+        let body = status_patch(&plan.status, backtest.metadata.resource_version.as_deref());
+        backtests
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(Error::api("writing the status"))?;
+    }
+
+    // Only once the result (or the failure) is recorded may the Job go.
     match &plan.action {
-        Action::None => {}
-        Action::Create(job) => {
-            // The pod's identity in this namespace first, or the Job's pod could not start.
-            let (account, binding) = super::job::agent_identity(&namespace, &ctx.agent);
-            let apply = PatchParams::apply(FIELD_MANAGER).force();
-            let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
-            let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), &namespace);
-            accounts
-                .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&account))
-                .await
-                .map_err(Error::api("applying the agent ServiceAccount"))?;
-            bindings
-                .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&binding))
-                .await
-                .map_err(Error::api("applying the agent RoleBinding"))?;
-            jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job.as_ref()))
-                .await
-                .map_err(Error::api("creating the Job"))?;
-        }
+        Action::None | Action::Create(_) => {}
         Action::SetTtl { job, seconds } => {
             // A merge patch: re-applying the Job with only this field would drop the rest of
             // what the operator applied at creation.
@@ -153,17 +157,6 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
         }
     }
 
-    // Write the status when it says something new.
-    let mut previous = backtest.status.clone().unwrap_or_default();
-    previous.progress = None;
-    if previous != plan.status {
-        let body = status_patch(&plan.status);
-        backtests
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await
-            .map_err(Error::api("writing the status"))?;
-    }
-
     // Tell the user. An Event that cannot be written is logged, not retried: the status holds
     // the same facts.
     let reference = backtest.object_ref(&());
@@ -174,7 +167,7 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
                 Severity::Warning => EventType::Warning,
             },
             reason: note.reason.to_owned(),
-            note: Some(note.message.clone()),
+            note: Some(event_note(&note.message)),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
@@ -192,13 +185,58 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
     })
 }
 
-/// The status as a server-side apply body.
-pub fn status_patch(status: &BacktestStatus) -> serde_json::Value {
-    serde_json::json!({
+/// The status as a server-side apply body; with `resource_version`, the write is refused if the
+/// Backtest changed since it was read.
+pub fn status_patch(status: &BacktestStatus, resource_version: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({
         "apiVersion": "kuant.dev/v1alpha1",
         "kind": "Backtest",
         "status": status,
-    })
+    });
+    if let Some(version) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    body
+}
+
+/// The agent's ServiceAccount and RoleBinding in `namespace`, unless the ServiceAccount is
+/// already there (the chart makes both in its own namespace, and they are Helm's to manage).
+async fn ensure_agent_identity(ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    if accounts
+        .get_opt(&ctx.agent.service_account)
+        .await
+        .map_err(Error::api("reading the agent ServiceAccount"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let (account, binding) = super::job::agent_identity(namespace, &ctx.agent);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
+    bindings
+        .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&binding))
+        .await
+        .map_err(Error::api("applying the agent RoleBinding"))?;
+    // The ServiceAccount last: once it exists, both do.
+    accounts
+        .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&account))
+        .await
+        .map_err(Error::api("applying the agent ServiceAccount"))?;
+    Ok(())
+}
+
+/// An Event's note within the 1 KiB the events API accepts, cut on a character boundary.
+fn event_note(message: &str) -> String {
+    const MAX: usize = 1024;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 /// After a failed reconcile: retry this Backtest after 1 s, 2 s, 4 s … up to 5 minutes.
@@ -246,7 +284,9 @@ pub async fn run(
             let name = pod.annotations().get(super::job::ANNOTATION_BACKTEST)?.clone();
             Some(ObjectRef::<Backtest>::new(&name).within(&pod.namespace()?))
         })
-        .with_config(controller::Config::default().concurrency(concurrency))
+        // The agent's progress writes change a running Backtest every second; a short debounce
+        // folds a burst of changes (progress, Job, pod) into one reconcile.
+        .with_config(controller::Config::default().concurrency(concurrency).debounce(Duration::from_secs(2)))
         .graceful_shutdown_on(shutdown)
         .run(
             |backtest, ctx: Arc<Context>| async move {
@@ -271,6 +311,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_are_cut_to_the_events_api_limit() {
+        assert_eq!(event_note("short"), "short");
+        let note = event_note(&"é".repeat(2000));
+        assert!(note.len() <= 1024 && note.ends_with('…'), "{}", note.len());
+    }
+
+    #[test]
+    fn a_status_write_carries_the_version_it_was_decided_on() {
+        let body = status_patch(&BacktestStatus::default(), Some("42"));
+        assert_eq!(body["metadata"]["resourceVersion"], "42");
+        assert!(status_patch(&BacktestStatus::default(), None).get("metadata").is_none());
+    }
 
     #[test]
     fn the_backoff_doubles_up_to_five_minutes() {

@@ -398,7 +398,10 @@ mod tests {
         let sc = pod.containers[0].security_context.as_ref().expect("container security context");
         assert_eq!((sc.allow_privilege_escalation, sc.read_only_root_filesystem), (Some(false), Some(true)));
         let psc = pod.security_context.as_ref().expect("pod security context");
-        assert_eq!((psc.run_as_non_root, psc.run_as_user, psc.fs_group), (Some(true), Some(65532), Some(65532)));
+        assert_eq!(
+            (psc.run_as_non_root, psc.run_as_user, psc.fs_group),
+            (Some(true), Some(65532), Some(65532))
+        );
         assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     }
 

@@ -125,7 +125,11 @@ async fn a_new_backtest_creates_its_job_by_server_side_apply_then_writes_status_
     let name = job_name(&bt);
     let script = vec![
         expect(Method::GET, format!("{JOBS}/{name}"), not_found("jobs", &name)),
-        expect(Method::PATCH, "/api/v1/namespaces/research/serviceaccounts/kuant-agent", ok(Value::Null)),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/research/serviceaccounts/kuant-agent",
+            not_found("serviceaccounts", "kuant-agent"),
+        ),
         expect(
             Method::PATCH,
             "/apis/rbac.authorization.k8s.io/v1/namespaces/research/rolebindings/kuant-agent",
@@ -135,6 +139,7 @@ async fn a_new_backtest_creates_its_job_by_server_side_apply_then_writes_status_
             assert!(query.contains("fieldManager=kuant-operator"), "{query}");
             assert_eq!(body["roleRef"]["name"], "kuant-agent");
         }),
+        expect(Method::PATCH, "/api/v1/namespaces/research/serviceaccounts/kuant-agent", ok(Value::Null)),
         expect(Method::PATCH, format!("{JOBS}/{name}"), ok(Value::Null)).checking(|query, body| {
             assert!(query.contains("fieldManager=kuant-operator"), "{query}");
             assert_eq!(body["kind"], "Job");
@@ -147,6 +152,7 @@ async fn a_new_backtest_creates_its_job_by_server_side_apply_then_writes_status_
             assert_eq!(status.phase, Some(BacktestPhase::Pending));
             assert!(status.job_name.is_some());
             assert!(body["status"].get("progress").is_none(), "progress is the agent's");
+            assert_eq!(body["metadata"]["resourceVersion"], "100", "decided on the version read");
         }),
         expect(Method::POST, EVENTS, ok(Value::Null)).checking(|_, body| {
             assert_eq!(
@@ -189,6 +195,7 @@ async fn a_running_job_with_progress_makes_the_backtest_running_and_leaves_progr
 
 #[tokio::test]
 async fn a_succeeded_job_puts_results_in_status_and_only_then_gets_its_ttl() {
+    // The order matters: with a TTL of 0 the Job could be gone before a later status write.
     let bt = created(fixtures::backtest("btc"));
     let job = fixtures::job_with(fixtures::job(&bt), 0, Some(("Complete", "CompletionsReached", "")));
     let pod = fixtures::pod(&job, fixtures::terminated(0, "Completed", &fixtures::results_message()));
@@ -196,17 +203,17 @@ async fn a_succeeded_job_puts_results_in_status_and_only_then_gets_its_ttl() {
     let script = vec![
         expect(Method::GET, format!("{JOBS}/{name}"), ok(&job)),
         expect(Method::GET, "/api/v1/namespaces/research/pods", pod_list(vec![pod])),
+        expect(Method::PATCH, format!("{BACKTESTS}/btc/status"), ok(&bt)).checking(|_, body| {
+            let status = status_of(body);
+            assert_eq!(status.phase, Some(BacktestPhase::Succeeded));
+            assert_eq!(status.results.map(|r| r.trades), Some(12));
+        }),
         expect(Method::PATCH, format!("{JOBS}/{name}"), ok(&job)).checking(|query, body| {
             assert!(
                 !query.contains("fieldManager=kuant-operator&force"),
                 "a merge patch, not an apply: {query}"
             );
             assert_eq!(body, &json!({"spec": {"ttlSecondsAfterFinished": 86400}}));
-        }),
-        expect(Method::PATCH, format!("{BACKTESTS}/btc/status"), ok(&bt)).checking(|_, body| {
-            let status = status_of(body);
-            assert_eq!(status.phase, Some(BacktestPhase::Succeeded));
-            assert_eq!(status.results.map(|r| r.trades), Some(12));
         }),
         expect(Method::POST, EVENTS, ok(Value::Null))
             .checking(|_, body| assert_eq!(body["reason"], "Completed")),
@@ -225,13 +232,13 @@ async fn a_failed_job_fails_the_backtest_with_the_reason_from_the_pod() {
     let script = vec![
         expect(Method::GET, format!("{JOBS}/{name}"), ok(&job)),
         expect(Method::GET, "/api/v1/namespaces/research/pods", pod_list(vec![pod])),
-        expect(Method::PATCH, format!("{JOBS}/{name}"), ok(&job)),
         expect(Method::PATCH, format!("{BACKTESTS}/btc/status"), ok(&bt)).checking(|_, body| {
             let status = status_of(body);
             let failed = status.conditions.iter().find(|c| c.type_ == "Failed").expect("Failed");
             assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "InvalidInput"));
             assert!(failed.message.ends_with("data: gap: 3 missing 1h bars"), "{}", failed.message);
         }),
+        expect(Method::PATCH, format!("{JOBS}/{name}"), ok(&job)),
         expect(Method::POST, EVENTS, ok(Value::Null)).checking(|_, body| {
             assert_eq!((body["reason"].as_str(), body["type"].as_str()), (Some("Failed"), Some("Warning")));
         }),
