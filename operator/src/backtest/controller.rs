@@ -42,6 +42,11 @@ impl Error {
     fn api(what: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Api { what, source }
     }
+
+    /// Whether the API server refused a write because the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { source: kube::Error::Api(status), .. } if status.is_conflict())
+    }
 }
 
 /// What every reconcile shares.
@@ -239,9 +244,15 @@ fn event_note(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
-/// After a failed reconcile: retry this Backtest after 1 s, 2 s, 4 s … up to 5 minutes.
+/// After a failed reconcile: retry this Backtest after 1 s, 2 s, 4 s … up to 5 minutes. A
+/// conflict (the Backtest changed since it was read, e.g. by the agent's progress) is no failure:
+/// it is retried in a second on a fresh copy.
 pub fn error_policy(backtest: Arc<Backtest>, error: &Error, ctx: Arc<Context>) -> Requeue {
     let key = format!("{}/{}", backtest.namespace().unwrap_or_default(), backtest.name_any());
+    if error.is_conflict() {
+        tracing::debug!(backtest = %key, "changed since read; deciding again");
+        return Requeue::requeue(Duration::from_secs(1));
+    }
     let attempts = ctx
         .failures
         .lock()

@@ -287,3 +287,35 @@ async fn a_deleted_backtest_is_left_to_the_garbage_collector() {
     let action = reconcile_with(bt, Vec::new()).await;
     assert_eq!(action, kube::runtime::controller::Action::await_change());
 }
+
+#[tokio::test]
+async fn a_status_write_on_a_stale_copy_is_a_conflict_retried_at_once() {
+    let bt = created(fixtures::backtest("btc"));
+    let job = fixtures::job_with(fixtures::job(&bt), 1, None);
+    let pod = fixtures::pod(&job, fixtures::running());
+    let name = job_name(&bt);
+    let conflict = (
+        StatusCode::CONFLICT,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+               "message": "the object has been modified"}),
+    );
+    let script = vec![
+        expect(Method::GET, format!("{JOBS}/{name}"), ok(&job)),
+        expect(Method::GET, "/api/v1/namespaces/research/pods", pod_list(vec![pod])),
+        expect(Method::PATCH, format!("{BACKTESTS}/btc/status"), conflict),
+    ];
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
+    let ctx = Arc::new(Context::new(client, fixtures::agent(), recorder).with_clock(|| at(11)));
+    let server = tokio::spawn(serve(handle, script));
+    let bt = Arc::new(bt);
+    let error = reconcile(bt.clone(), ctx.clone()).await.expect_err("a conflict");
+    assert!(error.is_conflict(), "{error}");
+    assert_eq!(
+        super::controller::error_policy(bt, &error, ctx),
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    );
+    server.await.expect("server");
+}
