@@ -134,8 +134,7 @@ async fn apply_agent_role(client: &Client) {
         "kind": "ClusterRole",
         "metadata": { "name": AGENT_ROLE },
         "rules": [
-            { "apiGroups": ["kuant.dev"], "resources": ["backtests", "tradingsessions", "reconciliations"], "verbs": ["get"] },
-            { "apiGroups": ["kuant.dev"], "resources": ["backtests/status", "tradingsessions/status", "reconciliations/status"], "verbs": ["patch"] },
+            { "apiGroups": ["kuant.dev"], "resources": ["backtests/status"], "verbs": ["patch"] },
         ],
     }))
     .expect("ClusterRole");
