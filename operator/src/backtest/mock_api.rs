@@ -84,18 +84,23 @@ async fn serve(mut handle: Handle, script: Vec<Expect>) {
 /// Runs one reconcile of `backtest` against `script`; every scripted request must be made, and
 /// no other.
 async fn reconcile_with(backtest: Backtest, script: Vec<Expect>) -> kube::runtime::controller::Action {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
-    let ctx = Arc::new(Context::new(client, fixtures::agent(), recorder).with_clock(|| at(11)));
-    let server = tokio::spawn(serve(handle, script));
+    let (ctx, server) = mocked(script);
     let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(backtest), ctx))
         .await
         .expect("the reconcile finished")
         .expect("the reconcile succeeded");
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("every request made").expect("server");
     action
+}
+
+/// A reconcile context whose client talks to a mocked API server that plays `script`.
+fn mocked(script: Vec<Expect>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
+    let ctx = Arc::new(Context::new(client, fixtures::agent(), recorder).with_clock(|| at(11)));
+    (ctx, tokio::spawn(serve(handle, script)))
 }
 
 fn job_name(bt: &Backtest) -> String {
@@ -304,12 +309,7 @@ async fn a_status_write_on_a_stale_copy_is_a_conflict_retried_at_once() {
         expect(Method::GET, "/api/v1/namespaces/research/pods", pod_list(vec![pod])),
         expect(Method::PATCH, format!("{BACKTESTS}/btc/status"), conflict),
     ];
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
-    let ctx = Arc::new(Context::new(client, fixtures::agent(), recorder).with_clock(|| at(11)));
-    let server = tokio::spawn(serve(handle, script));
+    let (ctx, server) = mocked(script);
     let bt = Arc::new(bt);
     let error = reconcile(bt.clone(), ctx.clone()).await.expect_err("a conflict");
     assert!(error.is_conflict(), "{error}");
