@@ -29,7 +29,7 @@ fn psql(sql: &str) -> Result<String, String> {
 }
 
 fn migrations() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("migrations folder")
         .flatten()

@@ -1,0 +1,169 @@
+//! kuant's store. In a cluster it is PostgreSQL; on a laptop an embedded SQLite file. Opening a
+//! store applies the migrations it lacks (never by hand: an un-applied schema is a classic
+//! failure) and refuses a store whose schema is newer than this build knows.
+
+use std::str::FromStr;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+/// The PostgreSQL schema, embedded at build time.
+static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
+/// The SQLite schema: the same tables in SQLite's dialect.
+static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Why a store cannot be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no backend kuant knows.
+    #[error("unsupported store URL {0:?}: use postgres://… or sqlite://PATH (or a file path)")]
+    UnsupportedUrl(String),
+    /// The database cannot be reached or opened.
+    #[error("cannot open the store at {url}: {source}")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The store was migrated by a newer kuant.
+    #[error(
+        "the store's schema is newer than this kuant knows: it has migration {found}, this build knows up to {known}; upgrade kuant (or use another store)"
+    )]
+    NewerSchema {
+        /// A migration version the store has and this build lacks.
+        found: i64,
+        /// The newest migration this build has.
+        known: i64,
+    },
+    /// Applying the migrations failed.
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[source] MigrateError),
+}
+
+/// Which database a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// An open, migrated store.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Opens the store at `url` (`postgres://…`, `sqlite://PATH`, or a plain file path for
+    /// SQLite, created when missing) and applies the migrations it lacks.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let shown = redact(url);
+        let connect = |source| StoreError::Connect { url: shown.clone(), source };
+        let store = match backend_of(url)? {
+            Backend::Postgres => Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    // An unreachable database is reported within seconds, not half a minute.
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(connect)?,
+            ),
+            Backend::Sqlite => {
+                let options = if url.starts_with("sqlite:") {
+                    SqliteConnectOptions::from_str(url).map_err(connect)?
+                } else {
+                    SqliteConnectOptions::new().filename(url)
+                };
+                let options = options
+                    .create_if_missing(true)
+                    .foreign_keys(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(std::time::Duration::from_secs(10));
+                Self::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .connect_with(options)
+                        .await
+                        .map_err(connect)?,
+                )
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The newest schema version this build knows.
+    pub fn known_version(&self) -> i64 {
+        let migrator = match self {
+            Self::Postgres(_) => &POSTGRES,
+            Self::Sqlite(_) => &SQLITE,
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let known = self.known_version();
+        let result = match self {
+            Self::Postgres(pool) => POSTGRES.run(pool).await,
+            Self::Sqlite(pool) => SQLITE.run(pool).await,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(MigrateError::VersionMissing(found)) => Err(StoreError::NewerSchema { found, known }),
+            Err(e) => Err(StoreError::Migrate(e)),
+        }
+    }
+}
+
+/// The backend a URL names.
+pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") || !url.contains("://") {
+        Ok(Backend::Sqlite)
+    } else {
+        Err(StoreError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// `url` without the password of its user part, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((user_part, host_part)) = rest.split_once('@') else { return url.to_owned() };
+    match user_part.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host_part}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend_and_passwords_never_show() {
+        assert_eq!(backend_of("postgres://u@h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(backend_of("sqlite:///tmp/k.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(backend_of("/home/me/.local/share/kuant/kuant.db").ok(), Some(Backend::Sqlite));
+        let err = backend_of("mysql://root:hunter2@h/db").expect_err("unsupported");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(redact("postgres://kuant:s3cret@db:5432/kuant"), "postgres://kuant:***@db:5432/kuant");
+    }
+}
