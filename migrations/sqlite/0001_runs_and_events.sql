@@ -1,6 +1,6 @@
 -- kuant's first schema, SQLite dialect (the local store): the same tables and keys as
--- migrations/postgres/0001_runs_and_events.sql. JSON is TEXT holding JSON, times are TEXT in
--- RFC 3339 UTC, UUIDs are TEXT.
+-- migrations/postgres/0001_runs_and_events.sql. JSON is TEXT holding JSON, times are INTEGER
+-- milliseconds since the Unix epoch (UTC), UUIDs are TEXT.
 
 CREATE TABLE runs (
     run_id        TEXT PRIMARY KEY,
@@ -9,9 +9,9 @@ CREATE TABLE runs (
     name          TEXT NOT NULL,
     spec          TEXT NOT NULL CHECK (json_valid(spec)),
     phase         TEXT NOT NULL DEFAULT 'Pending',
-    started_at    TEXT,
-    finished_at   TEXT,
-    created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    created_at    INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER))
 );
 
 CREATE INDEX runs_by_kind_and_time ON runs (kind, created_at DESC);
@@ -22,7 +22,7 @@ CREATE TABLE events (
     correlation_id  TEXT NOT NULL,
     event_type      TEXT NOT NULL,
     source          TEXT NOT NULL,
-    occurred_at     TEXT NOT NULL,
+    occurred_at     INTEGER NOT NULL,
     payload         TEXT NOT NULL CHECK (json_valid(payload))
 );
 

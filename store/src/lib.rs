@@ -167,3 +167,202 @@ mod tests {
         assert_eq!(redact("postgres://kuant:s3cret@db:5432/kuant"), "postgres://kuant:***@db:5432/kuant");
     }
 }
+
+/// What a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// A Backtest.
+    Backtest,
+    /// A TradingSession.
+    Session,
+    /// A Reconciliation.
+    Reconciliation,
+}
+
+impl RunKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Backtest => "backtest",
+            Self::Session => "session",
+            Self::Reconciliation => "reconciliation",
+        }
+    }
+}
+
+/// A run (a Backtest, a TradingSession or a Reconciliation), keyed by the id its events carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// The run's id.
+    pub run_id: String,
+    /// What it is.
+    pub kind: RunKind,
+    /// Namespace of its resource (absent for a local run).
+    pub namespace: Option<String>,
+    /// Name of its resource.
+    pub name: String,
+    /// The spec it ran with.
+    pub spec: serde_json::Value,
+    /// Its phase.
+    pub phase: String,
+}
+
+/// One agent event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// The event's id (a UUID): writing the same id twice keeps one row.
+    pub event_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The id of the chain's first event (a UUID).
+    pub correlation_id: String,
+    /// signal, intent, order_submitted, fill, trade_blocked, …
+    pub event_type: String,
+    /// The agent that wrote it.
+    pub source: String,
+    /// When it happened, Unix milliseconds.
+    pub occurred_at_ms: i64,
+    /// Its fields.
+    pub payload: serde_json::Value,
+}
+
+type PgEventRow = (String, String, String, String, String, i64, sqlx::types::Json<serde_json::Value>);
+
+impl Store {
+    /// Records `run`, or updates its phase when it is already there.
+    pub async fn upsert_run(&self, run: &Run) -> Result<(), sqlx::Error> {
+        let spec = sqlx::types::Json(&run.spec);
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (run_id) DO UPDATE SET phase = EXCLUDED.phase",
+                )
+                .bind(&run.run_id)
+                .bind(run.kind.as_str())
+                .bind(&run.namespace)
+                .bind(&run.name)
+                .bind(spec)
+                .bind(&run.phase)
+                .execute(pool)
+                .await?;
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase",
+                )
+                .bind(&run.run_id)
+                .bind(run.kind.as_str())
+                .bind(&run.namespace)
+                .bind(&run.name)
+                .bind(spec)
+                .bind(&run.phase)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `events` in one transaction; an event whose id is already stored is skipped, so a
+    /// retried write duplicates nothing. Returns how many rows were new.
+    pub async fn insert_events(&self, events: &[StoredEvent]) -> Result<u64, sqlx::Error> {
+        let mut inserted = 0;
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for e in events {
+                    inserted += sqlx::query(
+                        "INSERT INTO events (event_id, run_id, correlation_id, event_type, source, occurred_at, payload)
+                         VALUES ($1::uuid, $2, $3::uuid, $4, $5, to_timestamp($6::bigint / 1000.0), $7)
+                         ON CONFLICT (event_id) DO NOTHING",
+                    )
+                    .bind(&e.event_id)
+                    .bind(&e.run_id)
+                    .bind(&e.correlation_id)
+                    .bind(&e.event_type)
+                    .bind(&e.source)
+                    .bind(e.occurred_at_ms)
+                    .bind(sqlx::types::Json(&e.payload))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for e in events {
+                    inserted += sqlx::query(
+                        "INSERT INTO events (event_id, run_id, correlation_id, event_type, source, occurred_at, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (event_id) DO NOTHING",
+                    )
+                    .bind(&e.event_id)
+                    .bind(&e.run_id)
+                    .bind(&e.correlation_id)
+                    .bind(&e.event_type)
+                    .bind(&e.source)
+                    .bind(e.occurred_at_ms)
+                    .bind(sqlx::types::Json(&e.payload))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// A run's events in the order they happened (ties by id), at most `limit`.
+    pub async fn events_of_run(&self, run_id: &str, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        self.events_where("run_id", run_id, limit).await
+    }
+
+    /// The events of one chain (a signal and what became of it), in order.
+    pub async fn events_of_chain(&self, correlation_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        self.events_where("correlation_id", correlation_id, i64::MAX).await
+    }
+
+    async fn events_where(
+        &self,
+        column: &'static str,
+        value: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows: Vec<PgEventRow> = match self {
+            Self::Postgres(pool) => {
+                let cast = if column == "correlation_id" { "::uuid" } else { "" };
+                // `column` is one of two constants above, never input.
+                let sql = format!(
+                    "SELECT event_id::text, run_id, correlation_id::text, event_type, source,
+                            round(extract(epoch FROM occurred_at) * 1000)::bigint, payload
+                     FROM events WHERE {column} = $1{cast} ORDER BY occurred_at, event_id LIMIT $2"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(value).bind(limit).fetch_all(pool).await?
+            }
+            Self::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT event_id, run_id, correlation_id, event_type, source, occurred_at, payload
+                     FROM events WHERE {column} = ?1 ORDER BY occurred_at, event_id LIMIT ?2"
+                );
+                sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(value).bind(limit).fetch_all(pool).await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(event_id, run_id, correlation_id, event_type, source, occurred_at_ms, payload)| {
+                StoredEvent {
+                    event_id,
+                    run_id,
+                    correlation_id,
+                    event_type,
+                    source,
+                    occurred_at_ms,
+                    payload: payload.0,
+                }
+            })
+            .collect())
+    }
+}

@@ -99,7 +99,7 @@ async fn opening_migrates_and_a_newer_schema_is_refused(url: &str, backend: Back
 
 #[tokio::test]
 async fn postgres_opening_migrates_and_refuses_a_newer_schema() {
-    let schema = format!("kuant_store_open_{}", std::process::id());
+    let schema = "kuant_store_open".to_owned();
     let url = postgres_schema(&schema).await;
     opening_migrates_and_a_newer_schema_is_refused(&url, Backend::Postgres).await;
     drop_schema(&schema).await;
