@@ -225,6 +225,10 @@ pub struct StoredEvent {
     pub payload: serde_json::Value,
 }
 
+/// Rows per multi-row INSERT: well under both backends' limits on bound parameters (PostgreSQL
+/// 65,535; SQLite 32,766) at seven columns.
+pub const BATCH_ROWS: usize = 1000;
+
 type PgEventRow = (String, String, String, String, String, i64, sqlx::types::Json<serde_json::Value>);
 
 impl Store {
@@ -264,55 +268,125 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `events` in one transaction; an event whose id is already stored is skipped, so a
-    /// retried write duplicates nothing. Returns how many rows were new.
+    /// Writes `events` in one transaction, in multi-row statements of [`BATCH_ROWS`]; an event
+    /// whose id is already stored is skipped, so a retried write duplicates nothing. Returns how
+    /// many rows were new.
     pub async fn insert_events(&self, events: &[StoredEvent]) -> Result<u64, sqlx::Error> {
+        const INSERT: &str = "INSERT INTO events (event_id, run_id, correlation_id, event_type, source, occurred_at, payload) ";
         let mut inserted = 0;
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                for e in events {
-                    inserted += sqlx::query(
-                        "INSERT INTO events (event_id, run_id, correlation_id, event_type, source, occurred_at, payload)
-                         VALUES ($1::uuid, $2, $3::uuid, $4, $5, to_timestamp($6::bigint / 1000.0), $7)
-                         ON CONFLICT (event_id) DO NOTHING",
-                    )
-                    .bind(&e.event_id)
-                    .bind(&e.run_id)
-                    .bind(&e.correlation_id)
-                    .bind(&e.event_type)
-                    .bind(&e.source)
-                    .bind(e.occurred_at_ms)
-                    .bind(sqlx::types::Json(&e.payload))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                for chunk in events.chunks(BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(INSERT);
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.event_id)
+                            .push_unseparated("::uuid")
+                            .push_bind(&e.run_id)
+                            .push_bind(&e.correlation_id)
+                            .push_unseparated("::uuid")
+                            .push_bind(&e.event_type)
+                            .push_bind(&e.source)
+                            .push("to_timestamp(")
+                            .push_bind_unseparated(e.occurred_at_ms)
+                            .push_unseparated("::bigint / 1000.0)")
+                            .push_bind(sqlx::types::Json(&e.payload));
+                    });
+                    q.push(" ON CONFLICT (event_id) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
             }
             Self::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                for e in events {
-                    inserted += sqlx::query(
-                        "INSERT INTO events (event_id, run_id, correlation_id, event_type, source, occurred_at, payload)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (event_id) DO NOTHING",
-                    )
-                    .bind(&e.event_id)
-                    .bind(&e.run_id)
-                    .bind(&e.correlation_id)
-                    .bind(&e.event_type)
-                    .bind(&e.source)
-                    .bind(e.occurred_at_ms)
-                    .bind(sqlx::types::Json(&e.payload))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                for chunk in events.chunks(BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT);
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.event_id)
+                            .push_bind(&e.run_id)
+                            .push_bind(&e.correlation_id)
+                            .push_bind(&e.event_type)
+                            .push_bind(&e.source)
+                            .push_bind(e.occurred_at_ms)
+                            .push_bind(sqlx::types::Json(&e.payload));
+                    });
+                    q.push(" ON CONFLICT (event_id) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
             }
         }
         Ok(inserted)
+    }
+
+    /// Writes a run's equity points `(Unix ms, equity)` in one transaction, in multi-row
+    /// statements; a point already stored for that time keeps its first value. Returns how many
+    /// rows were new.
+    pub async fn insert_equity(&self, run_id: &str, points: &[(i64, f64)]) -> Result<u64, sqlx::Error> {
+        const INSERT: &str = "INSERT INTO equity_points (run_id, at, equity) ";
+        // Shortest text that reads back as the same float; NUMERIC/TEXT keep it exactly.
+        let text: Vec<(i64, String)> = points.iter().map(|&(at, e)| (at, format!("{e:?}"))).collect();
+        let mut inserted = 0;
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in text.chunks(BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(INSERT);
+                    q.push_values(chunk, |mut row, (at, equity)| {
+                        row.push_bind(run_id)
+                            .push("to_timestamp(")
+                            .push_bind_unseparated(*at)
+                            .push_unseparated("::bigint / 1000.0)")
+                            .push_bind(equity)
+                            .push_unseparated("::numeric");
+                    });
+                    q.push(" ON CONFLICT (run_id, at) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in text.chunks(BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT);
+                    q.push_values(chunk, |mut row, (at, equity)| {
+                        row.push_bind(run_id).push_bind(*at).push_bind(equity);
+                    });
+                    q.push(" ON CONFLICT (run_id, at) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// A run's equity points in time order.
+    pub async fn equity_of_run(&self, run_id: &str) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+        let rows: Vec<(i64, String)> = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT round(extract(epoch FROM at) * 1000)::bigint, equity::text FROM equity_points
+                     WHERE run_id = $1 ORDER BY at",
+                )
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as("SELECT at, equity FROM equity_points WHERE run_id = ?1 ORDER BY at")
+                    .bind(run_id)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.into_iter()
+            .map(|(at, e)| {
+                e.parse::<f64>()
+                    .map(|equity| (at, equity))
+                    .map_err(|err| sqlx::Error::Decode(format!("equity {e:?} at {at}: {err}").into()))
+            })
+            .collect()
     }
 
     /// A run's events in the order they happened (ties by id), at most `limit`.

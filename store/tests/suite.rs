@@ -154,3 +154,38 @@ async fn two_concurrent_writers_neither_lose_nor_duplicate_a_row() {
         assert_eq!(read.len(), 450, "{:?}", store.backend());
     }
 }
+
+#[tokio::test]
+async fn equity_points_round_trip_across_batches_and_are_kept_once() {
+    for store in stores("equity").await {
+        store.upsert_run(&run("bt-eq")).await.expect("run");
+        // More than two multi-row statements, awkward floats included.
+        let points: Vec<(i64, f64)> = (0..2500)
+            .map(|i| (1_700_000_000_000 + i * 3_600_000, 10_000.0 + i as f64 * 0.1 + 1e-9))
+            .collect();
+        assert_eq!(
+            store.insert_equity("bt-eq", &points).await.expect("insert"),
+            2500,
+            "{:?}",
+            store.backend()
+        );
+        assert_eq!(store.insert_equity("bt-eq", &points[..10]).await.expect("retry"), 0);
+        assert_eq!(
+            store.equity_of_run("bt-eq").await.expect("read"),
+            points,
+            "exact floats: {:?}",
+            store.backend()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_one_statement_is_written_whole() {
+    for store in stores("bigbatch").await {
+        store.upsert_run(&run("bt-big")).await.expect("run");
+        let events: Vec<_> =
+            (0..2_345).map(|n| event(n, "bt-big", n / 4, 1_700_000_000_000 + n as i64)).collect();
+        assert_eq!(store.insert_events(&events).await.expect("insert"), 2_345, "{:?}", store.backend());
+        assert_eq!(store.events_of_run("bt-big", 10_000).await.expect("read").len(), 2_345);
+    }
+}
