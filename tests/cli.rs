@@ -3,7 +3,19 @@
 use std::process::Command;
 
 fn kuant(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kuant")).args(args).output().expect("kuant runs")
+    Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(args)
+        .env("KUANT_DATABASE_URL", test_store())
+        .output()
+        .expect("kuant runs")
+}
+
+/// The store local runs of these tests save to: a SQLite file of this test process, never the
+/// user's own.
+fn test_store() -> String {
+    let dir = std::env::temp_dir().join(format!("kuant-cli-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("kuant.db").to_string_lossy().into_owned()
 }
 
 #[test]
@@ -241,7 +253,7 @@ fn a_sweep_over_an_unknown_parameter_is_bad_input() {
 fn a_reader_that_stops_early_is_not_an_error() {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
-        .args(["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json"])
+        .args(["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--no-store"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -323,4 +335,44 @@ fn the_operator_without_a_cluster_says_why_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: cannot reach the Kubernetes API"), "{stderr}");
+}
+
+#[test]
+fn a_local_backtest_is_saved_to_the_store_and_a_rerun_duplicates_nothing() {
+    let dir = temp_dir("saved");
+    let db = dir.join("runs.db").to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&db);
+    let run = || kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--store", &db]);
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("saved to ") && stderr.contains("equity points"), "{stderr}");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (events, curve) = rt.block_on(async {
+        let store = kuant_store::Store::open(&db).await.expect("the store opens");
+        let run_id = result["run_id"].as_str().expect("run id");
+        (
+            store.events_of_run(run_id, 1_000_000).await.expect("events"),
+            store.equity_of_run(run_id).await.expect("curve"),
+        )
+    });
+    assert_eq!(events.len(), result["events"].as_array().map_or(0, Vec::len), "every event, once");
+    assert_eq!(curve.len() as u64, result["candles"].as_u64().expect("candles"), "a point per candle");
+
+    // The same run again: nothing new.
+    let again = run();
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(": 0 new events"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[test]
+fn no_store_skips_saving() {
+    let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "--no-store"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("saved to"));
 }

@@ -39,6 +39,13 @@ pub struct BacktestArgs {
     /// With --sweep: worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Save the run (events, equity curve) to this store: postgres://… or a SQLite file.
+    /// Default: `KUANT_DATABASE_URL`, else `~/.local/share/kuant/kuant.db`.
+    #[arg(long, value_name = "URL", conflicts_with = "no_store")]
+    pub store: Option<String>,
+    /// Do not save the run.
+    #[arg(long)]
+    pub no_store: bool,
 }
 
 /// How results are printed.
@@ -75,7 +82,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
     }
     let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     let mut bar = ProgressBar::new(total, 2_000_000);
-    let keep = Keep { equity_curve: args.equity_csv.is_some(), events: true };
+    let keep = Keep { equity_curve: args.equity_csv.is_some() || !args.no_store, events: true };
     let result = backtest::run(&prepared, keep, &mut |done, total| bar.update(done, total));
     bar.finish();
     let result = match result {
@@ -94,7 +101,28 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
             Err(e) => return fail(EXIT_INTERNAL, format!("cannot encode the result as JSON: {e}")),
         },
     };
-    write_stdout(&out)
+    let printed = write_stdout(&out);
+    if args.no_store || printed != ExitCode::SUCCESS {
+        return printed;
+    }
+    let url = match super::store::location(args.store.as_deref()) {
+        Ok(url) => url,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let spec = serde_json::to_value(&manifest.spec).unwrap_or(serde_json::Value::Null);
+    match super::store::save(&url, &result, &spec) {
+        Ok(saved) => {
+            eprintln!(
+                "saved to {}: {} new events, {} equity points in {:.2} s",
+                kuant_store::redact(&url),
+                saved.events,
+                saved.equity_points,
+                saved.seconds
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_INTERNAL, format!("the run is not saved: {e} (--no-store skips saving)")),
+    }
 }
 
 fn run_sweep(args: &BacktestArgs, prepared: &backtest::Prepared) -> ExitCode {

@@ -2,6 +2,7 @@
 
 pub mod backtest;
 pub mod progress;
+pub mod store;
 
 /// Exit code for bad input: a broken manifest, bad data, a bad flag or output path.
 pub const EXIT_BAD_INPUT: u8 = 2;

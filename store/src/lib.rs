@@ -13,6 +13,9 @@ static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
 /// The SQLite schema: the same tables in SQLite's dialect.
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 
+/// The error of a store call after it is open.
+pub use sqlx::Error as SqlError;
+
 /// Why a store cannot be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
