@@ -4,6 +4,8 @@
 
 use std::str::FromStr;
 
+use rust_decimal::Decimal;
+
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
@@ -441,5 +443,187 @@ impl Store {
                 }
             })
             .collect())
+    }
+}
+
+/// An order as the store keeps it. Its client order id is the idempotency key an exchange sees.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredOrder {
+    /// The client order id: unique forever.
+    pub client_order_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its chain (a UUID).
+    pub correlation_id: String,
+    /// The exchange's id once it has one.
+    pub exchange_order_id: Option<String>,
+    /// Symbol.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// `market`, `limit`, …
+    pub order_type: String,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Limit price, if any.
+    pub limit_price: Option<Decimal>,
+    /// Its state.
+    pub status: String,
+    /// When it was made, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// A fill of an order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFill {
+    /// The fill's id (the exchange's trade id, or the engine's): writing it twice keeps one row.
+    pub fill_id: String,
+    /// The order it fills.
+    pub client_order_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Execution price.
+    pub price: Decimal,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Fee.
+    pub fee: Decimal,
+    /// Asset of the fee.
+    pub fee_asset: String,
+}
+
+type FillRow = (String, String, String, i64, String, String, String, String);
+
+fn decimal(column: &str, text: &str) -> Result<Decimal, sqlx::Error> {
+    text.parse().map_err(|e| sqlx::Error::Decode(format!("{column} {text:?}: {e}").into()))
+}
+
+impl Store {
+    /// Writes `orders`; one already stored (same client order id) is kept as it was. Returns
+    /// how many were new.
+    pub async fn insert_orders(&self, orders: &[StoredOrder]) -> Result<u64, sqlx::Error> {
+        let mut inserted = 0;
+        macro_rules! write_all {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for o in orders {
+                    inserted += sqlx::query($sql)
+                        .bind(&o.client_order_id)
+                        .bind(&o.run_id)
+                        .bind(&o.correlation_id)
+                        .bind(&o.exchange_order_id)
+                        .bind(&o.symbol)
+                        .bind(&o.side)
+                        .bind(&o.order_type)
+                        .bind(o.quantity.to_string())
+                        .bind(o.limit_price.map(|p| p.to_string()))
+                        .bind(&o.status)
+                        .bind(o.created_at_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+            }};
+        }
+        match self {
+            Self::Postgres(pool) => write_all!(
+                pool,
+                "INSERT INTO orders (client_order_id, run_id, correlation_id, exchange_order_id, symbol, side,
+                                     order_type, quantity, limit_price, status, created_at, updated_at)
+                 VALUES ($1, $2, $3::uuid, $4, $5, $6, $7, $8::numeric, $9::numeric, $10,
+                         to_timestamp($11::bigint / 1000.0), to_timestamp($11::bigint / 1000.0))
+                 ON CONFLICT (client_order_id) DO NOTHING"
+            ),
+            Self::Sqlite(pool) => write_all!(
+                pool,
+                "INSERT INTO orders (client_order_id, run_id, correlation_id, exchange_order_id, symbol, side,
+                                     order_type, quantity, limit_price, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                 ON CONFLICT (client_order_id) DO NOTHING"
+            ),
+        }
+        Ok(inserted)
+    }
+
+    /// Writes `fills`; one already stored (same fill id) is kept as it was, so a retried write
+    /// after a crash adds nothing. Returns how many were new.
+    pub async fn insert_fills(&self, fills: &[StoredFill]) -> Result<u64, sqlx::Error> {
+        let mut inserted = 0;
+        macro_rules! write_all {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for f in fills {
+                    inserted += sqlx::query($sql)
+                        .bind(&f.fill_id)
+                        .bind(&f.client_order_id)
+                        .bind(&f.run_id)
+                        .bind(f.at_ms)
+                        .bind(f.price.to_string())
+                        .bind(f.quantity.to_string())
+                        .bind(f.fee.to_string())
+                        .bind(&f.fee_asset)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+            }};
+        }
+        match self {
+            Self::Postgres(pool) => write_all!(
+                pool,
+                "INSERT INTO fills (fill_id, client_order_id, run_id, at, price, quantity, fee, fee_asset)
+                 VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0), $5::numeric, $6::numeric, $7::numeric, $8)
+                 ON CONFLICT (fill_id) DO NOTHING"
+            ),
+            Self::Sqlite(pool) => write_all!(
+                pool,
+                "INSERT INTO fills (fill_id, client_order_id, run_id, at, price, quantity, fee, fee_asset)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (fill_id) DO NOTHING"
+            ),
+        }
+        Ok(inserted)
+    }
+
+    /// A run's fills in the order they happened (ties by id).
+    pub async fn fills_of_run(&self, run_id: &str) -> Result<Vec<StoredFill>, sqlx::Error> {
+        let rows: Vec<FillRow> =
+            match self {
+                Self::Postgres(pool) => sqlx::query_as(
+                    "SELECT fill_id, client_order_id, run_id, round(extract(epoch FROM at) * 1000)::bigint,
+                            price::text, quantity::text, fee::text, fee_asset
+                     FROM fills WHERE run_id = $1 ORDER BY at, fill_id",
+                )
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?,
+                Self::Sqlite(pool) => {
+                    sqlx::query_as(
+                        "SELECT fill_id, client_order_id, run_id, at, price, quantity, fee, fee_asset
+                     FROM fills WHERE run_id = ?1 ORDER BY at, fill_id",
+                    )
+                    .bind(run_id)
+                    .fetch_all(pool)
+                    .await?
+                }
+            };
+        rows.into_iter()
+            .map(|(fill_id, client_order_id, run_id, at_ms, price, quantity, fee, fee_asset)| {
+                Ok(StoredFill {
+                    fill_id,
+                    client_order_id,
+                    run_id,
+                    at_ms,
+                    price: decimal("price", &price)?,
+                    quantity: decimal("quantity", &quantity)?,
+                    fee: decimal("fee", &fee)?,
+                    fee_asset,
+                })
+            })
+            .collect()
     }
 }

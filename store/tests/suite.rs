@@ -189,3 +189,75 @@ async fn a_batch_larger_than_one_statement_is_written_whole() {
         assert_eq!(store.events_of_run("bt-big", 10_000).await.expect("read").len(), 2_345);
     }
 }
+
+fn order(n: u64, run_id: &str) -> kuant_store::StoredOrder {
+    kuant_store::StoredOrder {
+        client_order_id: format!("kq{n:032x}"),
+        run_id: run_id.into(),
+        correlation_id: uuid(2_000_000 + n),
+        exchange_order_id: None,
+        symbol: "BTCUSDT".into(),
+        side: "buy".into(),
+        order_type: "market".into(),
+        quantity: "0.12345678".parse().expect("decimal"),
+        limit_price: None,
+        status: "filled".into(),
+        created_at_ms: 1_700_000_000_000 + n as i64,
+    }
+}
+
+fn fill(n: u64, order_n: u64, run_id: &str) -> kuant_store::StoredFill {
+    kuant_store::StoredFill {
+        fill_id: format!("f-{n:06}"),
+        client_order_id: format!("kq{order_n:032x}"),
+        run_id: run_id.into(),
+        at_ms: 1_700_000_000_000 + n as i64,
+        price: "2505.56".parse().expect("decimal"),
+        quantity: "0.00012345678901234567".parse().expect("decimal"),
+        fee: "0.10".parse().expect("decimal"),
+        fee_asset: "USDT".into(),
+    }
+}
+
+#[tokio::test]
+async fn orders_and_fills_are_kept_once_with_exact_amounts() {
+    for store in stores("fills").await {
+        store.upsert_run(&run("s-f")).await.expect("run");
+        let orders: Vec<_> = (0..3).map(|n| order(n, "s-f")).collect();
+        assert_eq!(store.insert_orders(&orders).await.expect("orders"), 3);
+        assert_eq!(store.insert_orders(&orders).await.expect("retried"), 0, "client order ids are unique");
+        let fills: Vec<_> = (0..6).map(|n| fill(n, n / 2, "s-f")).collect();
+        assert_eq!(store.insert_fills(&fills).await.expect("fills"), 6);
+        assert_eq!(store.insert_fills(&fills[2..]).await.expect("retried"), 0);
+        let read = store.fills_of_run("s-f").await.expect("read");
+        assert_eq!(read, fills, "exact decimals, in time order: {:?}", store.backend());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_writing_fills_for_one_session_neither_lose_nor_duplicate_a_row() {
+    for store in stores("concurrent_fills").await {
+        store.upsert_run(&run("s-cf")).await.expect("run");
+        let orders: Vec<_> = (0..100).map(|n| order(n, "s-cf")).collect();
+        store.insert_orders(&orders).await.expect("orders");
+        // Task A writes fills 0..300, task B 200..500 (the overlap a retry after a crash makes).
+        let write = |from: u64, to: u64| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut inserted = 0;
+                for chunk in (from..to).collect::<Vec<_>>().chunks(10) {
+                    let batch: Vec<_> = chunk.iter().map(|&n| fill(n, n / 5, "s-cf")).collect();
+                    inserted += store.insert_fills(&batch).await.expect("concurrent fills");
+                }
+                inserted
+            })
+        };
+        let (a, b) = (write(0, 300), write(200, 500));
+        let inserted = a.await.expect("task a") + b.await.expect("task b");
+        assert_eq!(inserted, 500, "{:?}", store.backend());
+        let read = store.fills_of_run("s-cf").await.expect("read");
+        assert_eq!(read.len(), 500);
+        let ids: std::collections::BTreeSet<_> = read.iter().map(|f| f.fill_id.clone()).collect();
+        assert_eq!(ids.len(), 500, "no duplicates");
+    }
+}
