@@ -239,37 +239,32 @@ type PgEventRow = (String, String, String, String, String, i64, sqlx::types::Jso
 impl Store {
     /// Records `run`, or updates its phase when it is already there.
     pub async fn upsert_run(&self, run: &Run) -> Result<(), sqlx::Error> {
-        let spec = sqlx::types::Json(&run.spec);
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (run_id) DO UPDATE SET phase = EXCLUDED.phase",
-                )
-                .bind(&run.run_id)
-                .bind(run.kind.as_str())
-                .bind(&run.namespace)
-                .bind(&run.name)
-                .bind(spec)
-                .bind(&run.phase)
-                .execute(pool)
-                .await?;
-            }
-            Self::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase",
-                )
-                .bind(&run.run_id)
-                .bind(run.kind.as_str())
-                .bind(&run.namespace)
-                .bind(&run.name)
-                .bind(spec)
-                .bind(&run.phase)
-                .execute(pool)
-                .await?;
-            }
+        // One bind list for both backends; only the placeholders differ.
+        macro_rules! write {
+            ($pool:expr, $sql:expr) => {{
+                sqlx::query($sql)
+                    .bind(&run.run_id)
+                    .bind(run.kind.as_str())
+                    .bind(&run.namespace)
+                    .bind(&run.name)
+                    .bind(sqlx::types::Json(&run.spec))
+                    .bind(&run.phase)
+                    .execute($pool)
+                    .await?;
+            }};
         }
+        match self {
+            Self::Postgres(pool) => write!(
+                pool,
+                "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (run_id) DO UPDATE SET phase = EXCLUDED.phase"
+            ),
+            Self::Sqlite(pool) => write!(
+                pool,
+                "INSERT INTO runs (run_id, kind, namespace, name, spec, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase"
+            ),
+        };
         Ok(())
     }
 
