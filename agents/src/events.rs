@@ -164,6 +164,11 @@ impl SymbolEvent {
     pub fn correlation_id(&self) -> Uuid {
         self.ids.event_id(self.event.correlation)
     }
+
+    /// The id of the event that caused it (none for a signal).
+    pub fn causation_id(&self) -> Option<Uuid> {
+        self.event.causation.map(|seq| self.ids.event_id(seq))
+    }
 }
 
 #[derive(Serialize)]

@@ -78,6 +78,7 @@ pub fn save(url: &str, result: &BacktestResult, spec: &serde_json::Value) -> Res
                     event_id: e.id().to_string(),
                     run_id: result.run_id.clone(),
                     correlation_id: e.correlation_id().to_string(),
+                    causation_id: e.causation_id().map(|id| id.to_string()),
                     event_type: payload["type"].as_str().unwrap_or("unknown").to_owned(),
                     source: "engine".to_owned(),
                     occurred_at_ms: e.event.time_ms,

@@ -46,6 +46,7 @@ async fn bench(name: &str, store: &Store, n: usize) -> Result<(), String> {
             event_id: format!("00000000-0000-4000-8000-{i:012x}"),
             run_id: "bench".into(),
             correlation_id: format!("00000000-0000-4000-9000-{:012x}", i / 4),
+            causation_id: i.checked_sub(1).map(|c| format!("00000000-0000-4000-8000-{c:012x}")),
             event_type: "fill".into(),
             source: "engine".into(),
             occurred_at_ms: 1_700_000_000_000 + i as i64,

@@ -122,3 +122,81 @@ async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
     assert!(text.starts_with("cannot open the store at postgres://kuant:***@127.0.0.1:1/kuant"), "{text}");
     assert!(!text.contains("hunter2"));
 }
+
+/// Migrates `url` with the first migration only, as an older kuant would have left it.
+async fn migrate_first_only(dialect: &str, apply: impl AsyncFnOnce(sqlx::migrate::Migrator)) {
+    let dir = std::env::temp_dir().join(format!("kuant-first-{dialect}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(dialect);
+    let first = std::fs::read_dir(&source)
+        .expect("migrations")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0001_")))
+        .expect("a first migration");
+    std::fs::copy(&first, dir.join(first.file_name().expect("name"))).expect("copied");
+    let migrator = sqlx::migrate::Migrator::new(dir.as_path()).await.expect("migrator");
+    apply(migrator).await;
+}
+
+async fn has_causation_column(store: &Store) -> bool {
+    let columns = match store {
+        Store::Postgres(pool) => sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'events' AND column_name = 'causation_id'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("columns"),
+        Store::Sqlite(pool) => sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'causation_id'",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("columns"),
+    };
+    columns == 1
+}
+
+#[tokio::test]
+async fn opening_a_store_an_older_kuant_left_applies_the_pending_migrations() {
+    // PostgreSQL.
+    let schema = "kuant_store_pending".to_owned();
+    let url = postgres_schema(&schema).await;
+    migrate_first_only("postgres", async |m| {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.expect("pg");
+        m.run(&pool).await.expect("first migration");
+        // Data an older kuant wrote survives the upgrade.
+        sqlx::query("INSERT INTO runs (run_id, kind, name, spec) VALUES ('old', 'backtest', 'old', '{}')")
+            .execute(&pool)
+            .await
+            .expect("old row");
+    })
+    .await;
+    let store = Store::open(&url).await.expect("opens and migrates");
+    assert!(has_causation_column(&store).await, "0003 applied on open");
+    assert!(store.run("old").await.expect("read").is_some(), "old rows kept");
+    drop_schema(&schema).await;
+
+    // SQLite.
+    let path = sqlite_path("pending");
+    migrate_first_only("sqlite", async |m| {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("db");
+        m.run(&pool).await.expect("first migration");
+        sqlx::query("INSERT INTO runs (run_id, kind, name, spec) VALUES ('old', 'backtest', 'old', '{}')")
+            .execute(&pool)
+            .await
+            .expect("old row");
+        pool.close().await;
+    })
+    .await;
+    let store = Store::open(&path).await.expect("opens and migrates");
+    assert!(has_causation_column(&store).await, "0003 applied on open");
+    assert!(store.run("old").await.expect("read").is_some(), "old rows kept");
+}

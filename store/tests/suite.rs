@@ -1,7 +1,16 @@
 //! The store suite: the same tests on real PostgreSQL (127.0.0.1:5432 in CI,
 //! `KUANT_TEST_DATABASE_URL` overrides it; each test in a throw-away schema) and on SQLite.
 
-use kuant_store::{Run, RunKind, Store, StoredEvent};
+use kuant_store::{
+    AccountKind, AllocationState, Drift, LedgerAccount, LedgerError, LedgerTransaction, LlmCall,
+    ReconciliationResult, ReconciliationRun, RiskAllocation, Run, RunKind, Store, StoredBlock, StoredCandle,
+    StoredEvent, StoredPosition, StoredSignal, StoredTrade, Wallet,
+};
+use rust_decimal::Decimal;
+
+fn dec(text: &str) -> Decimal {
+    text.parse().expect("decimal")
+}
 
 fn postgres_url() -> String {
     std::env::var("KUANT_TEST_DATABASE_URL")
@@ -57,6 +66,7 @@ fn event(n: u64, run_id: &str, chain: u64, at_ms: i64) -> StoredEvent {
         event_id: uuid(n),
         run_id: run_id.into(),
         correlation_id: uuid(1_000_000 + chain),
+        causation_id: n.checked_sub(1).map(uuid),
         event_type: if n.is_multiple_of(2) { "signal".into() } else { "fill".into() },
         source: "engine".into(),
         occurred_at_ms: at_ms,
@@ -105,28 +115,41 @@ async fn events_read_back_in_time_order_with_exact_times_and_payloads() {
 }
 
 #[tokio::test]
-async fn a_run_is_recorded_once_and_its_phase_follows() {
+async fn a_run_is_recorded_once_its_phase_follows_and_it_ends_with_results() {
     for store in stores("runs").await {
         store.upsert_run(&run("bt-3")).await.expect("run");
         let mut done = run("bt-3");
         done.phase = "Succeeded".into();
         store.upsert_run(&done).await.expect("update");
-        let phase: String = match &store {
-            Store::Postgres(pool) => {
-                sqlx::query_scalar("SELECT phase FROM runs WHERE run_id = $1")
-                    .bind("bt-3")
-                    .fetch_one(pool)
-                    .await
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT phase FROM runs WHERE run_id = ?1")
-                    .bind("bt-3")
-                    .fetch_one(pool)
-                    .await
-            }
-        }
-        .expect("phase");
-        assert_eq!(phase, "Succeeded");
+        let stored = store.run("bt-3").await.expect("read").expect("stored");
+        assert_eq!(stored.run, done, "{:?}", store.backend());
+        assert_eq!(
+            (stored.status.clone(), stored.results.clone(), stored.finished_at_ms),
+            (None, None, None)
+        );
+
+        let results = serde_json::json!({"finalEquity": "10450.12", "trades": 7});
+        let status = serde_json::json!({"phase": "Succeeded", "conditions": []});
+        assert!(
+            store
+                .finish_run("bt-3", "Succeeded", Some(&status), Some(&results), 1_700_000_123_456)
+                .await
+                .expect("finish")
+        );
+        assert!(!store.finish_run("nope", "Failed", None, None, 0).await.expect("no such run"));
+        let stored = store.run("bt-3").await.expect("read").expect("stored");
+        assert_eq!(stored.results, Some(results), "{:?}", store.backend());
+        assert_eq!(stored.status, Some(status));
+        assert_eq!(stored.finished_at_ms, Some(1_700_000_123_456));
+        assert!(store.run("nope").await.expect("read").is_none());
+
+        let mut session = run("s-3");
+        session.kind = RunKind::Session;
+        store.upsert_run(&session).await.expect("session");
+        let sessions = store.runs(Some(RunKind::Session), 10).await.expect("list");
+        assert_eq!(sessions.iter().map(|r| r.run.run_id.as_str()).collect::<Vec<_>>(), ["s-3"]);
+        assert_eq!(store.runs(None, 10).await.expect("all").len(), 2);
+        assert_eq!(store.runs(None, 1).await.expect("limit").len(), 1);
     }
 }
 
@@ -259,5 +282,386 @@ async fn two_tasks_writing_fills_for_one_session_neither_lose_nor_duplicate_a_ro
         assert_eq!(read.len(), 500);
         let ids: std::collections::BTreeSet<_> = read.iter().map(|f| f.fill_id.clone()).collect();
         assert_eq!(ids.len(), 500, "no duplicates");
+    }
+}
+
+#[tokio::test]
+async fn order_status_moves_forward_in_time_only_and_keeps_the_exchange_id() {
+    for store in stores("order_status").await {
+        store.upsert_run(&run("s-o")).await.expect("run");
+        let mut o = order(1, "s-o");
+        o.status = "new".into();
+        o.limit_price = Some(dec("42000.5"));
+        store.insert_orders(std::slice::from_ref(&o)).await.expect("order");
+        let at = o.created_at_ms;
+        assert!(
+            store
+                .update_order_status(&o.client_order_id, "open", Some("ex-77"), at + 10)
+                .await
+                .expect("open")
+        );
+        assert!(
+            store.update_order_status(&o.client_order_id, "filled", None, at + 30).await.expect("filled")
+        );
+        // A late report from before the fill does not roll it back.
+        assert!(!store.update_order_status(&o.client_order_id, "open", None, at + 20).await.expect("late"));
+        assert!(!store.update_order_status("kq-unknown", "open", None, at).await.expect("unknown"));
+        let read = store.orders_of_run("s-o").await.expect("read");
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].status, "filled", "{:?}", store.backend());
+        assert_eq!(read[0].exchange_order_id.as_deref(), Some("ex-77"));
+        assert_eq!(read[0].limit_price, Some(dec("42000.5")));
+        assert_eq!(read[0].quantity, o.quantity);
+    }
+}
+
+#[tokio::test]
+async fn signals_and_blocked_trades_are_kept_once_and_read_by_run_and_reason() {
+    for store in stores("signals").await {
+        store.upsert_run(&run("s-s")).await.expect("run");
+        let signals: Vec<_> = (0..3)
+            .map(|n| StoredSignal {
+                signal_id: uuid(10 + n),
+                run_id: "s-s".into(),
+                correlation_id: uuid(10 + n),
+                at_ms: 1_700_000_000_000 - n as i64,
+                strategy: "sma-crossover".into(),
+                symbol: "ETHUSDT".into(),
+                side: if n == 1 { "sell".into() } else { "buy".into() },
+                price: dec("2505.123456789"),
+            })
+            .collect();
+        assert_eq!(store.insert_signals(&signals).await.expect("signals"), 3);
+        assert_eq!(store.insert_signals(&signals).await.expect("retried"), 0);
+        let read = store.signals_of_run("s-s").await.expect("read");
+        assert_eq!(
+            read,
+            signals.iter().rev().cloned().collect::<Vec<_>>(),
+            "time order: {:?}",
+            store.backend()
+        );
+
+        let block = |n: u64, reason: &str| StoredBlock {
+            event_id: uuid(20 + n),
+            run_id: "s-s".into(),
+            correlation_id: uuid(10 + n),
+            at_ms: 1_700_000_000_100 + n as i64,
+            reason: reason.into(),
+            detail: format!("blocked #{n}"),
+        };
+        let blocks = vec![block(0, "stale_data"), block(1, "risk_budget"), block(2, "stale_data")];
+        assert_eq!(store.insert_blocks(&blocks).await.expect("blocks"), 3);
+        assert_eq!(store.insert_blocks(&blocks[..1]).await.expect("retried"), 0);
+        assert_eq!(store.blocks_of_run("s-s", None).await.expect("all"), blocks);
+        let stale = store.blocks_of_run("s-s", Some("stale_data")).await.expect("stale");
+        assert_eq!(stale, vec![blocks[0].clone(), blocks[2].clone()], "{:?}", store.backend());
+    }
+}
+
+#[tokio::test]
+async fn positions_never_roll_back_and_snapshots_read_in_time_order() {
+    for store in stores("positions").await {
+        store.upsert_run(&run("s-p")).await.expect("run");
+        let at = |ms: i64, quantity: &str| StoredPosition {
+            run_id: "s-p".into(),
+            symbol: "BTCUSDT".into(),
+            at_ms: ms,
+            quantity: dec(quantity),
+            avg_price: Some(dec("41000.25")),
+            mark_price: None,
+        };
+        assert!(store.upsert_position(&at(2_000, "0.5")).await.expect("first"));
+        assert!(store.upsert_position(&at(3_000, "0.75")).await.expect("newer"));
+        assert!(!store.upsert_position(&at(2_500, "0.1")).await.expect("late"), "{:?}", store.backend());
+        assert_eq!(store.positions_of_run("s-p").await.expect("read"), vec![at(3_000, "0.75")]);
+
+        let snaps: Vec<_> = [(3_000, "0.75"), (1_000, "0.25"), (2_000, "0.5")]
+            .iter()
+            .map(|&(ms, q)| StoredPosition { mark_price: Some(dec("41500")), ..at(ms, q) })
+            .collect();
+        assert_eq!(store.insert_position_snapshots(&snaps).await.expect("snapshots"), 3);
+        assert_eq!(store.insert_position_snapshots(&snaps).await.expect("retried"), 0);
+        let history = store.position_history("s-p", "BTCUSDT", 1_500).await.expect("history");
+        assert_eq!(history, vec![snaps[2].clone(), snaps[0].clone()], "{:?}", store.backend());
+    }
+}
+
+#[tokio::test]
+async fn risk_allocations_go_claimed_used_released_and_never_back() {
+    for store in stores("risk").await {
+        store.upsert_run(&run("s-r")).await.expect("run");
+        let claim = |n: u64, amount: &str| RiskAllocation {
+            allocation_id: uuid(30 + n),
+            run_id: "s-r".into(),
+            correlation_id: uuid(10 + n),
+            amount: dec(amount),
+            state: AllocationState::Claimed,
+            claimed_at_ms: 1_000 + n as i64,
+            used_at_ms: None,
+            released_at_ms: None,
+        };
+        assert!(store.claim_risk(&claim(0, "100.10")).await.expect("claim"));
+        assert!(!store.claim_risk(&claim(0, "999")).await.expect("claimed twice"), "one claim per id");
+        assert!(store.claim_risk(&claim(1, "0.20")).await.expect("claim"));
+        assert_eq!(store.risk_in_use("s-r").await.expect("in use"), dec("100.30"));
+
+        let (a, b) = (uuid(30), uuid(31));
+        assert!(store.advance_risk(&a, AllocationState::Used, 2_000).await.expect("used"));
+        assert!(!store.advance_risk(&a, AllocationState::Used, 2_001).await.expect("used twice"));
+        assert!(!store.advance_risk(&a, AllocationState::Claimed, 2_002).await.expect("back"));
+        assert!(store.advance_risk(&b, AllocationState::Released, 2_003).await.expect("released unused"));
+        assert!(!store.advance_risk(&b, AllocationState::Used, 2_004).await.expect("used after release"));
+        assert_eq!(store.risk_in_use("s-r").await.expect("in use"), dec("100.10"), "{:?}", store.backend());
+        assert!(store.advance_risk(&a, AllocationState::Released, 3_000).await.expect("released"));
+        assert_eq!(store.risk_in_use("s-r").await.expect("none"), Decimal::ZERO);
+
+        let read = store.risk_of_run("s-r").await.expect("read");
+        assert_eq!(read[0].state, AllocationState::Released);
+        assert_eq!((read[0].used_at_ms, read[0].released_at_ms), (Some(2_000), Some(3_000)));
+        assert_eq!((read[1].used_at_ms, read[1].released_at_ms), (None, Some(2_003)));
+    }
+}
+
+fn account(id: &str, asset: &str, kind: AccountKind) -> LedgerAccount {
+    LedgerAccount {
+        account_id: id.into(),
+        run_id: Some("s-l".into()),
+        name: id.into(),
+        asset: asset.into(),
+        kind,
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_posts_only_balanced_transactions_once_and_sums_exactly() {
+    for store in stores("ledger").await {
+        store.upsert_run(&run("s-l")).await.expect("run");
+        for a in [
+            account("usdt", "USDT", AccountKind::Asset),
+            account("btc", "BTC", AccountKind::Asset),
+            account("capital", "USDT", AccountKind::Equity),
+            account("fees", "USDT", AccountKind::Expense),
+            account("btc-in", "BTC", AccountKind::Equity),
+            account("usdt-out", "USDT", AccountKind::Equity),
+        ] {
+            assert!(store.open_account(&a).await.expect("account"));
+        }
+        assert!(!store.open_account(&account("usdt", "USDT", AccountKind::Asset)).await.expect("again"));
+        let tx = |n: u64, at_ms: i64, lines: &[(&str, &str)]| LedgerTransaction {
+            tx_id: uuid(40 + n),
+            run_id: "s-l".into(),
+            correlation_id: Some(uuid(10 + n)),
+            at_ms,
+            memo: format!("tx {n}"),
+            lines: lines.iter().map(|(a, v)| ((*a).to_owned(), dec(v))).collect(),
+        };
+        let deposit = tx(0, 1_000, &[("usdt", "10000"), ("capital", "-10000")]);
+        // A buy of 0.1 BTC at 42000.01 with a 4.2 USDT fee: two assets, each balanced.
+        let buy = tx(
+            1,
+            2_000,
+            &[
+                ("btc", "0.1"),
+                ("btc-in", "-0.1"),
+                ("usdt-out", "4200.001"),
+                ("usdt", "-4204.201"),
+                ("fees", "4.2"),
+            ],
+        );
+        assert!(store.post(&deposit).await.expect("deposit"));
+        assert!(store.post(&buy).await.expect("buy"));
+        assert!(!store.post(&buy).await.expect("posted twice"), "one posting per id");
+
+        let unbalanced = tx(2, 3_000, &[("usdt", "-1"), ("fees", "0.99999999")]);
+        match store.post(&unbalanced).await {
+            Err(LedgerError::Unbalanced { asset, sum, .. }) => {
+                assert_eq!((asset.as_str(), sum), ("USDT", dec("-0.00000001")), "{:?}", store.backend())
+            }
+            other => panic!("an unbalanced transaction is refused, got {other:?}"),
+        }
+        let cross_asset = tx(3, 3_000, &[("usdt", "1"), ("btc", "-1")]);
+        assert!(matches!(store.post(&cross_asset).await, Err(LedgerError::Unbalanced { .. })));
+        let unknown = tx(4, 3_000, &[("usdt", "1"), ("nowhere", "-1")]);
+        assert!(matches!(store.post(&unknown).await, Err(LedgerError::UnknownAccount { .. })));
+        assert!(matches!(store.post(&tx(5, 3_000, &[])).await, Err(LedgerError::Empty(_))));
+
+        let balances = store.balances("s-l", i64::MAX).await.expect("balances");
+        let of = |id: &str| balances.iter().find(|(a, _, _)| a == id).map(|(_, _, b)| *b);
+        assert_eq!(
+            of("usdt"),
+            Some(dec("5795.799")),
+            "refused transactions wrote nothing: {:?}",
+            store.backend()
+        );
+        assert_eq!(of("btc"), Some(dec("0.1")));
+        assert_eq!(of("fees"), Some(dec("4.2")));
+        let before_buy = store.balances("s-l", 1_999).await.expect("as of");
+        assert_eq!(before_buy.iter().find(|(a, _, _)| a == "usdt").map(|(_, _, b)| *b), Some(dec("10000")));
+        let by_asset =
+            |asset: &str| balances.iter().filter(|(_, a, _)| a == asset).map(|(_, _, b)| *b).sum::<Decimal>();
+        assert_eq!((by_asset("USDT"), by_asset("BTC")), (Decimal::ZERO, Decimal::ZERO), "double entry");
+    }
+}
+
+#[tokio::test]
+async fn wallets_and_reconciliations_keep_per_asset_drift() {
+    for store in stores("recon").await {
+        store.upsert_run(&run("r-1")).await.expect("run");
+        let wallet = |id: &str, asset: &str| Wallet {
+            wallet_id: id.into(),
+            exchange: "binance".into(),
+            account: "spot".into(),
+            asset: asset.into(),
+        };
+        assert!(store.register_wallet(&wallet("w-usdt", "USDT")).await.expect("wallet"));
+        assert!(store.register_wallet(&wallet("w-btc", "BTC")).await.expect("wallet"));
+        assert!(
+            !store.register_wallet(&wallet("w-usdt-2", "USDT")).await.expect("same asset"),
+            "one per asset"
+        );
+        let wallets = store.wallets("binance").await.expect("wallets");
+        assert_eq!(wallets.iter().map(|w| w.asset.as_str()).collect::<Vec<_>>(), ["BTC", "USDT"]);
+
+        let recon = |n: u64, at: i64, result, drifts: Vec<Drift>| ReconciliationRun {
+            recon_id: uuid(50 + n),
+            run_id: "r-1".into(),
+            started_at_ms: at,
+            finished_at_ms: Some(at + 250),
+            result: Some(result),
+            drifts,
+        };
+        let drift = |asset: &str, ledger: &str, exchange: &str| Drift {
+            asset: asset.into(),
+            ledger_balance: dec(ledger),
+            exchange_balance: dec(exchange),
+        };
+        let first =
+            recon(0, 1_000, ReconciliationResult::InSync, vec![drift("USDT", "5795.799", "5795.799")]);
+        let second = recon(
+            1,
+            2_000,
+            ReconciliationResult::Drifted,
+            vec![drift("BTC", "0.1", "0.09999"), drift("USDT", "5795.799", "5795.799")],
+        );
+        assert!(store.record_reconciliation(&first).await.expect("first"));
+        assert!(store.record_reconciliation(&second).await.expect("second"));
+        assert!(!store.record_reconciliation(&second).await.expect("again"), "one row per id");
+        let read = store.reconciliations("r-1", 10).await.expect("read");
+        assert_eq!(read, vec![second.clone(), first], "newest first: {:?}", store.backend());
+        assert_eq!(read[0].drifts[0].drift(), dec("-0.00001"));
+        assert_eq!(store.reconciliations("r-1", 1).await.expect("limit").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn candles_read_by_market_and_range_and_are_kept_once() {
+    for store in stores("candles").await {
+        let candle = |market: &str, hour: i64| StoredCandle {
+            exchange: "coinbase".into(),
+            symbol: market.into(),
+            timeframe: "1h".into(),
+            open_time_ms: 1_700_000_000_000 + hour * 3_600_000,
+            open: dec("37000.01"),
+            high: dec("37500"),
+            low: dec("36900.5"),
+            close: dec("37123.456789"),
+            volume: 12.5 + hour as f64,
+        };
+        let mut all: Vec<_> = (0..1_500).map(|h| candle("BTC-USD", h)).collect();
+        all.extend((0..10).map(|h| candle("ETH-USD", h)));
+        assert_eq!(store.insert_candles(&all).await.expect("candles"), 1_510, "{:?}", store.backend());
+        assert_eq!(store.insert_candles(&all[..5]).await.expect("retried"), 0);
+        let from = 1_700_000_000_000 + 10 * 3_600_000;
+        let page =
+            store.candles("coinbase", "BTC-USD", "1h", from, from + 5 * 3_600_000, 100).await.expect("range");
+        assert_eq!(page, all[10..15].to_vec(), "half-open range, exact: {:?}", store.backend());
+        assert_eq!(
+            store.candles("coinbase", "BTC-USD", "1h", 0, i64::MAX / 2, 7).await.expect("limit").len(),
+            7
+        );
+        assert!(
+            store
+                .candles("coinbase", "BTC-USD", "1m", 0, i64::MAX / 2, 7)
+                .await
+                .expect("other tf")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn llm_calls_are_kept_once_and_their_cost_sums_exactly_per_agent_and_model() {
+    for store in stores("llm").await {
+        store.upsert_run(&run("s-llm")).await.expect("run");
+        let call = |n: u64, agent: &str, model: &str, cost: &str| LlmCall {
+            call_id: uuid(60 + n),
+            run_id: "s-llm".into(),
+            agent: agent.into(),
+            model: model.into(),
+            tokens_in: 1_000 + n as i64,
+            tokens_out: 200,
+            cost: dec(cost),
+            latency_ms: 300 + n as i64,
+            at_ms: 1_700_000_000_000 + n as i64,
+        };
+        let calls = vec![
+            call(0, "analyst", "claude-x", "0.0012345"),
+            call(1, "analyst", "claude-x", "0.0000001"),
+            call(2, "risk", "small", "0.1"),
+        ];
+        assert_eq!(store.insert_llm_calls(&calls).await.expect("calls"), 3);
+        assert_eq!(store.insert_llm_calls(&calls).await.expect("retried"), 0);
+        assert_eq!(store.llm_calls_of_run("s-llm").await.expect("read"), calls, "{:?}", store.backend());
+        let usage = store.llm_usage("s-llm").await.expect("usage");
+        assert_eq!(usage.len(), 2);
+        assert_eq!((usage[0].calls, usage[0].cost, usage[0].tokens_in), (2, dec("0.0012346"), 2_001));
+        assert_eq!(usage[0].max_latency_ms, 301);
+        assert_eq!((usage[1].agent.as_str(), usage[1].cost), ("risk", dec("0.1")));
+    }
+}
+
+#[tokio::test]
+async fn trades_round_trip_exactly_and_are_kept_once() {
+    for store in stores("trades").await {
+        store.upsert_run(&run("bt-t")).await.expect("run");
+        let trade = |n: i64, open: bool| StoredTrade {
+            symbol: "BTCUSDT".into(),
+            trade_no: n,
+            entry_time_ms: 1_700_000_000_000 + n * 1_000,
+            exit_time_ms: (!open).then_some(1_700_000_000_500 + n * 1_000),
+            entry_price: dec("42000.123456789012"),
+            exit_price: (!open).then(|| dec("42100")),
+            quantity: dec("0.000012345678901234"),
+            pnl: (!open).then(|| dec("-0.0000001")),
+            fees: dec("0.25"),
+        };
+        let trades: Vec<_> = (1..=1_200).map(|n| trade(n, n == 1_200)).collect();
+        assert_eq!(
+            store.insert_trades("bt-t", &trades).await.expect("trades"),
+            1_200,
+            "{:?}",
+            store.backend()
+        );
+        assert_eq!(store.insert_trades("bt-t", &trades[..3]).await.expect("retried"), 0);
+        assert_eq!(store.trades_of_run("bt-t").await.expect("read"), trades, "{:?}", store.backend());
+    }
+}
+
+#[tokio::test]
+async fn events_page_by_time_keep_their_causation_and_old_ones_are_pruned() {
+    for store in stores("paging").await {
+        store.upsert_run(&run("s-e")).await.expect("run");
+        let events: Vec<_> = (0..10).map(|n| event(n, "s-e", 0, 1_000 * n as i64)).collect();
+        store.insert_events(&events).await.expect("events");
+        let page = store.events_between("s-e", 2_000, 5_000, 100).await.expect("page");
+        assert_eq!(page, events[3..6].to_vec(), "after, up to and including: {:?}", store.backend());
+        assert_eq!(page[0].causation_id, Some(uuid(2)));
+        assert_eq!(store.events_of_run("s-e", 1).await.expect("first")[0].causation_id, None);
+        assert_eq!(store.events_between("s-e", 2_000, 9_000, 2).await.expect("limit").len(), 2);
+
+        assert_eq!(store.prune_events(4_000).await.expect("prune"), 4, "{:?}", store.backend());
+        let left = store.events_of_run("s-e", 100).await.expect("left");
+        assert_eq!(left, events[4..].to_vec());
+        assert!(store.run("s-e").await.expect("run kept").is_some(), "retention keeps the run");
     }
 }

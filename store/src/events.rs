@@ -1,0 +1,143 @@
+//! The event chain every agent writes, and its retention.
+
+use sqlx::types::Json;
+
+use crate::Store;
+use crate::sql::{BATCH_ROWS, Casts, bound, builder, render, with_pool};
+
+/// One agent event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// The event's id (a UUID): writing the same id twice keeps one row.
+    pub event_id: String,
+    /// The run it belongs to.
+    pub run_id: String,
+    /// The id of the chain's first event (a UUID).
+    pub correlation_id: String,
+    /// The event that caused this one (a UUID); absent for the first of a chain.
+    pub causation_id: Option<String>,
+    /// signal, intent, order_submitted, fill, trade_blocked, …
+    pub event_type: String,
+    /// The agent that wrote it.
+    pub source: String,
+    /// When it happened, Unix milliseconds.
+    pub occurred_at_ms: i64,
+    /// Its fields.
+    pub payload: serde_json::Value,
+}
+
+type EventRow = (String, String, String, Option<String>, String, String, i64, Json<serde_json::Value>);
+
+const EVENT_COLUMNS: &str =
+    "{text event_id}, run_id, {text correlation_id}, {text causation_id}, event_type, source,
+    {ms occurred_at}, payload";
+
+impl Store {
+    /// Writes `events` in one transaction, in multi-row statements of [`BATCH_ROWS`]; an event
+    /// whose id is already stored is skipped, so a retried write duplicates nothing. Returns how
+    /// many rows were new.
+    pub async fn insert_events(&self, events: &[StoredEvent]) -> Result<u64, sqlx::Error> {
+        let c = Casts::of(self.backend());
+        let mut inserted = 0;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in events.chunks(BATCH_ROWS) {
+                let mut q = builder(
+                    pool,
+                    "INSERT INTO events (event_id, run_id, correlation_id, causation_id, event_type, source, occurred_at, payload) ",
+                );
+                q.push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.event_id)
+                        .push_unseparated(c.uuid)
+                        .push_bind(&e.run_id)
+                        .push_bind(&e.correlation_id)
+                        .push_unseparated(c.uuid)
+                        .push_bind(&e.causation_id)
+                        .push_unseparated(c.uuid)
+                        .push_bind(&e.event_type)
+                        .push_bind(&e.source)
+                        .push(c.ts_open)
+                        .push_bind_unseparated(e.occurred_at_ms)
+                        .push_unseparated(c.ts_close)
+                        .push_bind(Json(&e.payload));
+                });
+                q.push(" ON CONFLICT (event_id) DO NOTHING");
+                inserted += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
+    }
+
+    /// A run's events in the order they happened (ties by id), at most `limit`.
+    pub async fn events_of_run(&self, run_id: &str, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE run_id = $1 ORDER BY occurred_at, event_id LIMIT $2"
+            ),
+        );
+        let rows: Vec<EventRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).bind(limit).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(stored_event).collect())
+    }
+
+    /// A run's events after `after_ms` (exclusive) up to `until_ms` (inclusive), in order, at
+    /// most `limit`: the page the API serves and a WebSocket catches up with.
+    pub async fn events_between(
+        &self,
+        run_id: &str,
+        after_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE run_id = $1 AND occurred_at > {{ts $2}} AND occurred_at <= {{ts $3}}
+                 ORDER BY occurred_at, event_id LIMIT $4"
+            ),
+        );
+        let rows: Vec<EventRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(run_id).bind(bound(after_ms)).bind(bound(until_ms)).bind(limit).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(stored_event).collect())
+    }
+
+    /// The events of one chain (a signal and what became of it), in order.
+    pub async fn events_of_chain(&self, correlation_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE correlation_id = {{uuid $1}} ORDER BY occurred_at, event_id"
+            ),
+        );
+        let rows: Vec<EventRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(correlation_id).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(stored_event).collect())
+    }
+
+    /// Retention: deletes the events that happened before `before_ms` (Unix ms), in every run, and
+    /// returns how many. Runs, their results, curves, orders, fills and the ledger stay.
+    pub async fn prune_events(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let sql = render(self.backend(), "DELETE FROM events WHERE occurred_at < {ts $1}");
+        Ok(
+            with_pool!(self, pool => sqlx::query(sql).bind(bound(before_ms)).execute(pool).await?.rows_affected()),
+        )
+    }
+}
+
+fn stored_event(row: EventRow) -> StoredEvent {
+    let (event_id, run_id, correlation_id, causation_id, event_type, source, occurred_at_ms, payload) = row;
+    StoredEvent {
+        event_id,
+        run_id,
+        correlation_id,
+        causation_id,
+        event_type,
+        source,
+        occurred_at_ms,
+        payload: payload.0,
+    }
+}

@@ -1,0 +1,311 @@
+//! Runs (Backtests, TradingSessions, Reconciliations), their equity curves and their trades.
+
+use rust_decimal::Decimal;
+use sqlx::types::Json;
+
+use crate::Store;
+use crate::sql::{BATCH_ROWS, Casts, builder, decimal, decimal_opt, render, with_pool};
+
+/// What a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// A Backtest.
+    Backtest,
+    /// A TradingSession.
+    Session,
+    /// A Reconciliation.
+    Reconciliation,
+}
+
+impl RunKind {
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backtest => "backtest",
+            Self::Session => "session",
+            Self::Reconciliation => "reconciliation",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "backtest" => Ok(Self::Backtest),
+            "session" => Ok(Self::Session),
+            "reconciliation" => Ok(Self::Reconciliation),
+            other => Err(sqlx::Error::Decode(format!("unknown run kind {other:?}").into())),
+        }
+    }
+}
+
+/// A run (a Backtest, a TradingSession or a Reconciliation), keyed by the id its events carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// The run's id.
+    pub run_id: String,
+    /// What it is.
+    pub kind: RunKind,
+    /// Namespace of its resource (absent for a local run).
+    pub namespace: Option<String>,
+    /// Name of its resource.
+    pub name: String,
+    /// The spec it ran with.
+    pub spec: serde_json::Value,
+    /// Its phase.
+    pub phase: String,
+}
+
+/// A run as stored, with what it ended with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRun {
+    /// The run.
+    pub run: Run,
+    /// Its last status (the resource's `.status`, or the local equivalent).
+    pub status: Option<serde_json::Value>,
+    /// Its results (metrics), once it has them.
+    pub results: Option<serde_json::Value>,
+    /// When it was first recorded, Unix ms.
+    pub created_at_ms: i64,
+    /// When it finished, Unix ms.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A round trip of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTrade {
+    /// Symbol.
+    pub symbol: String,
+    /// Its number within the run and symbol, from 1.
+    pub trade_no: i64,
+    /// Entry time, Unix ms.
+    pub entry_time_ms: i64,
+    /// Exit time, Unix ms (absent while open).
+    pub exit_time_ms: Option<i64>,
+    /// Entry price.
+    pub entry_price: Decimal,
+    /// Exit price.
+    pub exit_price: Option<Decimal>,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Profit or loss after fees (absent while open).
+    pub pnl: Option<Decimal>,
+    /// Fees paid.
+    pub fees: Decimal,
+}
+
+type RunRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Json<serde_json::Value>,
+    String,
+    Option<Json<serde_json::Value>>,
+    Option<Json<serde_json::Value>>,
+    i64,
+    Option<i64>,
+);
+
+const RUN_COLUMNS: &str =
+    "run_id, kind, namespace, name, spec, phase, status, results, {ms created_at}, {ms finished_at}";
+
+type TradeRow = (String, i64, i64, Option<i64>, String, Option<String>, String, Option<String>, String);
+
+impl Store {
+    /// Records `run`, or updates its phase when it is already there.
+    pub async fn upsert_run(&self, run: &Run) -> Result<(), sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, {now})
+             ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase, updated_at = excluded.updated_at",
+        );
+        with_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(&run.run_id)
+                .bind(run.kind.as_str())
+                .bind(&run.namespace)
+                .bind(&run.name)
+                .bind(Json(&run.spec))
+                .bind(&run.phase)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records how run `run_id` ended: its phase, status and results, at `finished_at_ms`.
+    /// Returns false when there is no such run.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        phase: &str,
+        status: Option<&serde_json::Value>,
+        results: Option<&serde_json::Value>,
+        finished_at_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "UPDATE runs SET phase = $2, status = $3, results = $4, finished_at = {ts $5}, updated_at = {now}
+             WHERE run_id = $1",
+        );
+        let done = with_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(run_id)
+                .bind(phase)
+                .bind(status.map(Json))
+                .bind(results.map(Json))
+                .bind(finished_at_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Run `run_id`, if stored.
+    pub async fn run(&self, run_id: &str) -> Result<Option<StoredRun>, sqlx::Error> {
+        let sql = render(self.backend(), &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"));
+        let row: Option<RunRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).fetch_optional(pool).await?);
+        row.map(stored_run).transpose()
+    }
+
+    /// The newest runs first, of one kind or all, at most `limit`.
+    pub async fn runs(&self, kind: Option<RunKind>, limit: i64) -> Result<Vec<StoredRun>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR kind = $1)
+                 ORDER BY created_at DESC, run_id LIMIT $2"
+            ),
+        );
+        let kind = kind.map(RunKind::as_str);
+        let rows: Vec<RunRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(kind).bind(limit).fetch_all(pool).await?);
+        rows.into_iter().map(stored_run).collect()
+    }
+
+    /// Writes a run's equity points `(Unix ms, equity)` in one transaction, in multi-row
+    /// statements; a point already stored for that time keeps its first value. Returns how many
+    /// rows were new.
+    pub async fn insert_equity(&self, run_id: &str, points: &[(i64, f64)]) -> Result<u64, sqlx::Error> {
+        // Shortest text that reads back as the same float; NUMERIC/TEXT keep it exactly.
+        let text: Vec<(i64, String)> = points.iter().map(|&(at, e)| (at, format!("{e:?}"))).collect();
+        let c = Casts::of(self.backend());
+        let mut inserted = 0;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in text.chunks(BATCH_ROWS) {
+                let mut q = builder(pool, "INSERT INTO equity_points (run_id, at, equity) ");
+                q.push_values(chunk, |mut row, (at, equity)| {
+                    row.push_bind(run_id)
+                        .push(c.ts_open)
+                        .push_bind_unseparated(*at)
+                        .push_unseparated(c.ts_close)
+                        .push_bind(equity)
+                        .push_unseparated(c.numeric);
+                });
+                q.push(" ON CONFLICT (run_id, at) DO NOTHING");
+                inserted += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
+    }
+
+    /// A run's equity points in time order.
+    pub async fn equity_of_run(&self, run_id: &str) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "SELECT {ms at}, {text equity} FROM equity_points WHERE run_id = $1 ORDER BY at",
+        );
+        let rows: Vec<(i64, String)> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).fetch_all(pool).await?);
+        rows.into_iter()
+            .map(|(at, e)| {
+                e.parse::<f64>()
+                    .map(|equity| (at, equity))
+                    .map_err(|err| sqlx::Error::Decode(format!("equity {e:?} at {at}: {err}").into()))
+            })
+            .collect()
+    }
+
+    /// Writes a run's trades in one transaction; a trade already stored (same symbol and number)
+    /// keeps its first values. Returns how many were new.
+    pub async fn insert_trades(&self, run_id: &str, trades: &[StoredTrade]) -> Result<u64, sqlx::Error> {
+        let c = Casts::of(self.backend());
+        let mut inserted = 0;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in trades.chunks(BATCH_ROWS) {
+                let mut q = builder(
+                    pool,
+                    "INSERT INTO trades (run_id, symbol, trade_no, entry_time, exit_time, entry_price, exit_price, quantity, pnl, fees) ",
+                );
+                q.push_values(chunk, |mut row, t| {
+                    row.push_bind(run_id)
+                        .push_bind(&t.symbol)
+                        .push_bind(t.trade_no)
+                        .push(c.ts_open)
+                        .push_bind_unseparated(t.entry_time_ms)
+                        .push_unseparated(c.ts_close)
+                        .push(c.ts_open)
+                        .push_bind_unseparated(t.exit_time_ms)
+                        .push_unseparated(c.ts_close)
+                        .push_bind(t.entry_price.to_string())
+                        .push_unseparated(c.numeric)
+                        .push_bind(t.exit_price.map(|p| p.to_string()))
+                        .push_unseparated(c.numeric)
+                        .push_bind(t.quantity.to_string())
+                        .push_unseparated(c.numeric)
+                        .push_bind(t.pnl.map(|p| p.to_string()))
+                        .push_unseparated(c.numeric)
+                        .push_bind(t.fees.to_string())
+                        .push_unseparated(c.numeric);
+                });
+                q.push(" ON CONFLICT (run_id, symbol, trade_no) DO NOTHING");
+                inserted += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
+    }
+
+    /// A run's trades in entry order.
+    pub async fn trades_of_run(&self, run_id: &str) -> Result<Vec<StoredTrade>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "SELECT symbol, {int trade_no}, {ms entry_time}, {ms exit_time}, {text entry_price}, {text exit_price},
+                    {text quantity}, {text pnl}, {text fees}
+             FROM trades WHERE run_id = $1 ORDER BY entry_time, symbol, trade_no",
+        );
+        let rows: Vec<TradeRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).fetch_all(pool).await?);
+        rows.into_iter()
+            .map(|(symbol, trade_no, entry_time_ms, exit_time_ms, entry, exit, quantity, pnl, fees)| {
+                Ok(StoredTrade {
+                    symbol,
+                    trade_no,
+                    entry_time_ms,
+                    exit_time_ms,
+                    entry_price: decimal("entry_price", &entry)?,
+                    exit_price: decimal_opt("exit_price", exit)?,
+                    quantity: decimal("quantity", &quantity)?,
+                    pnl: decimal_opt("pnl", pnl)?,
+                    fees: decimal("fees", &fees)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn stored_run(row: RunRow) -> Result<StoredRun, sqlx::Error> {
+    let (run_id, kind, namespace, name, spec, phase, status, results, created_at_ms, finished_at_ms) = row;
+    Ok(StoredRun {
+        run: Run { run_id, kind: RunKind::parse(&kind)?, namespace, name, spec: spec.0, phase },
+        status: status.map(|s| s.0),
+        results: results.map(|r| r.0),
+        created_at_ms,
+        finished_at_ms,
+    })
+}

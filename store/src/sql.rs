@@ -1,0 +1,152 @@
+//! One statement for both backends. A query is written once, in PostgreSQL's placeholder style,
+//! with a few marks where the dialects differ; [`render`] turns it into each backend's SQL:
+//!
+//! | mark          | PostgreSQL                                       | SQLite |
+//! |---------------|--------------------------------------------------|--------|
+//! | `$n`          | `$n`                                             | `?n`   |
+//! | `{ts $n}`     | `to_timestamp($n::bigint / 1000.0)` (Unix ms in) | `?n`   |
+//! | `{num $n}`    | `$n::numeric` (a decimal's text in)              | `?n`   |
+//! | `{uuid $n}`   | `$n::uuid`                                       | `?n`   |
+//! | `{ms col}`    | `round(extract(epoch FROM col) * 1000)::bigint`  | `col`  |
+//! | `{text col}`  | `col::text` (a NUMERIC or UUID read as text)     | `col`  |
+//! | `{int col}`   | `col::bigint` (an INTEGER read as i64)           | `col`  |
+//! | `{now}`       | Unix ms of the statement's time, as a timestamp  | Unix ms |
+//!
+//! SQLite keeps times as INTEGER Unix milliseconds, decimals as TEXT and UUIDs as TEXT, so its
+//! side is the bare value. The statements are constants of this crate, never user input.
+
+use sqlx::{Database, Pool, QueryBuilder};
+
+use crate::Backend;
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever backend it is. The body is
+/// written once and type-checked for each backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Postgres($pool) => $body,
+            $crate::Store::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// `template` in `backend`'s dialect (see the module docs).
+pub(crate) fn render(backend: Backend, template: &str) -> sqlx::AssertSqlSafe<String> {
+    let pg = backend == Backend::Postgres;
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find(['{', '$']) {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        if let Some(after) = tail.strip_prefix('$') {
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            out.push(if pg { '$' } else { '?' });
+            out.push_str(&after[..digits]);
+            rest = &after[digits..];
+            continue;
+        }
+        let Some(end) = tail.find('}') else {
+            out.push_str(tail);
+            rest = "";
+            break;
+        };
+        let mark = &tail[1..end];
+        let (kind, arg) = mark.split_once(' ').unwrap_or((mark, ""));
+        let param = |arg: &str| arg.replacen('$', if pg { "$" } else { "?" }, 1);
+        let piece = match (kind, pg) {
+            ("ts", true) => format!("to_timestamp({arg}::bigint / 1000.0)"),
+            ("num", true) => format!("{arg}::numeric"),
+            ("uuid", true) => format!("{arg}::uuid"),
+            ("ts" | "num" | "uuid", false) => param(arg),
+            ("ms", true) => format!("round(extract(epoch FROM {arg}) * 1000)::bigint"),
+            ("text", true) => format!("{arg}::text"),
+            ("int", true) => format!("{arg}::bigint"),
+            ("ms" | "text" | "int", false) => arg.to_owned(),
+            ("now", true) => "now()".to_owned(),
+            ("now", false) => "CAST(unixepoch('subsec') * 1000 AS INTEGER)".to_owned(),
+            // Not a mark (a JSON literal, say): kept as written.
+            _ => tail[..=end].to_owned(),
+        };
+        out.push_str(&piece);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    sqlx::AssertSqlSafe(out)
+}
+
+/// The casts a multi-row INSERT puts after each bound value, by backend: empty for SQLite.
+#[derive(Clone, Copy)]
+pub(crate) struct Casts {
+    pub uuid: &'static str,
+    pub numeric: &'static str,
+    pub ts_open: &'static str,
+    pub ts_close: &'static str,
+}
+
+impl Casts {
+    pub(crate) fn of(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Self {
+                uuid: "::uuid",
+                numeric: "::numeric",
+                ts_open: "to_timestamp(",
+                ts_close: "::bigint / 1000.0)",
+            },
+            Backend::Sqlite => Self { uuid: "", numeric: "", ts_open: "", ts_close: "" },
+        }
+    }
+}
+
+/// A query builder for `pool`'s backend, starting with `sql`.
+pub(crate) fn builder<DB: Database>(_pool: &Pool<DB>, sql: &'static str) -> QueryBuilder<DB> {
+    QueryBuilder::new(sql)
+}
+
+/// Rows per multi-row INSERT: well under both backends' limits on bound parameters (PostgreSQL
+/// 65,535; SQLite 32,766) at up to ten columns.
+pub const BATCH_ROWS: usize = 1000;
+
+/// The last millisecond of year 9999: query bounds are clamped to it (and to its negative) so
+/// that "until forever" (`i64::MAX`) means the same on both backends instead of an
+/// out-of-range timestamp on PostgreSQL.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// `ms` as a query bound both backends accept.
+pub(crate) fn bound(ms: i64) -> i64 {
+    ms.clamp(-MAX_TIME_MS, MAX_TIME_MS)
+}
+
+/// A decimal read back from its text.
+pub(crate) fn decimal(column: &str, text: &str) -> Result<rust_decimal::Decimal, sqlx::Error> {
+    text.parse().map_err(|e| sqlx::Error::Decode(format!("{column} {text:?}: {e}").into()))
+}
+
+/// An optional decimal read back from its text.
+pub(crate) fn decimal_opt(
+    column: &str,
+    text: Option<String>,
+) -> Result<Option<rust_decimal::Decimal>, sqlx::Error> {
+    text.map(|t| decimal(column, &t)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_template_renders_each_dialect() {
+        let t = "INSERT INTO f (a, at, p, c) VALUES ($1, {ts $2}, {num $3}, {uuid $10}) RETURNING {ms at}, {text p}";
+        assert_eq!(
+            render(Backend::Postgres, t).0,
+            "INSERT INTO f (a, at, p, c) VALUES ($1, to_timestamp($2::bigint / 1000.0), $3::numeric, $10::uuid) \
+             RETURNING round(extract(epoch FROM at) * 1000)::bigint, p::text"
+        );
+        assert_eq!(
+            render(Backend::Sqlite, t).0,
+            "INSERT INTO f (a, at, p, c) VALUES (?1, ?2, ?3, ?10) RETURNING at, p"
+        );
+        assert_eq!(render(Backend::Sqlite, "SELECT '{}' WHERE x = $1").0, "SELECT '{}' WHERE x = ?1");
+        assert_eq!(render(Backend::Postgres, "SET u = {now}").0, "SET u = now()");
+    }
+}
