@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod cli;
+mod persist;
 
 /// kuant — Kubernetes-native crypto trading agents.
 #[derive(Parser, Debug)]
@@ -60,6 +61,10 @@ struct OperatorArgs {
     /// ClusterRole bound to that ServiceAccount, per namespace.
     #[arg(long, env = "KUANT_AGENT_CLUSTER_ROLE", default_value = "kuant-agent")]
     agent_cluster_role: String,
+    /// Secret (key `url`) with the store's URL, in each Backtest's namespace: agents save their
+    /// runs there. Unset: agents save nothing.
+    #[arg(long, env = "KUANT_AGENT_DATABASE_SECRET")]
+    agent_database_secret: Option<String>,
     /// Log level (`RUST_LOG`) of the agent pods.
     #[arg(long, env = "KUANT_AGENT_LOG_LEVEL", default_value = "info")]
     agent_log_level: String,
@@ -127,6 +132,7 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             service_account: args.agent_service_account,
             log_level: args.agent_log_level,
             cluster_role: args.agent_cluster_role,
+            database_secret: args.agent_database_secret.filter(|s| !s.is_empty()),
         },
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,

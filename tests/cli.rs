@@ -270,6 +270,15 @@ fn a_reader_that_stops_early_is_not_an_error() {
 /// `kuant agent backtest` as the Job runs it: the Backtest in `KUANT_BACKTEST`, the report in
 /// the termination log, no API server reachable (progress is skipped, the run goes on).
 fn agent_backtest(backtest_json: Option<&str>, tag: &str) -> (std::process::Output, String) {
+    agent_backtest_saving_to(backtest_json, tag, None)
+}
+
+/// `kuant agent backtest` as a Job runs it, with the store URL the chart would give it.
+fn agent_backtest_saving_to(
+    backtest_json: Option<&str>,
+    tag: &str,
+    store: Option<&str>,
+) -> (std::process::Output, String) {
     let dir = temp_dir(tag);
     let log = dir.join("termination-log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuant"));
@@ -277,7 +286,11 @@ fn agent_backtest(backtest_json: Option<&str>, tag: &str) -> (std::process::Outp
         .env("KUANT_TERMINATION_LOG", &log)
         .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUANT_BACKTEST");
+        .env_remove("KUANT_BACKTEST")
+        .env_remove("KUANT_DATABASE_URL");
+    if let Some(url) = store {
+        cmd.env("KUANT_DATABASE_URL", url).env("KUANT_STORE_CONNECT_TIMEOUT_SECS", "1");
+    }
     if let Some(json) = backtest_json {
         cmd.env("KUANT_BACKTEST", json);
     }
@@ -337,37 +350,101 @@ fn the_operator_without_a_cluster_says_why_and_exits_1() {
     assert!(stderr.contains("error: cannot reach the Kubernetes API"), "{stderr}");
 }
 
+/// What the store holds of a run: events, curve, trades, and the run itself.
+type Stored =
+    (Vec<kuant_store::StoredEvent>, Vec<(i64, f64)>, Vec<kuant_store::StoredTrade>, kuant_store::StoredRun);
+
+/// What the store at `db` holds of run `run_id`.
+fn stored(db: &str, run_id: &str) -> Stored {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = kuant_store::Store::open(db).await.expect("the store opens");
+        (
+            store.events_of_run(run_id, 10_000_000).await.expect("events"),
+            store.equity_of_run(run_id).await.expect("curve"),
+            store.trades_of_run(run_id).await.expect("trades"),
+            store.run(run_id).await.expect("run").expect("the run is stored"),
+        )
+    })
+}
+
 #[test]
-fn a_local_backtest_is_saved_to_the_store_and_a_rerun_duplicates_nothing() {
+fn a_local_backtest_is_saved_whole_and_a_rerun_replaces_it() {
     let dir = temp_dir("saved");
     let db = dir.join("runs.db").to_string_lossy().into_owned();
     let _ = std::fs::remove_file(&db);
-    let run = || kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--store", &db]);
-    let out = run();
+    let run = |manifest: &str| kuant(&["backtest", "-f", manifest, "-o", "json", "--store", &db]);
+    let check = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("saved to ") && stderr.contains("equity points"), "{stderr}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let run_id = result["run_id"].as_str().expect("run id").to_owned();
+        let (events, curve, trades, stored_run) = stored(&db, &run_id);
+        assert_eq!(events.len(), result["events"].as_array().map_or(0, Vec::len), "every event, once");
+        assert_eq!(curve.len() as u64, result["candles"].as_u64().expect("candles"), "a point per candle");
+        assert_eq!(trades.len(), result["trades"].as_array().map_or(0, Vec::len), "every trade");
+        assert!(!trades.is_empty());
+        assert_eq!(
+            trades[0].entry_price.to_string(),
+            result["trades"][0]["entry_price"].as_str().expect("price")
+        );
+        assert_eq!(stored_run.run.phase, "Succeeded");
+        let results = stored_run.results.expect("results");
+        assert_eq!(results["final_equity"], result["final_equity"], "the results of this run");
+        assert_eq!(results["metrics"], result["metrics"]);
+        assert!(results.get("events").is_none() && results.get("trades").is_none(), "stored apart");
+        let status = stored_run.status.expect("status");
+        assert_eq!(status["results"]["trades"], result["metrics"]["trades"]);
+        assert!(stored_run.finished_at_ms.is_some());
+        (result, events.len())
+    };
+    let (first, first_events) = check(&run(&example("btc-sma-crossover.yaml")));
+
+    // The same run again: one copy, not two.
+    let (_, again_events) = check(&run(&example("btc-sma-crossover.yaml")));
+    assert_eq!(again_events, first_events);
+
+    // The same Backtest with other parameters: the stored run is the new one, curve and all.
+    let text = std::fs::read_to_string(example("btc-sma-crossover.yaml")).expect("example");
+    let edited = dir.join("faster.yaml");
+    std::fs::write(&edited, text.replace("fast: 10", "fast: 5")).expect("edited manifest");
+    let (second, _) = check(&run(&edited.to_string_lossy()));
+    assert_eq!(second["run_id"], first["run_id"], "same Backtest, same run id");
+    assert_ne!(second["final_equity"], first["final_equity"], "the parameters matter");
+}
+
+#[test]
+fn the_backtest_agent_saves_its_run_when_given_a_store() {
+    let dir = temp_dir("agent-store");
+    let db = dir.join("cluster.db").to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&db);
+    let (out, report) =
+        agent_backtest_saving_to(Some(&example_as_handed_over(|_| {})), "agent-store", Some(&db));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("saved to ") && stderr.contains("equity points"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report");
+    assert!(report.get("warning").is_none(), "{report}");
+    let (events, curve, trades, run) = stored(&db, "research/btc-sma-crossover");
+    assert_eq!(run.run.namespace.as_deref(), Some("research"));
+    assert_eq!(run.run.phase, "Succeeded");
+    assert_eq!(curve.len(), 2000, "a point per candle");
+    assert!(!events.is_empty());
+    let results = run.results.expect("results");
+    assert_eq!(results["metrics"]["trades"].as_u64(), Some(trades.len() as u64));
+    assert_eq!(report["results"]["trades"].as_u64(), Some(trades.len() as u64), "the same run as reported");
+}
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let (events, curve) = rt.block_on(async {
-        let store = kuant_store::Store::open(&db).await.expect("the store opens");
-        let run_id = result["run_id"].as_str().expect("run id");
-        (
-            store.events_of_run(run_id, 1_000_000).await.expect("events"),
-            store.equity_of_run(run_id).await.expect("curve"),
-        )
-    });
-    assert_eq!(events.len(), result["events"].as_array().map_or(0, Vec::len), "every event, once");
-    assert_eq!(curve.len() as u64, result["candles"].as_u64().expect("candles"), "a point per candle");
-
-    // The same run again: nothing new.
-    let again = run();
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains(": 0 new events"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+#[test]
+fn a_backtest_agent_that_cannot_save_still_reports_its_results_with_a_warning() {
+    let url = "postgres://kuant:hunter2@127.0.0.1:1/kuant";
+    let (out, report) =
+        agent_backtest_saving_to(Some(&example_as_handed_over(|_| {})), "agent-nostore", Some(url));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report");
+    assert!(report["results"]["finalEquity"].is_string(), "{report}");
+    let warning = report["warning"].as_str().expect("a warning");
+    assert!(warning.starts_with("the run is not saved to the store: cannot open the store at"), "{warning}");
+    assert!(!warning.contains("hunter2") && !String::from_utf8_lossy(&out.stderr).contains("hunter2"));
 }
 
 #[test]

@@ -413,4 +413,8 @@ pub struct AgentReport {
     /// Why the run failed, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something that went wrong without failing the run (its results could not be saved to
+    /// the store, say), in one line: the operator records it as a Warning Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }

@@ -121,6 +121,7 @@ fn main() {
             service_account: "kuant-agent".into(),
             log_level: "info".into(),
             cluster_role: "kuant-agent".into(),
+            database_secret: None,
         };
         let recorder = Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
         let ctx = Arc::new(Context::new(client, agent, recorder));

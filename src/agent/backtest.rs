@@ -15,6 +15,12 @@
 //!   status, where the operator reads it and copies the results into the Backtest's status: no
 //!   database and no API write is needed for the result to survive.
 //!
+//! - **The store**: when `KUANT_DATABASE_URL` is set (the chart passes it from a Secret), the
+//!   agent also saves the run — results, events, equity curve, trades — as `kuant backtest`
+//!   does locally ([`crate::persist`]), trying three times. A run whose results could not be
+//!   saved still succeeds (they are in its status); the report carries a warning, which the
+//!   operator records as a Warning Event on the Backtest.
+//!
 //! Exit codes: 0 done, 2 bad input (the manifest or the data), 1 internal error. The Job's pod
 //! failure policy fails the Job at once on 1 and 2: a deterministic run would fail again.
 
@@ -117,7 +123,8 @@ fn execute() -> Result<AgentReport, (u8, String)> {
         backtest::prepare(&manifest, &Options::default()).map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
     let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     progress_tx.send_replace(Some((0, total)));
-    let keep = Keep { equity_curve: false, events: false };
+    let store_url = std::env::var("KUANT_DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
+    let keep = Keep { equity_curve: store_url.is_some(), events: store_url.is_some() };
     let result = backtest::run(&prepared, keep, &mut |done, total| {
         progress_tx.send_replace(Some((done, total)));
     })
@@ -133,7 +140,61 @@ fn execute() -> Result<AgentReport, (u8, String)> {
         "backtest finished"
     );
     let results = result.status_results().map_err(|e| (EXIT_BAD_INPUT, e))?;
-    Ok(AgentReport { results: Some(results), candles: Some(result.candles), error: None })
+    let warning = store_url.and_then(|url| save(&runtime, &url, &manifest, &result).err());
+    Ok(AgentReport { results: Some(results), candles: Some(result.candles), error: None, warning })
+}
+
+/// Attempts at saving to the store, and the pause before each retry.
+const SAVE_RETRIES: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(5)];
+/// The longest warning a report carries (the termination message holds 4 KiB in all).
+const WARNING_LIMIT: usize = 512;
+
+/// Saves the run to the store at `url`, retrying; the error (cut to fit a report) when it could
+/// not.
+fn save(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    backtest: &Backtest,
+    result: &backtest::BacktestResult,
+) -> Result<(), String> {
+    let spec = serde_json::to_value(&backtest.spec).unwrap_or(serde_json::Value::Null);
+    let target =
+        crate::persist::Target { url, namespace: backtest.metadata.namespace.as_deref(), spec: &spec };
+    let mut pauses = SAVE_RETRIES.iter();
+    loop {
+        match runtime.block_on(crate::persist::save_async(&target, result)) {
+            Ok(saved) => {
+                tracing::info!(
+                    store = %kuant_store::redact(url),
+                    events = saved.events,
+                    equity_points = saved.equity_points,
+                    trades = saved.trades,
+                    seconds = saved.seconds,
+                    "run saved to the store"
+                );
+                return Ok(());
+            }
+            Err(e) => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "cannot save the run to the store; retrying");
+                    std::thread::sleep(*pause);
+                }
+                None => {
+                    tracing::error!(error = %e, "cannot save the run to the store; its results are in status only");
+                    let mut message = format!("the run is not saved to the store: {e}");
+                    if message.len() > WARNING_LIMIT {
+                        let mut end = WARNING_LIMIT;
+                        while !message.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        message.truncate(end);
+                        message.push('…');
+                    }
+                    return Err(message);
+                }
+            },
+        }
+    }
 }
 
 /// Writes the latest progress into the Backtest's status, at most once a second, until the

@@ -39,7 +39,7 @@ pub struct BacktestArgs {
     /// With --sweep: worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Save the run (events, equity curve) to this store: postgres://… or a SQLite file.
+    /// Save the run (results, events, equity curve, trades) to this store: postgres://… or a SQLite file.
     /// Default: `KUANT_DATABASE_URL`, else `~/.local/share/kuant/kuant.db`.
     #[arg(long, value_name = "URL", conflicts_with = "no_store")]
     pub store: Option<String>,
@@ -110,14 +110,21 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
         Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
     let spec = serde_json::to_value(&manifest.spec).unwrap_or(serde_json::Value::Null);
-    match super::store::save(&url, &result, &spec) {
+    let target = crate::persist::Target { url: &url, namespace: None, spec: &spec };
+    match crate::persist::save(&target, &result) {
         Ok(saved) => {
             eprintln!(
-                "saved to {}: {} new events, {} equity points in {:.2} s",
+                "saved to {}: {} events, {} equity points, {} trades in {:.2} s{}",
                 kuant_store::redact(&url),
                 saved.events,
                 saved.equity_points,
-                saved.seconds
+                saved.trades,
+                saved.seconds,
+                if saved.pruned_events > 0 {
+                    format!(" ({} events past retention deleted)", saved.pruned_events)
+                } else {
+                    String::new()
+                }
             );
             ExitCode::SUCCESS
         }

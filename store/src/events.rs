@@ -118,10 +118,16 @@ impl Store {
         Ok(rows.into_iter().map(stored_event).collect())
     }
 
-    /// Retention: deletes the events that happened before `before_ms` (Unix ms), in every run, and
-    /// returns how many. Runs, their results, curves, orders, fills and the ledger stay.
+    /// Retention: deletes the events that happened before `before_ms` (Unix ms) of the runs
+    /// recorded before it, and returns how many. Both conditions hold for an event to go: a
+    /// fresh backtest keeps its (historical) events, and a long live session loses only its old
+    /// ones. Runs, their results, curves, trades, orders, fills and the ledger stay.
     pub async fn prune_events(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
-        let sql = render(self.backend(), "DELETE FROM events WHERE occurred_at < {ts $1}");
+        let sql = render(
+            self.backend(),
+            "DELETE FROM events WHERE occurred_at < {ts $1}
+               AND run_id IN (SELECT run_id FROM runs WHERE created_at < {ts $1})",
+        );
         Ok(
             with_pool!(self, pool => sqlx::query(sql).bind(bound(before_ms)).execute(pool).await?.rows_affected()),
         )

@@ -65,6 +65,9 @@ pub enum StoreError {
     Migrate(#[source] MigrateError),
 }
 
+/// How long [`Store::open`] waits for an unreachable PostgreSQL.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Which database a store is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -87,6 +90,11 @@ impl Store {
     /// Opens the store at `url` (`postgres://…`, `sqlite://PATH`, or a plain file path for
     /// SQLite, created when missing) and applies the migrations it lacks.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// [`Store::open`], giving up on an unreachable PostgreSQL after `connect_timeout`.
+    pub async fn open_with(url: &str, connect_timeout: std::time::Duration) -> Result<Self, StoreError> {
         let shown = redact(url);
         let connect = |source| StoreError::Connect { url: shown.clone(), source };
         let store = match backend_of(url)? {
@@ -94,7 +102,7 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(8)
                     // An unreachable database is reported within seconds, not half a minute.
-                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .acquire_timeout(connect_timeout)
                     .connect(url)
                     .await
                     .map_err(connect)?,

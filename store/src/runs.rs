@@ -133,6 +133,34 @@ impl Store {
         Ok(())
     }
 
+    /// Records `run` afresh: a run already stored under its id is deleted first, with everything
+    /// that belongs to it (events, curve, trades, orders, …), in one transaction. A deterministic
+    /// run that is run again (a backtest re-run with other parameters, a retried Job) then never
+    /// mixes its outputs with the last run's.
+    pub async fn reset_run(&self, run: &Run) -> Result<(), sqlx::Error> {
+        let delete = render(self.backend(), "DELETE FROM runs WHERE run_id = $1");
+        let insert = render(
+            self.backend(),
+            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, {now})",
+        );
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(delete).bind(&run.run_id).execute(&mut *tx).await?;
+            sqlx::query(insert)
+                .bind(&run.run_id)
+                .bind(run.kind.as_str())
+                .bind(&run.namespace)
+                .bind(&run.name)
+                .bind(Json(&run.spec))
+                .bind(&run.phase)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Records how run `run_id` ended: its phase, status and results, at `finished_at_ms`.
     /// Returns false when there is no such run.
     pub async fn finish_run(

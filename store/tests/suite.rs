@@ -659,9 +659,44 @@ async fn events_page_by_time_keep_their_causation_and_old_ones_are_pruned() {
         assert_eq!(store.events_of_run("s-e", 1).await.expect("first")[0].causation_id, None);
         assert_eq!(store.events_between("s-e", 2_000, 9_000, 2).await.expect("limit").len(), 2);
 
-        assert_eq!(store.prune_events(4_000).await.expect("prune"), 4, "{:?}", store.backend());
-        let left = store.events_of_run("s-e", 100).await.expect("left");
-        assert_eq!(left, events[4..].to_vec());
+        // The run was recorded just now: its events, however old, are young enough to stay.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .expect("clock");
+        let future = event(10, "s-e", 0, now + 3_600_000);
+        store.insert_events(std::slice::from_ref(&future)).await.expect("future event");
+        assert_eq!(store.prune_events(now - 86_400_000).await.expect("prune"), 0, "{:?}", store.backend());
+        // Once the run is older than the cutoff, only the events after the cutoff stay.
+        assert_eq!(store.prune_events(now + 60_000).await.expect("prune"), 10, "{:?}", store.backend());
+        assert_eq!(store.events_of_run("s-e", 100).await.expect("left"), vec![future]);
         assert!(store.run("s-e").await.expect("run kept").is_some(), "retention keeps the run");
+    }
+}
+
+#[tokio::test]
+async fn resetting_a_run_replaces_everything_it_had() {
+    for store in stores("reset").await {
+        store.upsert_run(&run("bt-r")).await.expect("run");
+        store.insert_events(&[event(1, "bt-r", 0, 1_000)]).await.expect("events");
+        store.insert_equity("bt-r", &[(1_000, 1.0), (2_000, 2.0)]).await.expect("equity");
+        store
+            .finish_run("bt-r", "Succeeded", None, Some(&serde_json::json!({"x": 1})), 5)
+            .await
+            .expect("finish");
+        store.upsert_run(&run("other")).await.expect("other run");
+        store.insert_events(&[event(2, "other", 0, 1_000)]).await.expect("other events");
+
+        store.reset_run(&run("bt-r")).await.expect("reset");
+        store.insert_equity("bt-r", &[(1_000, 7.0)]).await.expect("new equity");
+        assert_eq!(
+            store.equity_of_run("bt-r").await.expect("equity"),
+            vec![(1_000, 7.0)],
+            "{:?}",
+            store.backend()
+        );
+        assert!(store.events_of_run("bt-r", 10).await.expect("events").is_empty());
+        assert_eq!(store.run("bt-r").await.expect("read").expect("there").results, None);
+        assert_eq!(store.events_of_run("other", 10).await.expect("other").len(), 1, "other runs untouched");
     }
 }

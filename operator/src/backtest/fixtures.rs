@@ -41,6 +41,7 @@ pub fn agent() -> AgentSettings {
         service_account: "kuant-agent".into(),
         log_level: "info".into(),
         cluster_role: "kuant-agent".into(),
+        database_secret: None,
     }
 }
 

@@ -9,9 +9,9 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -51,7 +51,14 @@ pub struct AgentSettings {
     pub log_level: String,
     /// ClusterRole holding the agent's rights, bound to its ServiceAccount in each namespace.
     pub cluster_role: String,
+    /// Secret (key `url`) holding the store's URL, looked up in the Backtest's namespace. When
+    /// set, the agent saves its run (results, events, curve, trades) there; when the namespace
+    /// has no such Secret the agent runs all the same, without saving.
+    pub database_secret: Option<String>,
 }
+
+/// Key of the database Secret that holds the store's URL.
+pub const DATABASE_SECRET_KEY: &str = "url";
 
 /// The agent's identity in `namespace`: its ServiceAccount and the RoleBinding that gives it the
 /// agent ClusterRole's rights there only. Shared by every Backtest of the namespace, so not
@@ -171,11 +178,28 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
         name: CONTAINER.to_owned(),
         image: Some(runner.image.clone().unwrap_or_else(|| agent.image.clone())),
         args: Some(vec!["agent".to_owned(), "backtest".to_owned()]),
-        env: Some(vec![
-            env(ENV_BACKTEST, handed_over),
-            env("RUST_LOG", agent.log_level.clone()),
-            env("KUANT_CACHE_DIR", format!("{SCRATCH}/kuant-cache")),
-        ]),
+        env: Some(
+            [
+                env(ENV_BACKTEST, handed_over),
+                env("RUST_LOG", agent.log_level.clone()),
+                env("KUANT_CACHE_DIR", format!("{SCRATCH}/kuant-cache")),
+            ]
+            .into_iter()
+            .chain(agent.database_secret.as_ref().map(|secret| EnvVar {
+                // The URL (and its password) stays in the Secret: the Job only names it.
+                name: "KUANT_DATABASE_URL".to_owned(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: DATABASE_SECRET_KEY.to_owned(),
+                        optional: Some(true),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .collect(),
+        ),
         resources: runner.resources.clone(),
         // The agent writes its result (or its error) to the termination message; should it die
         // without writing one, the kubelet takes the end of its log instead.
@@ -296,6 +320,7 @@ mod tests {
             service_account: "kuant-agent".into(),
             log_level: "info".into(),
             cluster_role: "kuant-agent".into(),
+            database_secret: None,
         }
     }
 
@@ -352,6 +377,29 @@ mod tests {
         let back: Backtest = serde_json::from_str(text).expect("a Backtest");
         assert_eq!(back.spec, bt.spec);
         assert_eq!(back.metadata.uid, bt.metadata.uid);
+    }
+
+    #[test]
+    fn the_store_url_comes_from_the_named_secret_never_inline() {
+        let bt = fixtures::backtest("btc-sma-crossover");
+        let env_of = |job: &Job| {
+            job.spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| p.containers[0].env.clone().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        let without = build(&bt, &settings()).expect("job");
+        assert!(env_of(&without).iter().all(|e| e.name != "KUANT_DATABASE_URL"), "no store unless asked");
+
+        let with = AgentSettings { database_secret: Some("kuant-database".into()), ..settings() };
+        let job = build(&bt, &with).expect("job");
+        let env = env_of(&job);
+        let url = env.iter().find(|e| e.name == "KUANT_DATABASE_URL").expect("the store's URL");
+        assert_eq!(url.value, None, "never the URL itself in the Job");
+        let selector = url.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("a secret ref");
+        assert_eq!((selector.name.as_str(), selector.key.as_str()), ("kuant-database", DATABASE_SECRET_KEY));
+        assert_eq!(selector.optional, Some(true), "a namespace without the Secret still runs its backtests");
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
             }
             RunState::Running { since } => Outcome::Running { since },
             RunState::Succeeded { at, report: Ok(report) } => match report.results {
-                Some(results) => Outcome::Succeeded { at, results },
+                Some(results) => Outcome::Succeeded { at, results, warning: report.warning },
                 None => Outcome::Failed {
                     reason: "ResultsUnreadable",
                     message: "the agent's report has no results".into(),
@@ -165,6 +165,7 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
         start_time: previous.start_time.clone(),
         ..Default::default()
     };
+    let mut warning = None;
     let (phase, desired, action, recheck) = match outcome {
         Outcome::Create(job) => {
             status.job_name = job.metadata.name.clone();
@@ -213,7 +214,8 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
                 Some(RECHECK_RUNNING),
             )
         }
-        Outcome::Succeeded { at, results } => {
+        Outcome::Succeeded { at, results, warning: agent_warning } => {
+            warning = agent_warning;
             status.completion_time = at.or_else(|| Some(now.clone()));
             let summary = summary(&results);
             status.results = Some(results);
@@ -241,7 +243,13 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
     status.phase = Some(phase);
     status.conditions = conditions::merge(&previous.conditions, &desired, generation, now);
     status.message = desired.iter().find(|d| d.status == Status::True).map(|d| d.message.clone());
-    let notes = notes(&previous, &status, &action);
+    let mut notes = notes(&previous, &status, &action);
+    // The agent's warning (its results are not in the store, say), once: when the run finishes.
+    if let Some(message) = warning
+        && previous.phase != status.phase
+    {
+        notes.push(Note { severity: Severity::Warning, reason: "AgentWarning", message });
+    }
     Plan { status, action, notes, recheck }
 }
 
@@ -255,7 +263,7 @@ enum Outcome {
     Create(Box<Job>),
     Pending { reason: &'static str, message: String },
     Running { since: Option<Time> },
-    Succeeded { at: Option<Time>, results: BacktestResults },
+    Succeeded { at: Option<Time>, results: BacktestResults, warning: Option<String> },
     Failed { reason: &'static str, message: String, at: Option<Time> },
     FailedDelete { reason: &'static str, message: String },
 }
@@ -396,6 +404,22 @@ mod tests {
         let again = run(&after(bt, &p), Some(&job), &pods, 4);
         assert!(again.notes.is_empty());
         assert_eq!(again.status, p.status);
+    }
+
+    #[test]
+    fn an_agent_warning_becomes_one_warning_event_and_the_run_still_succeeds() {
+        let bt = after(fixtures::backtest("bt"), &run(&fixtures::backtest("bt"), None, &[], 0));
+        let job = fixtures::job_with(fixtures::job(&bt), 0, Some(("Complete", "CompletionsReached", "")));
+        let mut report: serde_json::Value = serde_json::from_str(&fixtures::results_message()).expect("json");
+        report["warning"] = "the run is not saved to the store: connection refused".into();
+        let pods = [fixtures::pod(&job, fixtures::terminated(0, "Completed", &report.to_string()))];
+        let p = run(&bt, Some(&job), &pods, 11);
+        assert_eq!(p.status.phase, Some(BacktestPhase::Succeeded));
+        assert_eq!(p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), ["Completed", "AgentWarning"]);
+        let warning = &p.notes[1];
+        assert_eq!(warning.severity, Severity::Warning);
+        assert!(warning.message.contains("not saved to the store"), "{}", warning.message);
+        assert!(run(&after(bt, &p), Some(&job), &pods, 20).notes.is_empty(), "once");
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Saving a backtest's result to the store, for `kuant backtest` (locally) and `kuant agent
+//! backtest` (in a Job): the run with its spec, status and results, the event chain, the equity
+//! curve and the trades.
+//!
+//! A run is saved afresh: whatever its id held before (an earlier run of the same manifest, a
+//! retried Job) is replaced, so a stored curve always belongs to the stored results. The run is
+//! written as `Saving` first and marked `Succeeded` with its results last, so a save cut short
+//! never looks complete.
+//!
+//! Retention (see the README's "Store" section):
+//! - at most `KUANT_STORE_MAX_EQUITY_POINTS` equity points per run (default
+//!   [`DEFAULT_MAX_EQUITY_POINTS`]); a longer curve is thinned evenly, its last point kept;
+//! - events are kept `KUANT_STORE_EVENT_RETENTION_DAYS` days (default
+//!   [`DEFAULT_EVENT_RETENTION_DAYS`]; 0 keeps them forever): each save deletes the events that
+//!   are older than that and belong to runs recorded longer ago than that.
+//!
+//! `KUANT_STORE_CONNECT_TIMEOUT_SECS` (default 10) bounds the wait for an unreachable
+//! PostgreSQL.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kuant_agents::backtest::BacktestResult;
+use kuant_store::{Run, RunKind, Store, StoredEvent, StoredTrade};
+
+/// Equity points kept per run unless `KUANT_STORE_MAX_EQUITY_POINTS` says otherwise.
+pub const DEFAULT_MAX_EQUITY_POINTS: usize = 100_000;
+/// Days events are kept unless `KUANT_STORE_EVENT_RETENTION_DAYS` says otherwise.
+pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 90;
+
+/// What was saved.
+#[derive(Debug)]
+pub struct Saved {
+    /// Events written.
+    pub events: u64,
+    /// Equity points written.
+    pub equity_points: u64,
+    /// Trades written.
+    pub trades: u64,
+    /// Old events deleted by retention.
+    pub pruned_events: u64,
+    /// Seconds it took, all of it (opening and migrating the store included).
+    pub seconds: f64,
+}
+
+/// Where a result goes and who it belongs to.
+pub struct Target<'a> {
+    /// The store's URL.
+    pub url: &'a str,
+    /// The Backtest's namespace (absent for a local run).
+    pub namespace: Option<&'a str>,
+    /// The Backtest's spec as run.
+    pub spec: &'a serde_json::Value,
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|_| format!("{name}={v:?} is not a whole number"))
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Saves `result` to the store named by `target`, on a runtime of its own.
+pub fn save(target: &Target<'_>, result: &BacktestResult) -> Result<Saved, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(save_async(target, result))
+}
+
+/// [`save`] on the caller's runtime.
+pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<Saved, String> {
+    let max_points = env_number("KUANT_STORE_MAX_EQUITY_POINTS", DEFAULT_MAX_EQUITY_POINTS)?;
+    let retention_days = env_number("KUANT_STORE_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)?;
+    let connect_timeout = env_number("KUANT_STORE_CONNECT_TIMEOUT_SECS", 10_u64)?;
+    let started = Instant::now();
+    let store = Store::open_with(target.url, Duration::from_secs(connect_timeout.max(1)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let shown = kuant_store::redact(target.url);
+    let failed = |what: &'static str| {
+        let shown = shown.clone();
+        move |e: kuant_store::SqlError| format!("cannot save the {what} to {shown}: {e}")
+    };
+    let run = Run {
+        run_id: result.run_id.clone(),
+        kind: RunKind::Backtest,
+        namespace: target.namespace.map(str::to_owned),
+        name: result.name.clone(),
+        spec: target.spec.clone(),
+        phase: "Saving".to_owned(),
+    };
+    store.reset_run(&run).await.map_err(failed("run"))?;
+
+    let events: Vec<StoredEvent> = result
+        .events
+        .iter()
+        .map(|e| {
+            let payload = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+            StoredEvent {
+                event_id: e.id().to_string(),
+                run_id: result.run_id.clone(),
+                correlation_id: e.correlation_id().to_string(),
+                causation_id: e.causation_id().map(|id| id.to_string()),
+                event_type: payload["type"].as_str().unwrap_or("unknown").to_owned(),
+                source: "engine".to_owned(),
+                occurred_at_ms: e.event.time_ms,
+                payload,
+            }
+        })
+        .collect();
+    let events = store.insert_events(&events).await.map_err(failed("events"))?;
+
+    let curve = thin(&result.equity, max_points);
+    let equity_points = store.insert_equity(&result.run_id, &curve).await.map_err(failed("equity curve"))?;
+
+    let mut numbers = std::collections::HashMap::<&str, i64>::new();
+    let trades: Vec<StoredTrade> = result
+        .trades
+        .iter()
+        .map(|t| {
+            let n = numbers.entry(&t.symbol).or_default();
+            *n += 1;
+            StoredTrade {
+                symbol: t.symbol.to_string(),
+                trade_no: *n,
+                entry_time_ms: t.trade.entry_time,
+                exit_time_ms: t.trade.exit_time,
+                entry_price: t.trade.entry_price,
+                exit_price: t.trade.exit_price,
+                quantity: t.trade.quantity,
+                pnl: t.trade.pnl,
+                fees: t.trade.fees,
+            }
+        })
+        .collect();
+    let trades = store.insert_trades(&result.run_id, &trades).await.map_err(failed("trades"))?;
+
+    // The results: everything the JSON output has but the (stored apart) trades and events.
+    let mut results = serde_json::to_value(result).map_err(|e| format!("cannot encode the results: {e}"))?;
+    if let Some(fields) = results.as_object_mut() {
+        fields.remove("trades");
+        fields.remove("events");
+    }
+    let status = match result.status_results() {
+        Ok(figures) => serde_json::json!({"phase": "Succeeded", "results": figures}),
+        Err(reason) => serde_json::json!({"phase": "Succeeded", "message": reason}),
+    };
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    store
+        .finish_run(&result.run_id, "Succeeded", Some(&status), Some(&results), now_ms)
+        .await
+        .map_err(failed("results"))?;
+
+    let pruned_events = if retention_days == 0 {
+        0
+    } else {
+        let cutoff = now_ms.saturating_sub((retention_days as i64).saturating_mul(86_400_000));
+        store.prune_events(cutoff).await.map_err(failed("retention of old events"))?
+    };
+    Ok(Saved { events, equity_points, trades, pruned_events, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// At most `max` points of `curve`, evenly spaced, the last one always kept.
+pub fn thin(curve: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
+    if curve.len() <= max || max == 0 {
+        return if max == 0 { Vec::new() } else { curve.to_vec() };
+    }
+    let step = curve.len().div_ceil(max);
+    let mut out: Vec<(i64, f64)> = curve.iter().step_by(step).copied().collect();
+    if let (Some(last), Some(kept)) = (curve.last(), out.last())
+        && last.0 != kept.0
+    {
+        if out.len() == max {
+            out.pop();
+        }
+        out.push(*last);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_curve_is_thinned_evenly_keeping_its_last_point() {
+        let curve: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
+        assert_eq!(thin(&curve, 20), curve);
+        let thinned = thin(&curve, 4);
+        assert!(thinned.len() <= 4, "{thinned:?}");
+        assert_eq!(thinned.first(), Some(&(0, 0.0)));
+        assert_eq!(thinned.last(), Some(&(9, 9.0)));
+        assert!(thin(&curve, 0).is_empty());
+    }
+}
