@@ -10,10 +10,11 @@
 # A second run downloads nothing.
 #
 # Checks, each fatal:
-#   1. helm lint --strict, with the default values and with the alternate ones
-#      (ServiceMonitor on, PostgreSQL Secret), and values.schema.json rejecting bad values;
+#   1. helm lint --strict, with the default values, the alternate ones (ServiceMonitor on,
+#      PostgreSQL Secret) and the bundled PostgreSQL, and values.schema.json rejecting bad
+#      values;
 #   2. every RBAC rule in the templates is preceded by a comment saying why;
-#   3. helm template --include-crds of both value sets, validated by kubernetes-validate
+#   3. helm template --include-crds of the three value sets, validated by kubernetes-validate
 #      --strict (unknown fields fail) for the oldest supported and the newest bundled
 #      Kubernetes; no custom resource (Backtest...) in the output; the CRDs of
 #      charts/kuant/crds/ (when there are any) all rendered; pods hardened.
@@ -175,14 +176,16 @@ run "$KV" --version
 
 DEFAULT_VALUES=()
 ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set database.existingSecret=db)
+PG_VALUES=(--set postgresql.enabled=true)
 
 step "helm lint"
 run "$HELM" lint --strict "$CHART"
 run "$HELM" lint --strict "$CHART" "${ALT_VALUES[@]}"
+run "$HELM" lint --strict "$CHART" "${PG_VALUES[@]}"
 
 step "values.schema.json rejects bad values"
 for bad in logLevel=loud image.pullPolicy=Sometimes operator.bogus=1 opsApi.service.port=0 \
-  operator.resources.limits.cpu=lots; do
+  operator.resources.limits.cpu=lots postgresql.enabled=maybe postgresql.storage=lots postgresql.bogus=1; do
   if "$HELM" lint --strict "$CHART" --set "$bad" >"$OUT/lint-bad.log" 2>&1; then
     fail "helm lint accepted --set $bad"
   fi
@@ -220,11 +223,13 @@ if ((${#crd_files[@]} == 0)); then
   echo "note: no CRDs in charts/kuant/crds/ yet; rendering the chart without them"
 fi
 
-for set in default alt; do
+for set in default alt postgresql; do
   step "helm template ($set values) + kubernetes-validate"
-  if [[ $set == default ]]; then values=("${DEFAULT_VALUES[@]}"); else
-    values=("${ALT_VALUES[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor)
-  fi
+  case $set in
+    default) values=("${DEFAULT_VALUES[@]}") ;;
+    alt) values=("${ALT_VALUES[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor) ;;
+    postgresql) values=("${PG_VALUES[@]}") ;;
+  esac
   rendered=$OUT/$set.yaml
   printf '+ helm template kuant charts/kuant --include-crds %s > %s\n' "${values[*]}" "${rendered#"$ROOT"/}"
   "$HELM" template kuant "$CHART" --namespace kuant-system --include-crds \
@@ -281,20 +286,47 @@ else:
 lease_rules = [r for d in docs if d["kind"] == "Role" for r in d.get("rules", []) if "leases" in r.get("resources", [])]
 if not lease_rules or set(lease_rules[0]["verbs"]) != {"get", "create", "patch"}:
     problems.append(f"the leader-election Role must allow get, create and patch on leases: {lease_rules}")
-env = {e["name"] for d in docs if d["kind"] == "Deployment"
-       for c in d["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+def container_env(name_suffix):
+    """The env of the first container of the Deployment whose name ends with name_suffix."""
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(name_suffix):
+            return {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+    return {}
+ops_env, operator_env = container_env("-ops-api"), container_env("-operator")
+def store_secret(env):
+    ref = env.get("KUANT_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    return ref.get("name")
+agent_secret = operator_env.get("KUANT_AGENT_DATABASE_SECRET", {}).get("value")
+statefulsets = [d for d in docs if d["kind"] == "StatefulSet"]
+secrets = [d for d in docs if d["kind"] == "Secret"]
+if "DATABASE_URL" in ops_env:
+    problems.append("the ops API reads KUANT_DATABASE_URL, not DATABASE_URL")
 if value_set == "default":
     if "ServiceMonitor" in kinds:
         problems.append("ServiceMonitor rendered although metrics.serviceMonitor.enabled is false")
-    if "DATABASE_URL" in env:
-        problems.append("DATABASE_URL set without database.existingSecret")
-    if "Secret" in kinds:
-        problems.append("the chart must not create a Secret")
-else:
+    if "KUANT_DATABASE_URL" in ops_env or agent_secret:
+        problems.append("a database URL is set without database.existingSecret or postgresql.enabled")
+    if secrets or statefulsets:
+        problems.append("by default the chart creates no Secret and no PostgreSQL")
+elif value_set == "alt":
     if "ServiceMonitor" not in kinds:
         problems.append("no ServiceMonitor with metrics.serviceMonitor.enabled=true")
-    if "DATABASE_URL" not in env:
-        problems.append("no DATABASE_URL with database.existingSecret=db")
+    if store_secret(ops_env) != "db" or agent_secret != "db":
+        problems.append(f"database.existingSecret=db must reach the ops API and the agents: {store_secret(ops_env)}, {agent_secret}")
+    if secrets or statefulsets:
+        problems.append("with database.existingSecret the chart creates no Secret and no PostgreSQL")
+else:
+    if len(statefulsets) != 1 or statefulsets[0]["spec"]["replicas"] != 1:
+        problems.append("postgresql.enabled renders one single-replica StatefulSet")
+    elif "kuant.dev/not-for-production" not in statefulsets[0]["metadata"].get("annotations", {}):
+        problems.append("the bundled PostgreSQL must be marked not for production")
+    import re
+    urls = [v for d in secrets for v in d.get("stringData", {}).values()]
+    if len(secrets) != 1 or len(urls) != 1 or not re.fullmatch(r"postgres://kuant@[^:@/]+:5432/kuant", urls[0]):
+        problems.append(f"postgresql.enabled makes one Secret with a password-free URL: {urls}")
+    name = secrets[0]["metadata"]["name"] if secrets else None
+    if store_secret(ops_env) != name or agent_secret != name:
+        problems.append(f"the bundled PostgreSQL's Secret must reach the ops API and the agents: {name}")
 for p in problems:
     print(f"FAIL: {value_set}: {p}", file=sys.stderr)
 if problems:

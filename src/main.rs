@@ -61,10 +61,13 @@ struct OperatorArgs {
     /// ClusterRole bound to that ServiceAccount, per namespace.
     #[arg(long, env = "KUANT_AGENT_CLUSTER_ROLE", default_value = "kuant-agent")]
     agent_cluster_role: String,
-    /// Secret (key `url`) with the store's URL, in each Backtest's namespace: agents save their
-    /// runs there. Unset: agents save nothing.
+    /// Secret with the store's URL, in each Backtest's namespace: agents save their runs there.
+    /// Unset: agents save nothing.
     #[arg(long, env = "KUANT_AGENT_DATABASE_SECRET")]
     agent_database_secret: Option<String>,
+    /// Key of that Secret holding the URL.
+    #[arg(long, env = "KUANT_AGENT_DATABASE_SECRET_KEY", default_value = "url")]
+    agent_database_secret_key: String,
     /// Log level (`RUST_LOG`) of the agent pods.
     #[arg(long, env = "KUANT_AGENT_LOG_LEVEL", default_value = "info")]
     agent_log_level: String,
@@ -133,6 +136,7 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
             log_level: args.agent_log_level,
             cluster_role: args.agent_cluster_role,
             database_secret: args.agent_database_secret.filter(|s| !s.is_empty()),
+            database_secret_key: args.agent_database_secret_key,
         },
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,

@@ -9,7 +9,9 @@
 //!
 //! Retention (see the README's "Store" section):
 //! - at most `KUANT_STORE_MAX_EQUITY_POINTS` equity points per run (default
-//!   [`DEFAULT_MAX_EQUITY_POINTS`]); a longer curve is thinned evenly, its last point kept;
+//!   [`DEFAULT_MAX_EQUITY_POINTS`], more than a chart has pixels across); a longer curve is
+//!   downsampled keeping its ends and each bucket's lowest and highest point ([`kuant_store::downsample`]).
+//!   The whole curve is one flag away: `kuant backtest --equity-csv FILE`;
 //! - events are kept `KUANT_STORE_EVENT_RETENTION_DAYS` days (default
 //!   [`DEFAULT_EVENT_RETENTION_DAYS`]; 0 keeps them forever): each save deletes the events that
 //!   are older than that and belong to runs recorded longer ago than that.
@@ -23,7 +25,7 @@ use kuant_agents::backtest::BacktestResult;
 use kuant_store::{Run, RunKind, Store, StoredEvent, StoredTrade};
 
 /// Equity points kept per run unless `KUANT_STORE_MAX_EQUITY_POINTS` says otherwise.
-pub const DEFAULT_MAX_EQUITY_POINTS: usize = 100_000;
+pub const DEFAULT_MAX_EQUITY_POINTS: usize = 10_000;
 /// Days events are kept unless `KUANT_STORE_EVENT_RETENTION_DAYS` says otherwise.
 pub const DEFAULT_EVENT_RETENTION_DAYS: u64 = 90;
 
@@ -76,6 +78,11 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
     let retention_days = env_number("KUANT_STORE_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)?;
     let connect_timeout = env_number("KUANT_STORE_CONNECT_TIMEOUT_SECS", 10_u64)?;
     let started = Instant::now();
+    let mut lap = Instant::now();
+    let mut step = |what: &str, rows: u64| {
+        tracing::debug!(step = what, rows, seconds = lap.elapsed().as_secs_f64(), "saving the run");
+        lap = Instant::now();
+    };
     let store = Store::open_with(target.url, Duration::from_secs(connect_timeout.max(1)))
         .await
         .map_err(|e| e.to_string())?;
@@ -92,7 +99,9 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
         spec: target.spec.clone(),
         phase: "Saving".to_owned(),
     };
+    step("open and migrate the store", 0);
     store.reset_run(&run).await.map_err(failed("run"))?;
+    step("reset the run", 1);
 
     let events: Vec<StoredEvent> = result
         .events
@@ -111,10 +120,13 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
             }
         })
         .collect();
+    step("encode the events", events.len() as u64);
     let events = store.insert_events(&events).await.map_err(failed("events"))?;
+    step("write the events", events);
 
-    let curve = thin(&result.equity, max_points);
+    let curve = kuant_store::downsample(&result.equity, max_points);
     let equity_points = store.insert_equity(&result.run_id, &curve).await.map_err(failed("equity curve"))?;
+    step("downsample and write the equity curve", equity_points);
 
     let mut numbers = std::collections::HashMap::<&str, i64>::new();
     let trades: Vec<StoredTrade> = result
@@ -137,13 +149,10 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
         })
         .collect();
     let trades = store.insert_trades(&result.run_id, &trades).await.map_err(failed("trades"))?;
+    step("write the trades", trades);
 
-    // The results: everything the JSON output has but the (stored apart) trades and events.
-    let mut results = serde_json::to_value(result).map_err(|e| format!("cannot encode the results: {e}"))?;
-    if let Some(fields) = results.as_object_mut() {
-        fields.remove("trades");
-        fields.remove("events");
-    }
+    let results =
+        serde_json::to_value(result.summary()).map_err(|e| format!("cannot encode the results: {e}"))?;
     let status = match result.status_results() {
         Ok(figures) => serde_json::json!({"phase": "Succeeded", "results": figures}),
         Err(reason) => serde_json::json!({"phase": "Succeeded", "message": reason}),
@@ -153,6 +162,7 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
         .finish_run(&result.run_id, "Succeeded", Some(&status), Some(&results), now_ms)
         .await
         .map_err(failed("results"))?;
+    step("write the results", 1);
 
     let pruned_events = if retention_days == 0 {
         0
@@ -160,39 +170,6 @@ pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<
         let cutoff = now_ms.saturating_sub((retention_days as i64).saturating_mul(86_400_000));
         store.prune_events(cutoff).await.map_err(failed("retention of old events"))?
     };
+    step("retention", pruned_events);
     Ok(Saved { events, equity_points, trades, pruned_events, seconds: started.elapsed().as_secs_f64() })
-}
-
-/// At most `max` points of `curve`, evenly spaced, the last one always kept.
-pub fn thin(curve: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
-    if curve.len() <= max || max == 0 {
-        return if max == 0 { Vec::new() } else { curve.to_vec() };
-    }
-    let step = curve.len().div_ceil(max);
-    let mut out: Vec<(i64, f64)> = curve.iter().step_by(step).copied().collect();
-    if let (Some(last), Some(kept)) = (curve.last(), out.last())
-        && last.0 != kept.0
-    {
-        if out.len() == max {
-            out.pop();
-        }
-        out.push(*last);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_curve_is_thinned_evenly_keeping_its_last_point() {
-        let curve: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
-        assert_eq!(thin(&curve, 20), curve);
-        let thinned = thin(&curve, 4);
-        assert!(thinned.len() <= 4, "{thinned:?}");
-        assert_eq!(thinned.first(), Some(&(0, 0.0)));
-        assert_eq!(thinned.last(), Some(&(9, 9.0)));
-        assert!(thin(&curve, 0).is_empty());
-    }
 }

@@ -287,7 +287,8 @@ fn agent_backtest_saving_to(
         .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUANT_BACKTEST")
-        .env_remove("KUANT_DATABASE_URL");
+        .env_remove("KUANT_DATABASE_URL")
+        .env_remove("KUANT_DATABASE_SECRET");
     if let Some(url) = store {
         cmd.env("KUANT_DATABASE_URL", url).env("KUANT_STORE_CONNECT_TIMEOUT_SECS", "1");
     }
@@ -374,7 +375,7 @@ fn a_local_backtest_is_saved_whole_and_a_rerun_replaces_it() {
     let db = dir.join("runs.db").to_string_lossy().into_owned();
     let _ = std::fs::remove_file(&db);
     let run = |manifest: &str| kuant(&["backtest", "-f", manifest, "-o", "json", "--store", &db]);
-    let check = |out: &std::process::Output| {
+    let check = |out: &std::process::Output, max_points: usize| {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("saved to ") && stderr.contains("equity points"), "{stderr}");
@@ -382,7 +383,12 @@ fn a_local_backtest_is_saved_whole_and_a_rerun_replaces_it() {
         let run_id = result["run_id"].as_str().expect("run id").to_owned();
         let (events, curve, trades, stored_run) = stored(&db, &run_id);
         assert_eq!(events.len(), result["events"].as_array().map_or(0, Vec::len), "every event, once");
-        assert_eq!(curve.len() as u64, result["candles"].as_u64().expect("candles"), "a point per candle");
+        let candles = result["candles"].as_u64().expect("candles") as usize;
+        if candles <= max_points {
+            assert_eq!(curve.len(), candles, "a point per candle");
+        } else {
+            assert!(curve.len() <= max_points && curve.len() > max_points * 9 / 10, "{} points", curve.len());
+        }
         assert_eq!(trades.len(), result["trades"].as_array().map_or(0, Vec::len), "every trade");
         assert!(!trades.is_empty());
         assert_eq!(
@@ -399,17 +405,23 @@ fn a_local_backtest_is_saved_whole_and_a_rerun_replaces_it() {
         assert!(stored_run.finished_at_ms.is_some());
         (result, events.len())
     };
-    let (first, first_events) = check(&run(&example("btc-sma-crossover.yaml")));
+    // 20,000 candles: more than the 10,000 points kept by default.
+    let (first, first_events) = check(&run(&example("btc-sma-crossover.yaml")), 10_000);
 
-    // The same run again: one copy, not two.
-    let (_, again_events) = check(&run(&example("btc-sma-crossover.yaml")));
+    // The same run again, keeping every point: one copy of each event, not two.
+    let whole = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--store", &db])
+        .env("KUANT_STORE_MAX_EQUITY_POINTS", "50000")
+        .output()
+        .expect("kuant runs");
+    let (_, again_events) = check(&whole, 50_000);
     assert_eq!(again_events, first_events);
 
     // The same Backtest with other parameters: the stored run is the new one, curve and all.
     let text = std::fs::read_to_string(example("btc-sma-crossover.yaml")).expect("example");
     let edited = dir.join("faster.yaml");
     std::fs::write(&edited, text.replace("fast: 10", "fast: 5")).expect("edited manifest");
-    let (second, _) = check(&run(&edited.to_string_lossy()));
+    let (second, _) = check(&run(&edited.to_string_lossy()), 10_000);
     assert_eq!(second["run_id"], first["run_id"], "same Backtest, same run id");
     assert_ne!(second["final_equity"], first["final_equity"], "the parameters matter");
 }
@@ -445,6 +457,28 @@ fn a_backtest_agent_that_cannot_save_still_reports_its_results_with_a_warning() 
     let warning = report["warning"].as_str().expect("a warning");
     assert!(warning.starts_with("the run is not saved to the store: cannot open the store at"), "{warning}");
     assert!(!warning.contains("hunter2") && !String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn a_backtest_agent_whose_namespace_lacks_the_database_secret_says_so() {
+    let dir = temp_dir("agent-nosecret");
+    let log = dir.join("termination-log");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["agent", "backtest"])
+        .env("KUANT_TERMINATION_LOG", &log)
+        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUANT_DATABASE_URL")
+        .env("KUANT_DATABASE_SECRET", "kuant-database/url")
+        .env("KUANT_BACKTEST", example_as_handed_over(|_| {}))
+        .output()
+        .expect("kuant runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&log).expect("report")).expect("JSON");
+    let warning = report["warning"].as_str().expect("a warning");
+    assert!(warning.contains("namespace research has no Secret kuant-database/url"), "{warning}");
+    assert!(report["results"].is_object());
 }
 
 #[test]

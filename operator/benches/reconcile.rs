@@ -122,6 +122,7 @@ fn main() {
             log_level: "info".into(),
             cluster_role: "kuant-agent".into(),
             database_secret: None,
+            database_secret_key: "url".into(),
         };
         let recorder = Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
         let ctx = Arc::new(Context::new(client, agent, recorder));

@@ -31,6 +31,7 @@ use std::time::Duration;
 use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
 use kuant_crds::backtest::AgentReport;
+use kuant_operator::backtest::job::ENV_DATABASE_SECRET;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -140,7 +141,20 @@ fn execute() -> Result<AgentReport, (u8, String)> {
         "backtest finished"
     );
     let results = result.status_results().map_err(|e| (EXIT_BAD_INPUT, e))?;
-    let warning = store_url.and_then(|url| save(&runtime, &url, &manifest, &result).err());
+    let warning = match (store_url, std::env::var(ENV_DATABASE_SECRET)) {
+        (Some(url), _) => save(&runtime, &url, &manifest, &result).err(),
+        // The operator named a Secret, but this namespace does not have it.
+        (None, Ok(secret)) if !secret.is_empty() => {
+            let namespace = manifest.metadata.namespace.as_deref().unwrap_or("default");
+            let message = format!(
+                "the run is not saved to the store: namespace {namespace} has no Secret {secret} (name/key) \
+                 holding the store's URL; create it there to save this namespace's runs"
+            );
+            tracing::warn!("{message}");
+            Some(message)
+        }
+        (None, _) => None,
+    };
     Ok(AgentReport { results: Some(results), candles: Some(result.candles), error: None, warning })
 }
 

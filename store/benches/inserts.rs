@@ -3,7 +3,8 @@
 //! A program that prints figures, not a timed test: `cargo bench -p kuant-store --bench inserts`.
 //! PostgreSQL at `KUANT_TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test, in a
 //! schema of its own); SQLite in a temporary file. `KUANT_BENCH_ROWS` sets the rows (default
-//! 100,000 of each).
+//! 100,000 of each). Last, per backend: the cost of storing a 1,000,000-bar run's equity curve
+//! as `kuant backtest` does (downsampled to 10,000 points, then written).
 
 use std::time::Instant;
 
@@ -64,6 +65,23 @@ async fn bench(name: &str, store: &Store, n: usize) -> Result<(), String> {
     let inserted = store.insert_equity("bench", &points).await.map_err(|e| e.to_string())?;
     let took = started.elapsed().as_secs_f64();
     println!("{name}: {inserted} equity points in {took:.2} s -> {:.0} rows/s", inserted as f64 / took);
+
+    // What `kuant backtest` pays for a 1,000,000-bar run's curve: downsampled to the default
+    // cap (KUANT_STORE_MAX_EQUITY_POINTS, 10,000) and written.
+    let curve: Vec<(i64, f64)> = (0..1_000_000_i64)
+        .map(|i| (1_700_000_000_000 + i * 3_600_000, 10_000.0 + ((i * 7919) % 1000) as f64 * 0.37))
+        .collect();
+    let mut curve_run = run.clone();
+    curve_run.run_id = "bench-curve".into();
+    store.upsert_run(&curve_run).await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let kept = kuant_store::downsample(&curve, 10_000);
+    let downsampled = started.elapsed().as_secs_f64();
+    let inserted = store.insert_equity("bench-curve", &kept).await.map_err(|e| e.to_string())?;
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "{name}: a 1,000,000-bar curve kept as {inserted} points in {took:.3} s ({downsampled:.3} s downsampling)"
+    );
     Ok(())
 }
 
@@ -77,7 +95,7 @@ fn main() {
         }
     };
     let outcome: Result<(), String> = runtime.block_on(async {
-        println!("kuant store bulk inserts: {n} rows each, multi-row statements in one transaction");
+        println!("kuant store bulk inserts: {n} rows each, batched in one transaction (SQLite: multi-row VALUES; PostgreSQL: UNNEST over arrays)");
         let pg = open_postgres().await.map_err(|e| format!("PostgreSQL: {e}"))?;
         bench("postgres", &pg, n).await?;
         let dir = std::env::temp_dir().join(format!("kuant-bench-{}", std::process::id()));

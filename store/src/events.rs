@@ -3,7 +3,7 @@
 use sqlx::types::Json;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, bound, builder, render, with_pool};
+use crate::sql::{BATCH_ROWS, PG_ARRAY_BATCH_ROWS, bound, builder, render, with_pool};
 
 /// One agent event as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,35 +37,59 @@ impl Store {
     /// whose id is already stored is skipped, so a retried write duplicates nothing. Returns how
     /// many rows were new.
     pub async fn insert_events(&self, events: &[StoredEvent]) -> Result<u64, sqlx::Error> {
-        let c = Casts::of(self.backend());
         let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in events.chunks(BATCH_ROWS) {
-                let mut q = builder(
-                    pool,
-                    "INSERT INTO events (event_id, run_id, correlation_id, causation_id, event_type, source, occurred_at, payload) ",
-                );
-                q.push_values(chunk, |mut row, e| {
-                    row.push_bind(&e.event_id)
-                        .push_unseparated(c.uuid)
-                        .push_bind(&e.run_id)
-                        .push_bind(&e.correlation_id)
-                        .push_unseparated(c.uuid)
-                        .push_bind(&e.causation_id)
-                        .push_unseparated(c.uuid)
-                        .push_bind(&e.event_type)
-                        .push_bind(&e.source)
-                        .push(c.ts_open)
-                        .push_bind_unseparated(e.occurred_at_ms)
-                        .push_unseparated(c.ts_close)
-                        .push_bind(Json(&e.payload));
-                });
-                q.push(" ON CONFLICT (event_id) DO NOTHING");
-                inserted += q.build().execute(&mut *tx).await?.rows_affected();
+        match self {
+            // PostgreSQL: each batch is one statement over arrays (UNNEST), so the server parses
+            // one short statement per batch instead of one with thousands of placeholders.
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in events.chunks(PG_ARRAY_BATCH_ROWS) {
+                    let column = |f: fn(&StoredEvent) -> &str| chunk.iter().map(f).collect::<Vec<&str>>();
+                    let payloads: Vec<String> = chunk.iter().map(|e| e.payload.to_string()).collect();
+                    inserted += sqlx::query(
+                        "INSERT INTO events (event_id, run_id, correlation_id, causation_id, event_type, source, occurred_at, payload)
+                         SELECT e::uuid, r, c::uuid, k::uuid, t, s, to_timestamp(ms / 1000.0), p::jsonb
+                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[])
+                              AS x(e, r, c, k, t, s, ms, p)
+                         ON CONFLICT (event_id) DO NOTHING",
+                    )
+                    .bind(column(|e| &e.event_id))
+                    .bind(column(|e| &e.run_id))
+                    .bind(column(|e| &e.correlation_id))
+                    .bind(chunk.iter().map(|e| e.causation_id.as_deref()).collect::<Vec<Option<&str>>>())
+                    .bind(column(|e| &e.event_type))
+                    .bind(column(|e| &e.source))
+                    .bind(chunk.iter().map(|e| e.occurred_at_ms).collect::<Vec<i64>>())
+                    .bind(payloads)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        });
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in events.chunks(BATCH_ROWS) {
+                    let mut q = builder(
+                        pool,
+                        "INSERT INTO events (event_id, run_id, correlation_id, causation_id, event_type, source, occurred_at, payload) ",
+                    );
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.event_id)
+                            .push_bind(&e.run_id)
+                            .push_bind(&e.correlation_id)
+                            .push_bind(&e.causation_id)
+                            .push_bind(&e.event_type)
+                            .push_bind(&e.source)
+                            .push_bind(e.occurred_at_ms)
+                            .push_bind(Json(&e.payload));
+                    });
+                    q.push(" ON CONFLICT (event_id) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(inserted)
     }
 

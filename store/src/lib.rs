@@ -26,7 +26,7 @@ pub use ledger::{
     ReconciliationRun, Wallet,
 };
 pub use market::{LlmCall, LlmUsage, StoredCandle};
-pub use runs::{Run, RunKind, StoredRun, StoredTrade};
+pub use runs::{Run, RunKind, StoredRun, StoredTrade, downsample};
 pub use sql::{BATCH_ROWS, MAX_TIME_MS};
 pub use trading::{
     AllocationState, RiskAllocation, StoredBlock, StoredFill, StoredOrder, StoredPosition, StoredSignal,

@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 use sqlx::types::Json;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, builder, decimal, decimal_opt, render, with_pool};
+use crate::sql::{BATCH_ROWS, Casts, PG_ARRAY_BATCH_ROWS, builder, decimal, decimal_opt, render, with_pool};
 
 /// What a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,25 +219,39 @@ impl Store {
     pub async fn insert_equity(&self, run_id: &str, points: &[(i64, f64)]) -> Result<u64, sqlx::Error> {
         // Shortest text that reads back as the same float; NUMERIC/TEXT keep it exactly.
         let text: Vec<(i64, String)> = points.iter().map(|&(at, e)| (at, format!("{e:?}"))).collect();
-        let c = Casts::of(self.backend());
         let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in text.chunks(BATCH_ROWS) {
-                let mut q = builder(pool, "INSERT INTO equity_points (run_id, at, equity) ");
-                q.push_values(chunk, |mut row, (at, equity)| {
-                    row.push_bind(run_id)
-                        .push(c.ts_open)
-                        .push_bind_unseparated(*at)
-                        .push_unseparated(c.ts_close)
-                        .push_bind(equity)
-                        .push_unseparated(c.numeric);
-                });
-                q.push(" ON CONFLICT (run_id, at) DO NOTHING");
-                inserted += q.build().execute(&mut *tx).await?.rows_affected();
+        match self {
+            // PostgreSQL: one statement over arrays per batch (see insert_events).
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in text.chunks(PG_ARRAY_BATCH_ROWS) {
+                    inserted += sqlx::query(
+                        "INSERT INTO equity_points (run_id, at, equity)
+                         SELECT $1, to_timestamp(ms / 1000.0), e::numeric FROM UNNEST($2::int8[], $3::text[]) AS x(ms, e)
+                         ON CONFLICT (run_id, at) DO NOTHING",
+                    )
+                    .bind(run_id)
+                    .bind(chunk.iter().map(|(at, _)| *at).collect::<Vec<i64>>())
+                    .bind(chunk.iter().map(|(_, e)| e.as_str()).collect::<Vec<&str>>())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        });
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in text.chunks(BATCH_ROWS) {
+                    let mut q = builder(pool, "INSERT INTO equity_points (run_id, at, equity) ");
+                    q.push_values(chunk, |mut row, (at, equity)| {
+                        row.push_bind(run_id).push_bind(*at).push_bind(equity);
+                    });
+                    q.push(" ON CONFLICT (run_id, at) DO NOTHING");
+                    inserted += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(inserted)
     }
 
@@ -336,4 +350,68 @@ fn stored_run(row: RunRow) -> Result<StoredRun, sqlx::Error> {
         created_at_ms,
         finished_at_ms,
     })
+}
+
+/// At most `max` points of `curve`: its first and last, and from each of `(max - 2) / 2` equal
+/// buckets in between the lowest and the highest point, in time order. Unlike keeping every
+/// n-th point, this keeps every peak and trough a chart of the curve would show, so a thinned
+/// curve shows the same drawdowns.
+pub fn downsample(curve: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
+    if curve.len() <= max {
+        return curve.to_vec();
+    }
+    if max < 4 {
+        // Too few for buckets: the ends, as many as fit.
+        return [curve.first(), curve.last()].into_iter().flatten().take(max).copied().collect();
+    }
+    let inner = &curve[1..curve.len() - 1];
+    let buckets = (max - 2) / 2;
+    let mut out = Vec::with_capacity(max);
+    out.extend(curve.first().copied());
+    // Buckets of nearly equal size (their bounds at i × len / buckets), all `buckets` of them.
+    let bounds = |i: usize| i * inner.len() / buckets;
+    for bucket in (0..buckets).map(|i| &inner[bounds(i)..bounds(i + 1)]) {
+        let by_equity = |a: &&(i64, f64), b: &&(i64, f64)| a.1.total_cmp(&b.1);
+        let (Some(low), Some(high)) = (bucket.iter().min_by(by_equity), bucket.iter().max_by(by_equity))
+        else {
+            continue;
+        };
+        let (first, second) = if low.0 <= high.0 { (low, high) } else { (high, low) };
+        out.push(*first);
+        if second.0 != first.0 {
+            out.push(*second);
+        }
+    }
+    out.extend(curve.last().copied());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::downsample;
+
+    #[test]
+    fn a_long_curve_keeps_its_ends_peaks_and_troughs_within_the_cap() {
+        let curve: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
+        assert_eq!(downsample(&curve, 20), curve, "short curves are kept whole");
+        assert!(downsample(&curve, 0).is_empty());
+        assert_eq!(downsample(&curve, 2), vec![(0, 0.0), (9, 9.0)]);
+
+        // A noisy curve with one deep trough and one high peak in the middle of buckets.
+        let mut curve: Vec<(i64, f64)> =
+            (0..100_000).map(|i| (i * 60_000, 10_000.0 + ((i * 7919) % 1000) as f64 / 10.0)).collect();
+        curve[33_333].1 = 5_000.0;
+        curve[66_667].1 = 20_000.0;
+        for max in [4, 5, 100, 10_000] {
+            let kept = downsample(&curve, max);
+            assert!(kept.len() <= max, "{} > {max}", kept.len());
+            assert_eq!(kept.first(), curve.first());
+            assert_eq!(kept.last(), curve.last());
+            assert!(kept.contains(&curve[33_333]) && kept.contains(&curve[66_667]), "extremes kept at {max}");
+            assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "in time order, no repeats");
+        }
+        assert!(downsample(&curve, 10_000).len() > 9_900, "the cap is used");
+        let twice = downsample(&curve[..20_000], 10_000).len();
+        assert!(twice > 9_900, "a curve just over the cap keeps nearly the cap: {twice}");
+    }
 }

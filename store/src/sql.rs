@@ -78,7 +78,6 @@ pub(crate) fn render(backend: Backend, template: &str) -> sqlx::AssertSqlSafe<St
 /// The casts a multi-row INSERT puts after each bound value, by backend: empty for SQLite.
 #[derive(Clone, Copy)]
 pub(crate) struct Casts {
-    pub uuid: &'static str,
     pub numeric: &'static str,
     pub ts_open: &'static str,
     pub ts_close: &'static str,
@@ -87,13 +86,10 @@ pub(crate) struct Casts {
 impl Casts {
     pub(crate) fn of(backend: Backend) -> Self {
         match backend {
-            Backend::Postgres => Self {
-                uuid: "::uuid",
-                numeric: "::numeric",
-                ts_open: "to_timestamp(",
-                ts_close: "::bigint / 1000.0)",
-            },
-            Backend::Sqlite => Self { uuid: "", numeric: "", ts_open: "", ts_close: "" },
+            Backend::Postgres => {
+                Self { numeric: "::numeric", ts_open: "to_timestamp(", ts_close: "::bigint / 1000.0)" }
+            }
+            Backend::Sqlite => Self { numeric: "", ts_open: "", ts_close: "" },
         }
     }
 }
@@ -106,6 +102,10 @@ pub(crate) fn builder<DB: Database>(_pool: &Pool<DB>, sql: &'static str) -> Quer
 /// Rows per multi-row INSERT: well under both backends' limits on bound parameters (PostgreSQL
 /// 65,535; SQLite 32,766) at up to ten columns.
 pub const BATCH_ROWS: usize = 1000;
+
+/// Rows per PostgreSQL bulk statement over arrays (`UNNEST`): one bound array per column, so
+/// no parameter limit applies; the size bounds memory per round trip.
+pub const PG_ARRAY_BATCH_ROWS: usize = 10_000;
 
 /// The last millisecond of year 9999: query bounds are clamped to it (and to its negative) so
 /// that "until forever" (`i64::MAX`) means the same on both backends instead of an

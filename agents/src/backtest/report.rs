@@ -84,7 +84,47 @@ pub struct BacktestResult {
     pub equity: Vec<(i64, f64)>,
 }
 
+/// A result without its trades and events: what the store keeps as a run's results (the trades
+/// and events are stored apart). The same field names and encodings as the full JSON.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ResultSummary<'a> {
+    name: &'a str,
+    run_id: &'a str,
+    strategy: &'a StrategyUsed,
+    symbols: &'a [String],
+    timeframe: &'a Timeframe,
+    candles: u64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    quote_asset: &'a str,
+    initial_cash: &'a Decimal,
+    final_equity: &'a Decimal,
+    metrics: &'a Metrics,
+    counters: &'a Counters,
+    timings: &'a Timings,
+}
+
 impl BacktestResult {
+    /// This result without its trades and events.
+    pub fn summary(&self) -> ResultSummary<'_> {
+        ResultSummary {
+            name: &self.name,
+            run_id: &self.run_id,
+            strategy: &self.strategy,
+            symbols: &self.symbols,
+            timeframe: &self.timeframe,
+            candles: self.candles,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            quote_asset: &self.quote_asset,
+            initial_cash: &self.initial_cash,
+            final_equity: &self.final_equity,
+            metrics: &self.metrics,
+            counters: &self.counters,
+            timings: &self.timings,
+        }
+    }
+
     /// The figures a Backtest's status carries (what `kubectl get bt` and the operator show).
     /// A figure that is not finite becomes 0, or absent where the field is optional: status is
     /// JSON, which has no infinity. The final equity is rounded to 8 decimal places (status
@@ -315,5 +355,17 @@ mod tests {
         let json = serde_json::to_string(&results).expect("json");
         let back: kuant_crds::backtest::BacktestResults = serde_json::from_str(&json).expect("valid status");
         assert_eq!(back.final_equity.value(), result.final_equity.round_dp(8).normalize());
+    }
+
+    #[test]
+    fn the_summary_is_the_full_json_but_trades_and_events() {
+        let text = include_str!("../../../examples/backtests/btc-sma-crossover.yaml");
+        let bt: Backtest = kuant_crds::manifest::parse(text, "example").expect("example");
+        let prepared = prepare(&bt, &Options::default()).expect("data");
+        let result = run(&prepared, Keep { equity_curve: false, events: true }, &mut |_, _| {}).expect("run");
+        let mut full = serde_json::to_value(&result).expect("json");
+        let fields = full.as_object_mut().expect("object");
+        assert!(fields.remove("trades").is_some() && fields.remove("events").is_some());
+        assert_eq!(serde_json::to_value(result.summary()).expect("json"), full, "every other field, alike");
     }
 }

@@ -96,3 +96,22 @@ capabilities:
   drop:
     - ALL
 {{- end }}
+
+{{/*
+The bundled PostgreSQL (postgresql.enabled; for trying kuant out, not for production).
+*/}}
+{{- define "kuant.postgresql.name" -}}
+{{- printf "%s-postgresql" (include "kuant.fullname" .) }}
+{{- end }}
+
+{{/*
+The Secret holding the store's URL, or "" for none: database.existingSecret, else the
+password-free one the chart makes for its bundled PostgreSQL.
+*/}}
+{{- define "kuant.database.secret" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else if .Values.postgresql.enabled }}
+{{- printf "%s-database" (include "kuant.fullname" .) }}
+{{- end }}
+{{- end }}

@@ -42,6 +42,7 @@ pub fn agent() -> AgentSettings {
         log_level: "info".into(),
         cluster_role: "kuant-agent".into(),
         database_secret: None,
+        database_secret_key: "url".into(),
     }
 }
 

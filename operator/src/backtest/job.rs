@@ -51,14 +51,19 @@ pub struct AgentSettings {
     pub log_level: String,
     /// ClusterRole holding the agent's rights, bound to its ServiceAccount in each namespace.
     pub cluster_role: String,
-    /// Secret (key `url`) holding the store's URL, looked up in the Backtest's namespace. When
-    /// set, the agent saves its run (results, events, curve, trades) there; when the namespace
-    /// has no such Secret the agent runs all the same, without saving.
+    /// Secret holding the store's URL, looked up in the Backtest's namespace. When set, the
+    /// agent saves its run (results, events, curve, trades) there; when the namespace has no
+    /// such Secret the agent runs all the same and reports that it saved nothing.
     pub database_secret: Option<String>,
+    /// Key of that Secret holding the URL.
+    pub database_secret_key: String,
 }
 
-/// Key of the database Secret that holds the store's URL.
+/// Default key of the database Secret that holds the store's URL.
 pub const DATABASE_SECRET_KEY: &str = "url";
+/// Environment variable naming the database Secret (not its content) for the agent, so that it
+/// can say which Secret is missing.
+pub const ENV_DATABASE_SECRET: &str = "KUANT_DATABASE_SECRET";
 
 /// The agent's identity in `namespace`: its ServiceAccount and the RoleBinding that gives it the
 /// agent ClusterRole's rights there only. Shared by every Backtest of the namespace, so not
@@ -185,18 +190,23 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
                 env("KUANT_CACHE_DIR", format!("{SCRATCH}/kuant-cache")),
             ]
             .into_iter()
-            .chain(agent.database_secret.as_ref().map(|secret| EnvVar {
-                // The URL (and its password) stays in the Secret: the Job only names it.
-                name: "KUANT_DATABASE_URL".to_owned(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.clone(),
-                        key: DATABASE_SECRET_KEY.to_owned(),
-                        optional: Some(true),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
+            .chain(agent.database_secret.iter().flat_map(|secret| {
+                [
+                    // The URL (and its password) stays in the Secret: the Job only names it.
+                    EnvVar {
+                        name: "KUANT_DATABASE_URL".to_owned(),
+                        value_from: Some(EnvVarSource {
+                            secret_key_ref: Some(SecretKeySelector {
+                                name: secret.clone(),
+                                key: agent.database_secret_key.clone(),
+                                optional: Some(true),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    env(ENV_DATABASE_SECRET, format!("{secret}/{}", agent.database_secret_key)),
+                ]
             }))
             .collect(),
         ),
@@ -321,6 +331,7 @@ mod tests {
             log_level: "info".into(),
             cluster_role: "kuant-agent".into(),
             database_secret: None,
+            database_secret_key: DATABASE_SECRET_KEY.into(),
         }
     }
 
@@ -400,6 +411,8 @@ mod tests {
         let selector = url.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("a secret ref");
         assert_eq!((selector.name.as_str(), selector.key.as_str()), ("kuant-database", DATABASE_SECRET_KEY));
         assert_eq!(selector.optional, Some(true), "a namespace without the Secret still runs its backtests");
+        let named = env.iter().find(|e| e.name == ENV_DATABASE_SECRET).and_then(|e| e.value.as_deref());
+        assert_eq!(named, Some("kuant-database/url"), "so the agent can say which Secret is missing");
     }
 
     #[test]
