@@ -482,6 +482,34 @@ fn a_backtest_agent_whose_namespace_lacks_the_database_secret_says_so() {
 }
 
 #[test]
+fn a_local_backtest_saves_to_postgresql_as_well() {
+    // A schema of this test's own on the CI PostgreSQL (KUANT_TEST_PG overrides psql's target).
+    let psql = |sql: &str| {
+        let target = std::env::var("KUANT_TEST_PG")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let out = Command::new("psql")
+            .args([target.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs (install postgresql-client)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql("DROP SCHEMA IF EXISTS kuant_cli_store CASCADE; CREATE SCHEMA kuant_cli_store;");
+    let base = std::env::var("KUANT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3Dkuant_cli_store");
+    let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "-o", "json", "--store", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (events, curve, trades, run) = stored(&url, result["run_id"].as_str().expect("run id"));
+    assert_eq!(events.len(), result["events"].as_array().map_or(0, Vec::len));
+    assert_eq!(trades.len(), result["trades"].as_array().map_or(0, Vec::len));
+    assert!(!curve.is_empty() && curve.len() <= 10_000);
+    assert_eq!(run.results.expect("results")["final_equity"], result["final_equity"]);
+    psql("DROP SCHEMA kuant_cli_store CASCADE;");
+}
+
+#[test]
 fn no_store_skips_saving() {
     let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "--no-store"]);
     assert!(out.status.success());
