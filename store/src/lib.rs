@@ -26,7 +26,7 @@ pub use ledger::{
     ReconciliationRun, Wallet,
 };
 pub use market::{LlmCall, LlmUsage, StoredCandle};
-pub use runs::{Run, RunKind, StoredRun, StoredTrade, downsample};
+pub use runs::{Run, RunFilter, RunKind, StoredRun, StoredTrade, downsample};
 pub use sql::{BATCH_ROWS, MAX_TIME_MS};
 pub use trading::{
     AllocationState, RiskAllocation, StoredBlock, StoredFill, StoredOrder, StoredPosition, StoredSignal,
@@ -146,6 +146,23 @@ impl Store {
             Self::Sqlite(_) => &SQLITE,
         };
         migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Whether the store answers and its schema is the one this build knows (what a readiness
+    /// probe asks): the newest applied migration, or why not.
+    pub async fn ready(&self) -> Result<i64, String> {
+        let applied: Result<Option<i64>, sqlx::Error> = sql::with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await
+        });
+        match applied {
+            Ok(Some(v)) if v == self.known_version() => Ok(v),
+            Ok(v) => Err(format!(
+                "the store's schema is at migration {}, this build expects {}",
+                v.unwrap_or(0),
+                self.known_version()
+            )),
+            Err(e) => Err(format!("the store does not answer: {e}")),
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

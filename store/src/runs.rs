@@ -4,7 +4,9 @@ use rust_decimal::Decimal;
 use sqlx::types::Json;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, PG_ARRAY_BATCH_ROWS, builder, decimal, decimal_opt, render, with_pool};
+use crate::sql::{
+    BATCH_ROWS, Casts, PG_ARRAY_BATCH_ROWS, bound, builder, decimal, decimal_opt, render, with_pool,
+};
 
 /// What a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +54,40 @@ pub struct Run {
     pub spec: serde_json::Value,
     /// Its phase.
     pub phase: String,
+}
+
+/// Which runs [`Store::list_runs`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs of this kind.
+    pub kind: Option<RunKind>,
+    /// Only runs in this phase.
+    pub phase: Option<String>,
+    /// Only runs of this strategy (`spec.strategy.name`).
+    pub strategy: Option<String>,
+    /// Only runs that trade this symbol (`spec.market.symbols`).
+    pub symbol: Option<String>,
+    /// Only runs after this cursor (see [`StoredRun::cursor`]).
+    pub after: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl Run {
+    /// The strategy its spec names (`spec.strategy.name`), if any.
+    pub fn strategy(&self) -> Option<&str> {
+        self.spec.pointer("/strategy/name").and_then(serde_json::Value::as_str)
+    }
+
+    /// The symbols its spec trades (`spec.market.symbols`).
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .pointer("/market/symbols")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+    }
 }
 
 /// A run as stored, with what it ended with.
@@ -115,11 +151,13 @@ impl Store {
     pub async fn upsert_run(&self, run: &Run) -> Result<(), sqlx::Error> {
         let sql = render(
             self.backend(),
-            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, {now})
+            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, strategy, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})
              ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase, updated_at = excluded.updated_at",
         );
+        let symbols = self.symbols_sql();
         with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(sql)
                 .bind(&run.run_id)
                 .bind(run.kind.as_str())
@@ -127,10 +165,22 @@ impl Store {
                 .bind(&run.name)
                 .bind(Json(&run.spec))
                 .bind(&run.phase)
-                .execute(pool)
+                .bind(run.strategy())
+                .execute(&mut *tx)
                 .await?;
+            for symbol in run.symbols() {
+                sqlx::query(sqlx::AssertSqlSafe(symbols.0.clone())).bind(&run.run_id).bind(symbol).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         });
         Ok(())
+    }
+
+    fn symbols_sql(&self) -> sqlx::AssertSqlSafe<String> {
+        render(
+            self.backend(),
+            "INSERT INTO run_symbols (run_id, symbol) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
     }
 
     /// Records `run` afresh: a run already stored under its id is deleted first, with everything
@@ -141,9 +191,10 @@ impl Store {
         let delete = render(self.backend(), "DELETE FROM runs WHERE run_id = $1");
         let insert = render(
             self.backend(),
-            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, {now})",
+            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, strategy, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})",
         );
+        let symbols = self.symbols_sql();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(delete).bind(&run.run_id).execute(&mut *tx).await?;
@@ -154,8 +205,12 @@ impl Store {
                 .bind(&run.name)
                 .bind(Json(&run.spec))
                 .bind(&run.phase)
+                .bind(run.strategy())
                 .execute(&mut *tx)
                 .await?;
+            for symbol in run.symbols() {
+                sqlx::query(sqlx::AssertSqlSafe(symbols.0.clone())).bind(&run.run_id).bind(symbol).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -200,16 +255,39 @@ impl Store {
 
     /// The newest runs first, of one kind or all, at most `limit`.
     pub async fn runs(&self, kind: Option<RunKind>, limit: i64) -> Result<Vec<StoredRun>, sqlx::Error> {
+        self.list_runs(&RunFilter { kind, limit, ..RunFilter::default() }).await
+    }
+
+    /// The runs `filter` selects, newest first (ties by id), one page of at most `filter.limit`.
+    /// The page after it: the same filter with `after` = the last run's [`StoredRun::cursor`].
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<StoredRun>, sqlx::Error> {
         let sql = render(
             self.backend(),
             &format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR kind = $1)
-                 ORDER BY created_at DESC, run_id LIMIT $2"
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR phase = $2) AND ($3 IS NULL OR strategy = $3)
+                   AND ($4 IS NULL OR EXISTS (SELECT 1 FROM run_symbols s WHERE s.run_id = runs.run_id AND s.symbol = $4))
+                   AND ($5 IS NULL OR created_at < {{ts $6}} OR (created_at = {{ts $6}} AND run_id > $5))
+                 ORDER BY created_at DESC, run_id LIMIT $7"
             ),
         );
-        let kind = kind.map(RunKind::as_str);
-        let rows: Vec<RunRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(kind).bind(limit).fetch_all(pool).await?);
+        let kind = filter.kind.map(RunKind::as_str);
+        let (after_ms, after_id) = match &filter.after {
+            Some((ms, id)) => (*ms, Some(id.as_str())),
+            None => (0, None),
+        };
+        let rows: Vec<RunRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(kind)
+                .bind(filter.phase.as_deref())
+                .bind(filter.strategy.as_deref())
+                .bind(filter.symbol.as_deref())
+                .bind(after_id)
+                .bind(bound(after_ms))
+                .bind(filter.limit.max(0))
+                .fetch_all(pool)
+                .await?
+        });
         rows.into_iter().map(stored_run).collect()
     }
 
@@ -338,6 +416,13 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+impl StoredRun {
+    /// Where a page that ends with this run stops: pass it as [`RunFilter::after`].
+    pub fn cursor(&self) -> (i64, String) {
+        (self.created_at_ms, self.run.run_id.clone())
     }
 }
 

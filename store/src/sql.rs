@@ -10,7 +10,7 @@
 //! | `{ms col}`    | `round(extract(epoch FROM col) * 1000)::bigint`  | `col`  |
 //! | `{text col}`  | `col::text` (a NUMERIC or UUID read as text)     | `col`  |
 //! | `{int col}`   | `col::bigint` (an INTEGER read as i64)           | `col`  |
-//! | `{now}`       | Unix ms of the statement's time, as a timestamp  | Unix ms |
+//! | `{now}`       | the statement's time to the millisecond          | Unix ms |
 //!
 //! SQLite keeps times as INTEGER Unix milliseconds, decimals as TEXT and UUIDs as TEXT, so its
 //! side is the bare value. The statements are constants of this crate, never user input.
@@ -63,7 +63,8 @@ pub(crate) fn render(backend: Backend, template: &str) -> sqlx::AssertSqlSafe<St
             ("text", true) => format!("{arg}::text"),
             ("int", true) => format!("{arg}::bigint"),
             ("ms" | "text" | "int", false) => arg.to_owned(),
-            ("now", true) => "now()".to_owned(),
+            // Milliseconds, as every time kuant reads back: a cursor on a time then compares exactly.
+            ("now", true) => "date_trunc('milliseconds', now())".to_owned(),
             ("now", false) => "CAST(unixepoch('subsec') * 1000 AS INTEGER)".to_owned(),
             // Not a mark (a JSON literal, say): kept as written.
             _ => tail[..=end].to_owned(),
@@ -147,6 +148,6 @@ mod tests {
             "INSERT INTO f (a, at, p, c) VALUES (?1, ?2, ?3, ?10) RETURNING at, p"
         );
         assert_eq!(render(Backend::Sqlite, "SELECT '{}' WHERE x = $1").0, "SELECT '{}' WHERE x = ?1");
-        assert_eq!(render(Backend::Postgres, "SET u = {now}").0, "SET u = now()");
+        assert_eq!(render(Backend::Postgres, "SET u = {now}").0, "SET u = date_trunc('milliseconds', now())");
     }
 }

@@ -91,7 +91,9 @@ async fn opening_migrates_and_a_newer_schema_is_refused(url: &str, backend: Back
     let again = Store::open(url).await.expect("opens again");
     assert_eq!(table_count(&again).await, 1);
 
+    assert_eq!(again.ready().await, Ok(again.known_version()), "ready: reachable and current");
     pretend_newer(&again).await;
+    assert!(again.ready().await.is_err_and(|e| e.contains("schema is at migration 9999")), "not current");
     let err = Store::open(url).await.expect_err("a newer schema is refused");
     assert!(matches!(err, StoreError::NewerSchema { found: 9999, .. }), "{err}");
     assert!(err.to_string().contains("newer than this kuant knows"), "{err}");

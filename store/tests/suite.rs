@@ -700,3 +700,56 @@ async fn resetting_a_run_replaces_everything_it_had() {
         assert_eq!(store.events_of_run("other", 10).await.expect("other").len(), 1, "other runs untouched");
     }
 }
+
+#[tokio::test]
+async fn runs_filter_by_phase_strategy_and_symbol_and_page_without_gaps_or_repeats() {
+    for store in stores("run_pages").await {
+        for n in 0..25 {
+            let mut r = run(&format!("ns/bt-{n:02}"));
+            r.spec = serde_json::json!({
+                "strategy": {"name": if n % 2 == 0 { "sma-crossover" } else { "rsi-mean-reversion" }},
+                "market": {"symbols": if n % 5 == 0 { vec!["BTCUSDT", "ETHUSDT"] } else { vec!["BTCUSDT"] }},
+            });
+            r.phase = if n % 3 == 0 { "Failed".into() } else { "Succeeded".into() };
+            store.upsert_run(&r).await.expect("run");
+        }
+        let mut filter = kuant_store::RunFilter { limit: 7, ..Default::default() };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list_runs(&filter).await.expect("page");
+            seen.extend(page.iter().map(|r| r.run.run_id.clone()));
+            match page.last() {
+                Some(last) if page.len() == 7 => filter.after = Some(last.cursor()),
+                _ => break,
+            }
+        }
+        let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!((seen.len(), unique.len()), (25, 25), "every run once: {:?}", store.backend());
+
+        let only = |f: kuant_store::RunFilter| {
+            let store = store.clone();
+            async move {
+                let mut ids: Vec<String> = store
+                    .list_runs(&kuant_store::RunFilter { limit: 100, ..f })
+                    .await
+                    .expect("filtered")
+                    .into_iter()
+                    .map(|r| r.run.run_id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        let eth = only(kuant_store::RunFilter { symbol: Some("ETHUSDT".into()), ..Default::default() }).await;
+        assert_eq!(eth, ["ns/bt-00", "ns/bt-05", "ns/bt-10", "ns/bt-15", "ns/bt-20"], "{:?}", store.backend());
+        let failed_rsi = only(kuant_store::RunFilter {
+            phase: Some("Failed".into()),
+            strategy: Some("rsi-mean-reversion".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(failed_rsi, ["ns/bt-03", "ns/bt-09", "ns/bt-15", "ns/bt-21"]);
+        let sessions = only(kuant_store::RunFilter { kind: Some(RunKind::Session), ..Default::default() }).await;
+        assert!(sessions.is_empty());
+    }
+}
