@@ -175,7 +175,7 @@ run "$HELM" version --short
 run "$KV" --version
 
 DEFAULT_VALUES=()
-ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set database.existingSecret=db)
+ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set database.existingSecret=db --set opsApi.tokens.existingSecret=tok)
 PG_VALUES=(--set postgresql.enabled=true)
 
 step "helm lint"
@@ -302,6 +302,10 @@ secrets = [d for d in docs if d["kind"] == "Secret"]
 if "DATABASE_URL" in ops_env:
     problems.append("the ops API reads KUANT_DATABASE_URL, not DATABASE_URL")
 if value_set == "default":
+    ops_args = [c["args"] for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ops-api")
+                for c in d["spec"]["template"]["spec"]["containers"]][0]
+    if "--store" not in ops_args:
+        problems.append(f"without a database the ops API must use its SQLite file on the data volume: {ops_args}")
     if "ServiceMonitor" in kinds:
         problems.append("ServiceMonitor rendered although metrics.serviceMonitor.enabled is false")
     if "KUANT_DATABASE_URL" in ops_env or agent_secret:
@@ -315,6 +319,12 @@ elif value_set == "alt":
         problems.append(f"database.existingSecret=db must reach the ops API and the agents: {store_secret(ops_env)}, {agent_secret}")
     if secrets or statefulsets:
         problems.append("with database.existingSecret the chart creates no Secret and no PostgreSQL")
+    ops = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ops-api")][0]
+    ops_pod = ops["spec"]["template"]["spec"]
+    ops_args = ops_pod["containers"][0]["args"]
+    volumes = {v["name"]: v for v in ops_pod.get("volumes", [])}
+    if "--tokens" not in ops_args or volumes.get("tokens", {}).get("secret", {}).get("secretName") != "tok":
+        problems.append(f"opsApi.tokens.existingSecret=tok must reach the ops API as --tokens: {ops_args}")
 else:
     if len(statefulsets) != 1 or statefulsets[0]["spec"]["replicas"] != 1:
         problems.append("postgresql.enabled renders one single-replica StatefulSet")

@@ -94,12 +94,21 @@ enum AgentRole {
 
 #[derive(clap::Args, Debug)]
 struct OpsApiArgs {
-    /// Address to listen on.
+    /// Address to listen on. Without --tokens it must be a loopback address.
     #[arg(long, env = "KUANT_OPS_API_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// PostgreSQL URL; absent: the embedded SQLite store.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    /// The store: postgres://… or a SQLite file. Default: `KUANT_DATABASE_URL`, else the local
+    /// store `kuant backtest` saves to (~/.local/share/kuant/kuant.db).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Token file: one `TOKEN ROLE` per line (roles viewer, trader, admin; a token may be given
+    /// as `sha256:HEX`). Without it every request acts as admin, so the server only listens on a
+    /// loopback address.
+    #[arg(long, env = "KUANT_OPS_API_TOKENS", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Also read and create the custom resources through the Kubernetes API server.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Exit code for a role that a later release brings.
@@ -117,7 +126,9 @@ fn main() -> ExitCode {
         Command::Agent { role: AgentRole::Reconcile } => {
             not_implemented("agent reconcile", "this agent role")
         }
-        Command::OpsApi(_) => not_implemented("ops-api", "the ops API"),
+        Command::OpsApi(args) => {
+            cli::ops_api::run(args.listen, args.store.as_deref(), args.tokens.as_deref(), args.cluster)
+        }
         Command::Backtest(args) => cli::backtest::run(&args),
     }
 }

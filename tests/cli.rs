@@ -36,7 +36,7 @@ fn crd_prints_the_three_committed_crds() {
 
 #[test]
 fn roles_that_are_not_built_yet_fail_loudly() {
-    for args in [&["ops-api"][..], &["agent", "session"], &["agent", "reconcile"]] {
+    for args in [&["ops-api", "--cluster"][..], &["agent", "session"], &["agent", "reconcile"]] {
         let out = kuant(args);
         assert_eq!(out.status.code(), Some(3), "{args:?} must not pretend to succeed");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -507,6 +507,75 @@ fn a_local_backtest_saves_to_postgresql_as_well() {
     assert!(!curve.is_empty() && curve.len() <= 10_000);
     assert_eq!(run.results.expect("results")["final_equity"], result["final_equity"]);
     psql("DROP SCHEMA kuant_cli_store CASCADE;");
+}
+
+#[test]
+fn the_ops_api_refuses_to_serve_a_non_loopback_address_without_tokens() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["ops-api", "--listen", "0.0.0.0:0", "--store", &test_store()])
+        .env_remove("KUANT_OPS_API_TOKENS")
+        .output()
+        .expect("kuant runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve 0.0.0.0:0 without --tokens"), "{stderr}");
+}
+
+#[test]
+fn the_ops_api_serves_the_local_store_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, Read, Write};
+    let dir = temp_dir("ops-api");
+    let db = dir.join("local.db").to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&db);
+    let saved = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "--store", &db]);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["ops-api", "--listen", "127.0.0.1:0", "--store", &db])
+        .env("RUST_LOG", "info")
+        .env_remove("KUANT_OPS_API_TOKENS")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kuant ops-api starts");
+    let stderr = server.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines.next().expect("the server says where it listens").expect("a line");
+        let plain: String = strip_ansi(&line);
+        if let Some(rest) = plain.split("address=").nth(1) {
+            break rest.split_whitespace().next().expect("an address").to_owned();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream
+        .write_all(b"GET /api/v1/backtests/local/btc-sma-crossover/results HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"final_equity\""), "the run kuant backtest saved: {reply}");
+
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = server.wait().expect("the server exits");
+    assert_eq!(status.code(), Some(0), "a clean shutdown on SIGTERM");
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[test]

@@ -1,1 +1,91 @@
+//! kuant's ops API: how people and the dashboard see and steer kuant. JSON over REST under
+//! `/api/v1`, reading the store; `/healthz`, `/readyz` and `/metrics` beside it.
+//!
+//! Every error has one shape ([`error::ApiError`]); every list takes `limit` and `cursor` and
+//! returns `{"items": [...], "next_cursor": ...}`; unknown query parameters are refused.
+//! Requests need a bearer token ([`auth`]) unless the server runs open on a loopback address.
 
+pub mod auth;
+pub mod backtests;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod params;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kuant_store::Store;
+
+use auth::{Needs, Role, Tokens};
+use error::ApiError;
+use metrics::Metrics;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Who may call.
+    pub tokens: Arc<Tokens>,
+    /// Request and connection metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over `store` with `tokens`.
+    pub fn new(store: Store, tokens: Tokens) -> Self {
+        Self { store, tokens: Arc::new(tokens), metrics: Arc::new(Metrics::default()) }
+    }
+}
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let needs = |role| Needs { tokens: state.tokens.clone(), role };
+    let reads = Router::new()
+        .route("/api/v1/backtests", get(backtests::list))
+        .route("/api/v1/backtests/compare", get(backtests::compare))
+        .route("/api/v1/backtests/{namespace}/{name}", get(backtests::get))
+        .route("/api/v1/backtests/{namespace}/{name}/results", get(backtests::results))
+        .route("/api/v1/backtests/{namespace}/{name}/equity", get(backtests::equity))
+        .route("/api/v1/backtests/{namespace}/{name}/trades", get(backtests::trades))
+        .route("/api/v1/backtests/{namespace}/{name}/events", get(backtests::events))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/chains/{correlation_id}", get(events::chain))
+        .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
+    Router::new()
+        .merge(reads)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// Ready when the store answers and its schema is the one this build knows.
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.store.ready().await {
+        Ok(version) => (StatusCode::OK, format!("ready: store at migration {version}")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -26,6 +26,30 @@ pub struct StoredEvent {
     pub payload: serde_json::Value,
 }
 
+/// Which events [`Store::list_events`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only this run's or session's.
+    pub run_id: Option<String>,
+    /// Only this chain's (a UUID).
+    pub correlation_id: Option<String>,
+    /// Only this type.
+    pub event_type: Option<String>,
+    /// Only this agent's.
+    pub source: Option<String>,
+    /// Only those after this `(time, event id)` position (see [`StoredEvent::cursor`]).
+    pub after: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl StoredEvent {
+    /// Where a page that ends with this event stops: pass it as [`EventFilter::after`].
+    pub fn cursor(&self) -> (i64, String) {
+        (self.occurred_at_ms, self.event_id.clone())
+    }
+}
+
 type EventRow = (String, String, String, Option<String>, String, String, i64, Json<serde_json::Value>);
 
 const EVENT_COLUMNS: &str =
@@ -103,6 +127,37 @@ impl Store {
         );
         let rows: Vec<EventRow> =
             with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).bind(limit).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(stored_event).collect())
+    }
+
+    /// The events `filter` selects in the order they happened (ties by id), one page.
+    pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE ($1 IS NULL OR run_id = $1) AND ($2 IS NULL OR correlation_id = {{uuid $2}})
+                   AND ($3 IS NULL OR event_type = $3) AND ($4 IS NULL OR source = $4)
+                   AND ($5 IS NULL OR occurred_at > {{ts $6}} OR (occurred_at = {{ts $6}} AND event_id > {{uuid $5}}))
+                 ORDER BY occurred_at, event_id LIMIT $7"
+            ),
+        );
+        let (after_ms, after_id) = match &filter.after {
+            Some((ms, id)) => (*ms, Some(id.as_str())),
+            None => (0, None),
+        };
+        let rows: Vec<EventRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(filter.run_id.as_deref())
+                .bind(filter.correlation_id.as_deref())
+                .bind(filter.event_type.as_deref())
+                .bind(filter.source.as_deref())
+                .bind(after_id)
+                .bind(bound(after_ms))
+                .bind(filter.limit.max(0))
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows.into_iter().map(stored_event).collect())
     }
 

@@ -20,7 +20,7 @@ mod runs;
 mod sql;
 mod trading;
 
-pub use events::StoredEvent;
+pub use events::{EventFilter, StoredEvent};
 pub use ledger::{
     AccountKind, Drift, LedgerAccount, LedgerError, LedgerTransaction, ReconciliationResult,
     ReconciliationRun, Wallet,

@@ -741,7 +741,12 @@ async fn runs_filter_by_phase_strategy_and_symbol_and_page_without_gaps_or_repea
             }
         };
         let eth = only(kuant_store::RunFilter { symbol: Some("ETHUSDT".into()), ..Default::default() }).await;
-        assert_eq!(eth, ["ns/bt-00", "ns/bt-05", "ns/bt-10", "ns/bt-15", "ns/bt-20"], "{:?}", store.backend());
+        assert_eq!(
+            eth,
+            ["ns/bt-00", "ns/bt-05", "ns/bt-10", "ns/bt-15", "ns/bt-20"],
+            "{:?}",
+            store.backend()
+        );
         let failed_rsi = only(kuant_store::RunFilter {
             phase: Some("Failed".into()),
             strategy: Some("rsi-mean-reversion".into()),
@@ -749,7 +754,58 @@ async fn runs_filter_by_phase_strategy_and_symbol_and_page_without_gaps_or_repea
         })
         .await;
         assert_eq!(failed_rsi, ["ns/bt-03", "ns/bt-09", "ns/bt-15", "ns/bt-21"]);
-        let sessions = only(kuant_store::RunFilter { kind: Some(RunKind::Session), ..Default::default() }).await;
+        let sessions =
+            only(kuant_store::RunFilter { kind: Some(RunKind::Session), ..Default::default() }).await;
         assert!(sessions.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn events_filter_by_run_chain_type_and_source_and_page_by_cursor() {
+    for store in stores("event_pages").await {
+        store.upsert_run(&run("s-ev")).await.expect("run");
+        store.upsert_run(&run("s-other")).await.expect("run");
+        // Ten events per millisecond for part of the run: pages must split ties correctly.
+        let mut events: Vec<_> = (0..60).map(|n| event(n, "s-ev", n / 6, 1_000 + (n / 10) as i64)).collect();
+        events.push(event(100, "s-other", 0, 1_000));
+        store.insert_events(&events).await.expect("events");
+
+        let mut filter =
+            kuant_store::EventFilter { run_id: Some("s-ev".into()), limit: 7, ..Default::default() };
+        let mut seen = Vec::new();
+        loop {
+            let page = store.list_events(&filter).await.expect("page");
+            seen.extend(page.iter().map(|e| e.event_id.clone()));
+            match page.last() {
+                Some(last) if page.len() == 7 => filter.after = Some(last.cursor()),
+                _ => break,
+            }
+        }
+        let expected: Vec<_> = (0..60).map(uuid).collect();
+        assert_eq!(seen, expected, "in order, every event once: {:?}", store.backend());
+
+        let fills = store
+            .list_events(&kuant_store::EventFilter {
+                run_id: Some("s-ev".into()),
+                event_type: Some("fill".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("fills");
+        assert_eq!(fills.len(), 30);
+        let chain = store
+            .list_events(&kuant_store::EventFilter {
+                correlation_id: Some(uuid(1_000_002)),
+                source: Some("engine".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("chain");
+        assert_eq!(
+            chain.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>(),
+            (12..18).map(uuid).collect::<Vec<_>>()
+        );
     }
 }

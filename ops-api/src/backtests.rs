@@ -1,0 +1,356 @@
+//! `/api/v1/backtests`: list, one, results, equity, trades, events, and compare.
+//!
+//! A backtest is addressed as `{namespace}/{name}`, the id its run carries in the store; local
+//! runs (`kuant backtest`) have the namespace `local`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use kuant_store::{RunFilter, RunKind, StoredEvent, StoredRun, StoredTrade};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::params::{Params, encode_cursor};
+
+/// Phases a filter may name.
+const PHASES: &[&str] = &["Pending", "Running", "Saving", "Succeeded", "Failed"];
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A backtest in a list.
+#[derive(Debug, Serialize)]
+pub struct BacktestSummary {
+    /// `namespace/name`.
+    pub id: String,
+    /// Namespace (`local` for a local run).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Phase.
+    pub phase: String,
+    /// Strategy.
+    pub strategy: Option<String>,
+    /// Symbols.
+    pub symbols: Vec<String>,
+    /// When it was recorded, Unix ms.
+    pub created_at_ms: i64,
+    /// When it finished, Unix ms.
+    pub finished_at_ms: Option<i64>,
+    /// Its headline figures (a Backtest's `status.results`), once finished.
+    pub results: Option<serde_json::Value>,
+}
+
+/// One backtest: the summary, its spec and its whole status (progress included).
+#[derive(Debug, Serialize)]
+pub struct BacktestDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: BacktestSummary,
+    /// The spec it ran with.
+    pub spec: serde_json::Value,
+    /// Its status.
+    pub status: Option<serde_json::Value>,
+}
+
+/// An equity curve, columns of equal length.
+#[derive(Debug, Serialize)]
+pub struct Equity {
+    /// `namespace/name`.
+    pub id: String,
+    /// Points stored for the run (before downsampling to `points`).
+    pub stored_points: usize,
+    /// Unix ms.
+    pub times: Vec<i64>,
+    /// Equity at each time.
+    pub equity: Vec<f64>,
+}
+
+/// A trade as served.
+#[derive(Debug, Serialize)]
+pub struct Trade {
+    /// Symbol.
+    pub symbol: String,
+    /// Its number within the run and symbol.
+    pub trade_no: i64,
+    /// Entry time, Unix ms.
+    pub entry_time_ms: i64,
+    /// Exit time, Unix ms.
+    pub exit_time_ms: Option<i64>,
+    /// Entry price (a decimal string).
+    pub entry_price: String,
+    /// Exit price.
+    pub exit_price: Option<String>,
+    /// Quantity.
+    pub quantity: String,
+    /// Profit or loss after fees.
+    pub pnl: Option<String>,
+    /// Fees.
+    pub fees: String,
+}
+
+/// An event as served.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// Its id.
+    pub id: String,
+    /// Run or session.
+    pub run_id: String,
+    /// Chain.
+    pub correlation_id: String,
+    /// What caused it.
+    pub causation_id: Option<String>,
+    /// Type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The agent that wrote it.
+    pub source: String,
+    /// When, Unix ms.
+    pub occurred_at_ms: i64,
+    /// Its fields.
+    pub payload: serde_json::Value,
+}
+
+/// Backtests side by side.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    /// The backtests, in the order asked for.
+    pub backtests: Vec<BacktestSummary>,
+    /// The union of the curves' times, Unix ms.
+    pub times: Vec<i64>,
+    /// One curve per backtest, aligned on `times`: each value is the equity at or before that
+    /// time (null before the curve starts).
+    pub equity: Vec<Vec<Option<f64>>>,
+}
+
+impl From<StoredTrade> for Trade {
+    fn from(t: StoredTrade) -> Self {
+        Self {
+            symbol: t.symbol,
+            trade_no: t.trade_no,
+            entry_time_ms: t.entry_time_ms,
+            exit_time_ms: t.exit_time_ms,
+            entry_price: t.entry_price.to_string(),
+            exit_price: t.exit_price.map(|p| p.to_string()),
+            quantity: t.quantity.to_string(),
+            pnl: t.pnl.map(|p| p.to_string()),
+            fees: t.fees.to_string(),
+        }
+    }
+}
+
+impl From<StoredEvent> for Event {
+    fn from(e: StoredEvent) -> Self {
+        Self {
+            id: e.event_id,
+            run_id: e.run_id,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            event_type: e.event_type,
+            source: e.source,
+            occurred_at_ms: e.occurred_at_ms,
+            payload: e.payload,
+        }
+    }
+}
+
+fn summary(run: &StoredRun) -> BacktestSummary {
+    let (namespace, name) = match run.run.run_id.split_once('/') {
+        Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+        None => (run.run.namespace.clone().unwrap_or_else(|| "local".into()), run.run.name.clone()),
+    };
+    BacktestSummary {
+        id: run.run.run_id.clone(),
+        namespace,
+        name,
+        phase: run.run.phase.clone(),
+        strategy: run.run.strategy().map(str::to_owned),
+        symbols: run.run.symbols().map(str::to_owned).collect(),
+        created_at_ms: run.created_at_ms,
+        finished_at_ms: run.finished_at_ms,
+        results: run.status.as_ref().and_then(|s| s.get("results")).cloned(),
+    }
+}
+
+async fn backtest(state: &AppState, id: &str) -> Result<StoredRun, ApiError> {
+    match state.store.run(id).await? {
+        Some(run) if run.run.kind == RunKind::Backtest => Ok(run),
+        _ => Err(ApiError::not_found(format!("no backtest {id}"))),
+    }
+}
+
+/// `GET /api/v1/backtests?phase=&strategy=&symbol=&limit=&cursor=`
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    mut params: Params,
+) -> Result<Json<Page<BacktestSummary>>, ApiError> {
+    let filter = RunFilter {
+        kind: Some(RunKind::Backtest),
+        phase: params.choice("phase", PHASES).map(str::to_owned),
+        strategy: params.text("strategy", 64),
+        symbol: params.text("symbol", 32),
+        after: params.cursor(),
+        limit: i64::from(params.limit(50)),
+    };
+    params.finish()?;
+    let runs = state.store.list_runs(&filter).await?;
+    let next_cursor = match runs.last() {
+        Some(last) if runs.len() as i64 == filter.limit => {
+            let (ms, id) = last.cursor();
+            Some(encode_cursor(ms, &id))
+        }
+        _ => None,
+    };
+    Ok(Json(Page { items: runs.iter().map(summary).collect(), next_cursor }))
+}
+
+/// `GET /api/v1/backtests/{namespace}/{name}`
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<BacktestDetail>, ApiError> {
+    params.finish()?;
+    let run = backtest(&state, &format!("{namespace}/{name}")).await?;
+    Ok(Json(BacktestDetail { summary: summary(&run), spec: run.run.spec.clone(), status: run.status }))
+}
+
+/// `GET /api/v1/backtests/{namespace}/{name}/results`: every figure of the run (metrics,
+/// counters, timings…).
+pub async fn results(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    params.finish()?;
+    let id = format!("{namespace}/{name}");
+    let run = backtest(&state, &id).await?;
+    run.results.map(Json).ok_or_else(|| {
+        ApiError::not_found(format!("backtest {id} has no results yet (phase {})", run.run.phase))
+    })
+}
+
+/// `GET /api/v1/backtests/{namespace}/{name}/equity?points=N` (2 to 10,000; default 1,000):
+/// the curve downsampled on the server, keeping each bucket's low and high.
+pub async fn equity(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    mut params: Params,
+) -> Result<Json<Equity>, ApiError> {
+    let points = params.number("points", 1000, 2, 10_000) as usize;
+    params.finish()?;
+    let id = format!("{namespace}/{name}");
+    backtest(&state, &id).await?;
+    let curve = state.store.equity_of_run(&id).await?;
+    let kept = kuant_store::downsample(&curve, points);
+    Ok(Json(Equity {
+        id,
+        stored_points: curve.len(),
+        times: kept.iter().map(|p| p.0).collect(),
+        equity: kept.iter().map(|p| p.1).collect(),
+    }))
+}
+
+/// `GET /api/v1/backtests/{namespace}/{name}/trades?limit=&cursor=`
+pub async fn trades(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    mut params: Params,
+) -> Result<Json<Page<Trade>>, ApiError> {
+    let limit = params.limit(100) as usize;
+    // The cursor of a trade page is the position of the next trade.
+    let from = params.cursor().map_or(0, |(offset, _)| usize::try_from(offset).unwrap_or(0));
+    params.finish()?;
+    let id = format!("{namespace}/{name}");
+    backtest(&state, &id).await?;
+    let all = state.store.trades_of_run(&id).await?;
+    let end = from.saturating_add(limit).min(all.len());
+    let next_cursor = (end < all.len()).then(|| encode_cursor(end as i64, ""));
+    let items = all.into_iter().skip(from).take(end.saturating_sub(from)).map(Trade::from).collect();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// `GET /api/v1/backtests/{namespace}/{name}/events?type=&source=&limit=&cursor=`
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<Page<Event>>, ApiError> {
+    let id = format!("{namespace}/{name}");
+    backtest(&state, &id).await?;
+    crate::events::page(&state, params, Some(id)).await
+}
+
+/// `GET /api/v1/backtests/compare?ids=ns/a,ns/b&points=N`: 2 to 8 backtests, their figures
+/// side by side and their curves aligned on time.
+pub async fn compare(
+    State(state): State<Arc<AppState>>,
+    mut params: Params,
+) -> Result<Json<Comparison>, ApiError> {
+    let ids = params.text("ids", 2048);
+    let points = params.number("points", 500, 2, 5_000) as usize;
+    params.finish()?;
+    let ids: Vec<String> = ids
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !(2..=8).contains(&ids.len()) {
+        return Err(ApiError::invalid_field(
+            "ids",
+            "give 2 to 8 backtest ids (namespace/name), comma-separated",
+        ));
+    }
+    let mut backtests = Vec::with_capacity(ids.len());
+    let mut curves = Vec::with_capacity(ids.len());
+    for id in &ids {
+        backtests.push(summary(&backtest(&state, id).await?));
+        curves.push(kuant_store::downsample(&state.store.equity_of_run(id).await?, points));
+    }
+    let mut times: Vec<i64> = curves.iter().flatten().map(|p| p.0).collect();
+    times.sort_unstable();
+    times.dedup();
+    let equity = curves.iter().map(|curve| align(curve, &times)).collect();
+    Ok(Json(Comparison { backtests, times, equity }))
+}
+
+/// `curve` (in time order) on `times` (sorted): the last value at or before each time.
+fn align(curve: &[(i64, f64)], times: &[i64]) -> Vec<Option<f64>> {
+    let mut next = 0;
+    let mut last = None;
+    times
+        .iter()
+        .map(|&t| {
+            while next < curve.len() && curve[next].0 <= t {
+                last = Some(curve[next].1);
+                next += 1;
+            }
+            last
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::align;
+
+    #[test]
+    fn curves_align_on_the_union_of_times_holding_the_last_value() {
+        let times = [1, 2, 3, 5, 8];
+        assert_eq!(
+            align(&[(2, 10.0), (5, 11.0)], &times),
+            [None, Some(10.0), Some(10.0), Some(11.0), Some(11.0)]
+        );
+        assert_eq!(align(&[], &times), [None; 5]);
+    }
+}

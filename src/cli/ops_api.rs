@@ -1,0 +1,100 @@
+//! `kuant ops-api`: serves the ops API over the store.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C), 2 bad flags or token file, 1 when
+//! the store cannot be opened or the address cannot be bound, 3 for what is not built yet.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use kuant_ops_api::AppState;
+use kuant_ops_api::auth::Tokens;
+
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub fn run(listen: SocketAddr, store: Option<&str>, tokens: Option<&Path>, cluster: bool) -> ExitCode {
+    if cluster {
+        return fail(3, "ops-api --cluster (reading resources from the API server) is not implemented yet");
+    }
+    let tokens = match tokens {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match Tokens::parse(&text) {
+                Ok(t) => t,
+                Err(e) => return fail(EXIT_BAD_INPUT, format!("token file {}: {e}", path.display())),
+            },
+            Err(e) => {
+                return fail(EXIT_BAD_INPUT, format!("cannot read the token file {}: {e}", path.display()));
+            }
+        },
+        None if listen.ip().is_loopback() => Tokens::Open,
+        None => {
+            return fail(
+                EXIT_BAD_INPUT,
+                format!(
+                    "refusing to serve {listen} without --tokens: anyone who reaches it would act as admin; \
+                     pass --tokens FILE, or listen on 127.0.0.1"
+                ),
+            );
+        }
+    };
+    let url = match super::store::location(store) {
+        Ok(url) => url,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let store = match kuant_store::Store::open(&url).await {
+            Ok(s) => s,
+            Err(e) => return fail(EXIT_INTERNAL, e),
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_INTERNAL, format!("cannot listen on {listen}: {e}")),
+        };
+        let open = matches!(tokens, Tokens::Open);
+        let bound = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+        tracing::info!(
+            address = %bound,
+            store = %kuant_store::redact(&url),
+            auth = if open { "none (loopback only; every request acts as admin)" } else { "bearer tokens" },
+            "ops API listening"
+        );
+        let state = Arc::new(AppState::new(store, tokens));
+        match kuant_ops_api::serve(listener, state, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_INTERNAL, format!("the server stopped: {e}")),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
