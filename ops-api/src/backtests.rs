@@ -14,8 +14,9 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::params::{Params, encode_cursor};
 
-/// Phases a filter may name.
-const PHASES: &[&str] = &["Pending", "Running", "Saving", "Succeeded", "Failed"];
+/// Phases a filter may name: a Backtest's, and a TradingSession's.
+const PHASES: &[&str] =
+    &["Pending", "Running", "Saving", "Succeeded", "Failed", "Ready", "Trading", "Halted", "Stopped"];
 
 /// A page of a list.
 #[derive(Debug, Serialize)]
@@ -26,9 +27,9 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// A backtest in a list.
+/// A run (backtest or session) in a list.
 #[derive(Debug, Serialize)]
-pub struct BacktestSummary {
+pub struct RunSummary {
     /// `namespace/name`.
     pub id: String,
     /// Namespace (`local` for a local run).
@@ -49,12 +50,12 @@ pub struct BacktestSummary {
     pub results: Option<serde_json::Value>,
 }
 
-/// One backtest: the summary, its spec and its whole status (progress included).
+/// One run: the summary, its spec and its whole status (progress included).
 #[derive(Debug, Serialize)]
-pub struct BacktestDetail {
+pub struct RunDetail {
     /// The summary.
     #[serde(flatten)]
-    pub summary: BacktestSummary,
+    pub summary: RunSummary,
     /// The spec it ran with.
     pub spec: serde_json::Value,
     /// Its status.
@@ -123,7 +124,7 @@ pub struct Event {
 #[derive(Debug, Serialize)]
 pub struct Comparison {
     /// The backtests, in the order asked for.
-    pub backtests: Vec<BacktestSummary>,
+    pub backtests: Vec<RunSummary>,
     /// The union of the curves' times, Unix ms.
     pub times: Vec<i64>,
     /// One curve per backtest, aligned on `times`: each value is the equity at or before that
@@ -162,12 +163,12 @@ impl From<StoredEvent> for Event {
     }
 }
 
-fn summary(run: &StoredRun) -> BacktestSummary {
+pub(crate) fn summary(run: &StoredRun) -> RunSummary {
     let (namespace, name) = match run.run.run_id.split_once('/') {
         Some((ns, name)) => (ns.to_owned(), name.to_owned()),
         None => (run.run.namespace.clone().unwrap_or_else(|| "local".into()), run.run.name.clone()),
     };
-    BacktestSummary {
+    RunSummary {
         id: run.run.run_id.clone(),
         namespace,
         name,
@@ -190,10 +191,19 @@ async fn backtest(state: &AppState, id: &str) -> Result<StoredRun, ApiError> {
 /// `GET /api/v1/backtests?phase=&strategy=&symbol=&limit=&cursor=`
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    params: Params,
+) -> Result<Json<Page<RunSummary>>, ApiError> {
+    list_runs(&state, params, RunKind::Backtest).await
+}
+
+/// One page of runs of `kind`, filtered by `phase`, `strategy` and `symbol`.
+pub async fn list_runs(
+    state: &AppState,
     mut params: Params,
-) -> Result<Json<Page<BacktestSummary>>, ApiError> {
+    kind: RunKind,
+) -> Result<Json<Page<RunSummary>>, ApiError> {
     let filter = RunFilter {
-        kind: Some(RunKind::Backtest),
+        kind: Some(kind),
         phase: params.choice("phase", PHASES).map(str::to_owned),
         strategy: params.text("strategy", 64),
         symbol: params.text("symbol", 32),
@@ -217,10 +227,10 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     params: Params,
-) -> Result<Json<BacktestDetail>, ApiError> {
+) -> Result<Json<RunDetail>, ApiError> {
     params.finish()?;
     let run = backtest(&state, &format!("{namespace}/{name}")).await?;
-    Ok(Json(BacktestDetail { summary: summary(&run), spec: run.run.spec.clone(), status: run.status }))
+    Ok(Json(RunDetail { summary: summary(&run), spec: run.run.spec.clone(), status: run.status }))
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}/results`: every figure of the run (metrics,
@@ -272,10 +282,15 @@ pub async fn trades(
     let id = format!("{namespace}/{name}");
     backtest(&state, &id).await?;
     let all = state.store.trades_of_run(&id).await?;
+    Ok(Json(slice_page(all, from, limit, Trade::from)))
+}
+
+/// The page of `all` from position `from`, at most `limit` long; its cursor is the next position.
+pub(crate) fn slice_page<T, U>(all: Vec<T>, from: usize, limit: usize, map: impl Fn(T) -> U) -> Page<U> {
     let end = from.saturating_add(limit).min(all.len());
     let next_cursor = (end < all.len()).then(|| encode_cursor(end as i64, ""));
-    let items = all.into_iter().skip(from).take(end.saturating_sub(from)).map(Trade::from).collect();
-    Ok(Json(Page { items, next_cursor }))
+    let items = all.into_iter().skip(from).take(end.saturating_sub(from)).map(map).collect();
+    Page { items, next_cursor }
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}/events?type=&source=&limit=&cursor=`

@@ -9,8 +9,10 @@ pub mod auth;
 pub mod backtests;
 pub mod error;
 pub mod events;
+pub mod market;
 pub mod metrics;
 pub mod params;
+pub mod sessions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +59,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/backtests/{namespace}/{name}/events", get(backtests::events))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/chains/{correlation_id}", get(events::chain))
+        .route("/api/v1/sessions", get(sessions::list))
+        .route("/api/v1/sessions/{namespace}/{name}", get(sessions::get))
+        .route("/api/v1/sessions/{namespace}/{name}/portfolio", get(sessions::portfolio))
+        .route("/api/v1/sessions/{namespace}/{name}/positions", get(sessions::positions))
+        .route("/api/v1/sessions/{namespace}/{name}/orders", get(sessions::orders))
+        .route("/api/v1/sessions/{namespace}/{name}/fills", get(sessions::fills))
+        .route("/api/v1/sessions/{namespace}/{name}/blocks", get(sessions::blocks))
+        .route("/api/v1/sessions/{namespace}/{name}/risk", get(sessions::risk))
+        .route("/api/v1/sessions/{namespace}/{name}/report", get(sessions::report))
+        .route("/api/v1/market/candles", get(market::candles))
+        .route("/api/v1/market/latest", get(market::latest))
+        .route("/api/v1/llm/usage", get(market::llm_usage))
         .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
     Router::new()
         .merge(reads)

@@ -69,6 +69,27 @@ impl Params {
         }
     }
 
+    /// A time in Unix milliseconds.
+    pub fn time(&mut self, name: &str) -> Option<i64> {
+        let text = self.take(name).filter(|v| !v.is_empty())?;
+        match text.parse::<i64>() {
+            Ok(ms) if (kuant_store::MIN_TIME_MS..=kuant_store::MAX_TIME_MS).contains(&ms) => Some(ms),
+            _ => {
+                self.error(name, format!("must be a time in Unix milliseconds, not {text:?}"));
+                None
+            }
+        }
+    }
+
+    /// A required text parameter.
+    pub fn required(&mut self, name: &str, max_len: usize) -> Option<String> {
+        let value = self.text(name, max_len);
+        if value.is_none() && !self.errors.iter().any(|e| e.field == name) {
+            self.error(name, "required");
+        }
+        value
+    }
+
     /// `limit` (1..=[`MAX_LIMIT`], `default` when absent).
     pub fn limit(&mut self, default: u32) -> u32 {
         self.number("limit", default, 1, MAX_LIMIT)

@@ -338,3 +338,253 @@ async fn every_role_reads_and_no_token_or_a_wrong_one_is_refused_without_echoing
     assert!(metrics.text.contains("kuant_ops_api_http_request_duration_seconds_bucket"));
     assert!(!metrics.text.contains(VIEWER));
 }
+
+fn dec(text: &str) -> rust_decimal::Decimal {
+    text.parse().expect("decimal")
+}
+
+/// A session `desk/paper-btc` with a day of trading on 2024-03-01 (and one fill the day after).
+async fn seed_session(store: &Store) {
+    use kuant_store::*;
+    let id = "desk/paper-btc";
+    store
+        .upsert_run(&Run {
+            run_id: id.into(),
+            kind: RunKind::Session,
+            namespace: Some("desk".into()),
+            name: "paper-btc".into(),
+            spec: serde_json::json!({"market": {"symbols": ["BTCUSDT"]}}),
+            phase: "Trading".into(),
+        })
+        .await
+        .expect("session");
+    let day = 1_709_251_200_000; // 2024-03-01T00:00Z
+    let orders: Vec<StoredOrder> = (0..3)
+        .map(|n| StoredOrder {
+            client_order_id: format!("kq-{n}"),
+            run_id: id.into(),
+            correlation_id: uuid(500 + n),
+            exchange_order_id: Some(format!("ex-{n}")),
+            symbol: "BTCUSDT".into(),
+            side: if n == 1 { "sell".into() } else { "buy".into() },
+            order_type: "market".into(),
+            quantity: dec("0.01"),
+            limit_price: None,
+            status: "filled".into(),
+            created_at_ms: day + n as i64 * 1000,
+        })
+        .collect();
+    store.insert_orders(&orders).await.expect("orders");
+    let fills: Vec<StoredFill> = (0..3)
+        .map(|n| StoredFill {
+            fill_id: format!("f-{n}"),
+            client_order_id: format!("kq-{n}"),
+            run_id: id.into(),
+            at_ms: if n == 2 { day + 86_400_000 + 5 } else { day + n as i64 * 1000 + 10 },
+            price: dec("60000.5"),
+            quantity: dec("0.01"),
+            fee: dec("0.6"),
+            fee_asset: "USDT".into(),
+        })
+        .collect();
+    store.insert_fills(&fills).await.expect("fills");
+    store
+        .upsert_position(&StoredPosition {
+            run_id: id.into(),
+            symbol: "BTCUSDT".into(),
+            at_ms: day + 86_400_005,
+            quantity: dec("0.01"),
+            avg_price: Some(dec("60000.5")),
+            mark_price: None,
+        })
+        .await
+        .expect("position");
+    store
+        .insert_trades(
+            id,
+            &[StoredTrade {
+                symbol: "BTCUSDT".into(),
+                trade_no: 1,
+                entry_time_ms: day + 10,
+                exit_time_ms: Some(day + 1010),
+                entry_price: dec("60000.5"),
+                exit_price: Some(dec("60100")),
+                quantity: dec("0.01"),
+                pnl: Some(dec("-0.205")),
+                fees: dec("1.2"),
+            }],
+        )
+        .await
+        .expect("trades");
+    let block = |n: u64, reason: &str| StoredBlock {
+        event_id: uuid(600 + n),
+        run_id: id.into(),
+        correlation_id: uuid(700 + n),
+        at_ms: day + 5000 + n as i64,
+        reason: reason.into(),
+        detail: "blocked".into(),
+    };
+    store
+        .insert_blocks(&[block(0, "stale_data"), block(1, "stale_data"), block(2, "risk_budget")])
+        .await
+        .expect("blocks");
+    for (n, amount) in [(0, "600.005"), (1, "100")] {
+        store
+            .claim_risk(&RiskAllocation {
+                allocation_id: uuid(800 + n),
+                run_id: id.into(),
+                correlation_id: uuid(500 + n),
+                amount: dec(amount),
+                state: AllocationState::Claimed,
+                claimed_at_ms: day + n as i64,
+                used_at_ms: None,
+                released_at_ms: None,
+            })
+            .await
+            .expect("claim");
+    }
+    store.advance_risk(&uuid(800), AllocationState::Used, day + 10).await.expect("used");
+    for (account, asset, kind) in
+        [("usdt", "USDT", AccountKind::Asset), ("capital", "USDT", AccountKind::Equity)]
+    {
+        store
+            .open_account(&LedgerAccount {
+                account_id: account.into(),
+                run_id: Some(id.into()),
+                name: account.into(),
+                asset: asset.into(),
+                kind,
+            })
+            .await
+            .expect("account");
+    }
+    store
+        .post(&LedgerTransaction {
+            tx_id: uuid(900),
+            run_id: id.into(),
+            correlation_id: None,
+            at_ms: day,
+            memo: "deposit".into(),
+            lines: vec![("usdt".into(), dec("1000")), ("capital".into(), dec("-1000"))],
+        })
+        .await
+        .expect("deposit");
+    store.insert_equity(id, &[(day, 1000.0), (day + 3_600_000, 1001.5)]).await.expect("equity");
+    let candle = |symbol: &str, hour: i64| StoredCandle {
+        exchange: "binance".into(),
+        symbol: symbol.into(),
+        timeframe: "1h".into(),
+        open_time_ms: day + hour * 3_600_000,
+        open: dec("60000"),
+        high: dec("60500"),
+        low: dec("59900"),
+        close: dec("60250.25"),
+        volume: 3.5,
+    };
+    let candles: Vec<_> =
+        (0..24).map(|h| candle("BTCUSDT", h)).chain((0..3).map(|h| candle("ETHUSDT", h))).collect();
+    store.insert_candles(&candles).await.expect("candles");
+    let call = |n: u64, agent: &str, cost: &str| LlmCall {
+        call_id: uuid(950 + n),
+        run_id: id.into(),
+        agent: agent.into(),
+        model: "judge-1".into(),
+        tokens_in: 1000,
+        tokens_out: 100,
+        cost: dec(cost),
+        latency_ms: 400 + n as i64,
+        at_ms: day + n as i64,
+    };
+    store
+        .insert_llm_calls(&[
+            call(0, "judge", "0.0031"),
+            call(1, "judge", "0.0029"),
+            call(2, "analyst", "0.01"),
+        ])
+        .await
+        .expect("llm");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_market_and_llm_read_real_tables_on_both_backends() {
+    for store in stores("sessions").await {
+        let backend = store.backend();
+        seed_session(&store).await;
+        let addr = serve(store).await;
+        let list = get(addr, "/api/v1/sessions?phase=Trading").await;
+        assert_eq!(list.status, 200, "{backend:?}: {}", list.text);
+        assert_eq!(list.body["items"][0]["id"], "desk/paper-btc");
+        assert!(
+            get(addr, "/api/v1/backtests").await.body["items"].as_array().expect("items").is_empty(),
+            "kinds apart"
+        );
+        let base = "/api/v1/sessions/desk/paper-btc";
+        assert_eq!(get(addr, base).await.body["phase"], "Trading");
+
+        let portfolio = get(addr, &format!("{base}/portfolio")).await;
+        assert_eq!(portfolio.body["positions"][0]["quantity"], "0.01", "{backend:?}: {}", portfolio.text);
+        let balances = portfolio.body["balances"].as_array().expect("balances");
+        assert!(balances.iter().any(|b| b["account"] == "usdt" && b["balance"] == "1000"));
+        assert_eq!(portfolio.body["equity"][1], 1001.5);
+
+        let orders = get(addr, &format!("{base}/orders?limit=2")).await;
+        assert_eq!(orders.body["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(orders.body["items"][1]["side"], "sell");
+        assert!(orders.body["next_cursor"].is_string());
+        let fills = get(addr, &format!("{base}/fills")).await;
+        assert_eq!(fills.body["items"][0]["price"], "60000.5");
+        assert_eq!(fills.body["items"].as_array().map(Vec::len), Some(3));
+        let stale = get(addr, &format!("{base}/blocks?reason=stale_data")).await;
+        assert_eq!(stale.body.as_array().map(Vec::len), Some(2));
+        let risk = get(addr, &format!("{base}/risk")).await;
+        assert_eq!(risk.body["in_use"], "700.005", "{backend:?}");
+        assert_eq!(risk.body["allocations"][0]["state"], "used");
+
+        let report = get(addr, &format!("{base}/report?date=2024-03-01")).await;
+        assert_eq!(report.status, 200, "{}", report.text);
+        assert_eq!(report.body["trades_closed"], 1);
+        assert_eq!(report.body["pnl"], "-0.205");
+        assert_eq!(report.body["fills"], 2, "the third fill is the next day");
+        assert_eq!(report.body["fees"]["USDT"], "1.2");
+        assert_eq!(report.body["blocks"], serde_json::json!({"risk_budget": 1, "stale_data": 2}));
+        assert_eq!(report.body["risk_used"], "600.005");
+        let bad = get(addr, &format!("{base}/report?date=2024-02-30")).await;
+        assert_eq!((bad.status, bad.body["details"][0]["field"].as_str()), (400, Some("date")));
+        let missing = get(addr, &format!("{base}/report")).await;
+        assert_eq!((missing.status, missing.body["details"][0]["field"].as_str()), (400, Some("date")));
+
+        let from = 1_709_251_200_000_i64 + 2 * 3_600_000;
+        let candles = get(
+            addr,
+            &format!(
+                "/api/v1/market/candles?exchange=binance&symbol=BTCUSDT&timeframe=1h&from={from}&to={}",
+                from + 3 * 3_600_000
+            ),
+        )
+        .await;
+        assert_eq!(candles.body.as_array().map(Vec::len), Some(3), "{backend:?}: {}", candles.text);
+        assert_eq!(candles.body[0]["close"], "60250.25");
+        let latest = get(addr, "/api/v1/market/latest?exchange=binance").await;
+        let symbols: Vec<&str> =
+            latest.body.as_array().expect("latest").iter().filter_map(|c| c["symbol"].as_str()).collect();
+        assert_eq!(symbols, ["BTCUSDT", "ETHUSDT"]);
+        let no_symbol = get(addr, "/api/v1/market/candles?exchange=binance&timeframe=1h").await;
+        assert_eq!((no_symbol.status, no_symbol.body["details"][0]["field"].as_str()), (400, Some("symbol")));
+
+        let usage = get(addr, "/api/v1/llm/usage?run=desk/paper-btc").await;
+        let judge = usage
+            .body
+            .as_array()
+            .expect("usage")
+            .iter()
+            .find(|u| u["agent"] == "judge")
+            .cloned()
+            .expect("judge");
+        assert_eq!(
+            (judge["calls"].as_u64(), judge["cost"].as_str()),
+            (Some(2), Some("0.0060")),
+            "{backend:?}"
+        );
+        assert_eq!(get(addr, "/api/v1/sessions/desk/none/risk").await.status, 404);
+    }
+}

@@ -27,7 +27,7 @@ pub use ledger::{
 };
 pub use market::{LlmCall, LlmUsage, StoredCandle};
 pub use runs::{Run, RunFilter, RunKind, StoredRun, StoredTrade, downsample};
-pub use sql::{BATCH_ROWS, MAX_TIME_MS};
+pub use sql::{BATCH_ROWS, MAX_TIME_MS, MIN_TIME_MS};
 pub use trading::{
     AllocationState, RiskAllocation, StoredBlock, StoredFill, StoredOrder, StoredPosition, StoredSignal,
 };

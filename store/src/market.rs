@@ -137,21 +137,23 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter()
-            .map(|(exchange, symbol, timeframe, open_time_ms, open, high, low, close, volume)| {
-                Ok(StoredCandle {
-                    exchange,
-                    symbol,
-                    timeframe,
-                    open_time_ms,
-                    open: decimal("open", &open)?,
-                    high: decimal("high", &high)?,
-                    low: decimal("low", &low)?,
-                    close: decimal("close", &close)?,
-                    volume,
-                })
-            })
-            .collect()
+        rows.into_iter().map(stored_candle).collect()
+    }
+
+    /// The newest candle of every market and timeframe on `exchange` (the latest prices), by
+    /// symbol then timeframe.
+    pub async fn latest_candles(&self, exchange: &str) -> Result<Vec<StoredCandle>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "SELECT exchange, symbol, timeframe, {ms open_time}, {text open}, {text high}, {text low}, {text close}, volume
+             FROM candles c WHERE exchange = $1 AND open_time = (
+                 SELECT MAX(open_time) FROM candles d
+                 WHERE d.exchange = c.exchange AND d.symbol = c.symbol AND d.timeframe = c.timeframe)
+             ORDER BY symbol, timeframe",
+        );
+        let rows: Vec<CandleRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(exchange).fetch_all(pool).await?);
+        rows.into_iter().map(stored_candle).collect()
     }
 
     /// Writes LLM calls; one already stored (same id) is kept. Returns how many were new.
@@ -186,14 +188,26 @@ impl Store {
 
     /// A run's LLM calls in time order.
     pub async fn llm_calls_of_run(&self, run_id: &str) -> Result<Vec<LlmCall>, sqlx::Error> {
+        self.llm_calls(Some(run_id), i64::MIN, i64::MAX).await
+    }
+
+    /// LLM calls in `[from_ms, to_ms)`, of one run or all, in time order.
+    pub async fn llm_calls(
+        &self,
+        run_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<LlmCall>, sqlx::Error> {
         let sql = render(
             self.backend(),
             "SELECT {text call_id}, run_id, agent, model, {int tokens_in}, {int tokens_out}, {text cost},
                     {int latency_ms}, {ms at}
-             FROM llm_calls WHERE run_id = $1 ORDER BY at, call_id",
+             FROM llm_calls WHERE ($1 IS NULL OR run_id = $1) AND at >= {ts $2} AND at < {ts $3}
+             ORDER BY at, call_id",
         );
-        let rows: Vec<LlmRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).fetch_all(pool).await?);
+        let rows: Vec<LlmRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(run_id).bind(bound(from_ms)).bind(bound(to_ms)).fetch_all(pool).await?
+        });
         rows.into_iter()
             .map(|(call_id, run_id, agent, model, tokens_in, tokens_out, cost, latency_ms, at_ms)| {
                 Ok(LlmCall {
@@ -211,10 +225,16 @@ impl Store {
             .collect()
     }
 
-    /// A run's LLM use per agent and model (the dashboard's cost panel), costs summed exactly.
-    pub async fn llm_usage(&self, run_id: &str) -> Result<Vec<LlmUsage>, sqlx::Error> {
+    /// LLM use per agent and model in `[from_ms, to_ms)`, of one run or all (the dashboard's
+    /// cost panel), costs summed exactly.
+    pub async fn llm_usage(
+        &self,
+        run_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<LlmUsage>, sqlx::Error> {
         let mut by: BTreeMap<(String, String), LlmUsage> = BTreeMap::new();
-        for call in self.llm_calls_of_run(run_id).await? {
+        for call in self.llm_calls(run_id, from_ms, to_ms).await? {
             let usage = by.entry((call.agent.clone(), call.model.clone())).or_insert_with(|| LlmUsage {
                 agent: call.agent.clone(),
                 model: call.model.clone(),
@@ -232,4 +252,19 @@ impl Store {
         }
         Ok(by.into_values().collect())
     }
+}
+
+fn stored_candle(row: CandleRow) -> Result<StoredCandle, sqlx::Error> {
+    let (exchange, symbol, timeframe, open_time_ms, open, high, low, close, volume) = row;
+    Ok(StoredCandle {
+        exchange,
+        symbol,
+        timeframe,
+        open_time_ms,
+        open: decimal("open", &open)?,
+        high: decimal("high", &high)?,
+        low: decimal("low", &low)?,
+        close: decimal("close", &close)?,
+        volume,
+    })
 }

@@ -108,14 +108,16 @@ pub const BATCH_ROWS: usize = 1000;
 /// no parameter limit applies; the size bounds memory per round trip.
 pub const PG_ARRAY_BATCH_ROWS: usize = 10_000;
 
-/// The last millisecond of year 9999: query bounds are clamped to it (and to its negative) so
-/// that "until forever" (`i64::MAX`) means the same on both backends instead of an
+/// The last millisecond of year 9999: query bounds are clamped to it (and to [`MIN_TIME_MS`])
+/// so that "until forever" (`i64::MAX`) means the same on both backends instead of an
 /// out-of-range timestamp on PostgreSQL.
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+/// The first millisecond of year 1.
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
 
 /// `ms` as a query bound both backends accept.
 pub(crate) fn bound(ms: i64) -> i64 {
-    ms.clamp(-MAX_TIME_MS, MAX_TIME_MS)
+    ms.clamp(MIN_TIME_MS, MAX_TIME_MS)
 }
 
 /// A decimal read back from its text.

@@ -612,7 +612,12 @@ async fn llm_calls_are_kept_once_and_their_cost_sums_exactly_per_agent_and_model
         assert_eq!(store.insert_llm_calls(&calls).await.expect("calls"), 3);
         assert_eq!(store.insert_llm_calls(&calls).await.expect("retried"), 0);
         assert_eq!(store.llm_calls_of_run("s-llm").await.expect("read"), calls, "{:?}", store.backend());
-        let usage = store.llm_usage("s-llm").await.expect("usage");
+        let usage = store.llm_usage(Some("s-llm"), i64::MIN, i64::MAX).await.expect("usage");
+        assert_eq!(
+            store.llm_usage(None, 0, 1_700_000_000_001).await.expect("window")[0].calls,
+            1,
+            "a time window"
+        );
         assert_eq!(usage.len(), 2);
         assert_eq!((usage[0].calls, usage[0].cost, usage[0].tokens_in), (2, dec("0.0012346"), 2_001));
         assert_eq!(usage[0].max_latency_ms, 301);
