@@ -10,7 +10,11 @@ use axum::extract::{Path, State};
 use kuant_store::{RunFilter, RunKind, StoredEvent, StoredRun, StoredTrade};
 use serde::Serialize;
 
+use axum::body::Bytes;
+use axum::response::Response;
+
 use crate::AppState;
+use crate::cache::{finished, json_bytes};
 use crate::error::ApiError;
 use crate::params::{Params, encode_cursor};
 
@@ -239,13 +243,22 @@ pub async fn results(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     params: Params,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     params.finish()?;
     let id = format!("{namespace}/{name}");
+    let key = format!("results {id}");
+    if let Some(bytes) = state.cache.get(&key) {
+        return Ok(json_bytes(bytes));
+    }
     let run = backtest(&state, &id).await?;
-    run.results.map(Json).ok_or_else(|| {
+    let results = run.results.ok_or_else(|| {
         ApiError::not_found(format!("backtest {id} has no results yet (phase {})", run.run.phase))
-    })
+    })?;
+    let bytes = Bytes::from(serde_json::to_vec(&results).map_err(|e| ApiError::internal(&e.to_string()))?);
+    if finished(&run.run.phase) {
+        state.cache.put(key, bytes.clone());
+    }
+    Ok(json_bytes(bytes))
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}/equity?points=N` (2 to 10,000; default 1,000):
@@ -254,19 +267,28 @@ pub async fn equity(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     mut params: Params,
-) -> Result<Json<Equity>, ApiError> {
+) -> Result<Response, ApiError> {
     let points = params.number("points", 1000, 2, 10_000) as usize;
     params.finish()?;
     let id = format!("{namespace}/{name}");
-    backtest(&state, &id).await?;
+    let key = format!("equity {points} {id}");
+    if let Some(bytes) = state.cache.get(&key) {
+        return Ok(json_bytes(bytes));
+    }
+    let run = backtest(&state, &id).await?;
     let curve = state.store.equity_of_run(&id).await?;
     let kept = kuant_store::downsample(&curve, points);
-    Ok(Json(Equity {
+    let body = Equity {
         id,
         stored_points: curve.len(),
         times: kept.iter().map(|p| p.0).collect(),
         equity: kept.iter().map(|p| p.1).collect(),
-    }))
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e.to_string()))?);
+    if finished(&run.run.phase) {
+        state.cache.put(key, bytes.clone());
+    }
+    Ok(json_bytes(bytes))
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}/trades?limit=&cursor=`

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backtests;
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod market;
@@ -37,12 +38,19 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Request and connection metrics.
     pub metrics: Arc<Metrics>,
+    /// Encoded responses about finished runs, for a moment.
+    pub cache: cache::ResponseCache,
 }
 
 impl AppState {
     /// State over `store` with `tokens`.
     pub fn new(store: Store, tokens: Tokens) -> Self {
-        Self { store, tokens: Arc::new(tokens), metrics: Arc::new(Metrics::default()) }
+        Self {
+            store,
+            tokens: Arc::new(tokens),
+            metrics: Arc::new(Metrics::default()),
+            cache: cache::ResponseCache::default(),
+        }
     }
 }
 
