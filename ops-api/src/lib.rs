@@ -10,6 +10,7 @@ pub mod backtests;
 pub mod cache;
 pub mod error;
 pub mod events;
+pub mod live;
 pub mod market;
 pub mod metrics;
 pub mod params;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Encoded responses about finished runs, for a moment.
     pub cache: cache::ResponseCache,
+    /// The live feeds' fan-out.
+    pub hub: live::Hub,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             metrics: Arc::new(Metrics::default()),
             cache: cache::ResponseCache::default(),
+            hub: live::Hub::default(),
         }
     }
 }
@@ -79,9 +83,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/market/candles", get(market::candles))
         .route("/api/v1/market/latest", get(market::latest))
         .route("/api/v1/llm/usage", get(market::llm_usage))
+        .route("/api/v1/ws/stats", get(live::stats))
         .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
     Router::new()
         .merge(reads)
+        // The sockets authenticate themselves (a header, or a first message).
+        .route("/ws/live", get(live::live))
+        .route("/ws/market", get(live::market))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics_text))
