@@ -7,6 +7,10 @@
 //! PostgreSQL at `KUANT_TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test, in
 //! a schema of its own). `KUANT_BENCH_CONCURRENCY` (default 32) and `KUANT_BENCH_SECONDS`
 //! (default 5) set the load.
+//!
+//! Then the live feed: `KUANT_BENCH_WS_CLIENTS` (default 1,000) WebSocket clients on `/ws/live`
+//! while `KUANT_BENCH_WS_RATE` (default 1,000) events a second are published for the same
+//! seconds; it prints the delivery latency p50/p99/max over every (event, client) pair.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +158,103 @@ async fn load(
     Ok(())
 }
 
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// One WebSocket client: the delivery latency of every event until one says `last`.
+async fn ws_client(stream: tokio::net::TcpStream, addr: std::net::SocketAddr) -> Result<Vec<u32>, String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws/live").into_client_request().map_err(|e| e.to_string())?;
+    let header = format!("Bearer {TOKEN}").parse().map_err(|_| "header".to_owned())?;
+    request.headers_mut().insert("authorization", header);
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(request, stream).await.map_err(|e| e.to_string())?;
+    let mut latencies = Vec::with_capacity(8192);
+    while let Some(message) = socket.next().await {
+        let Message::Text(text) = message.map_err(|e| e.to_string())? else { continue };
+        // Only the stamp is read (a full parse per delivery would make the clients, which
+        // share the two cores with the server, the bottleneck).
+        if text.contains("\"last\":true") {
+            return Ok(latencies);
+        }
+        let sent = text
+            .split("\"us\":")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .unwrap_or(0);
+        latencies.push(now_us().saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+    }
+    Err("the server closed a client (too slow?)".into())
+}
+
+async fn fan_out(
+    state: Arc<AppState>,
+    addr: std::net::SocketAddr,
+    clients: u64,
+    rate: u64,
+    seconds: u64,
+) -> Result<(), String> {
+    use kuant_ops_api::live::Feed;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{e} (raise the open-files limit: ulimit -n)"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(ws_client(stream, addr)));
+    }
+    let started = Instant::now();
+    while state.hub.stats().live_connections < clients {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "only {} of {clients} clients connected",
+                state.hub.stats().live_connections
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Events one by one, evenly spaced, at `rate` a second.
+    let gap = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let first = Instant::now();
+    let until = first + Duration::from_secs(seconds);
+    let mut published = 0_u64;
+    while Instant::now() < until {
+        let due = first + gap.mul_f64(published as f64);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+        let data = serde_json::json!({"us": now_us(), "side": "buy", "price": "64000.5", "quantity": "0.01"});
+        state.hub.publish(Feed::Live, "fills", Some("bench/session"), Some("BTCUSDT"), 0, &data);
+        published += 1;
+    }
+    state.hub.publish(Feed::Live, "fills", None, None, 0, &serde_json::json!({"last": true}));
+    let mut all: Vec<u32> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0)
+    };
+    println!(
+        "WebSocket fan-out: {published} events at {rate}/s to {clients} clients ({} deliveries, {} dropped clients): latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        state.hub.stats().dropped_slow,
+        f64::from(pct(0.50)) / 1000.0,
+        f64::from(pct(0.99)) / 1000.0,
+        f64::from(all.last().copied().unwrap_or(0)) / 1000.0,
+    );
+    Ok(())
+}
+
 fn main() {
     let connections = env_number("KUANT_BENCH_CONCURRENCY", 32);
     let seconds = env_number("KUANT_BENCH_SECONDS", 5);
@@ -174,13 +275,13 @@ fn main() {
         let tokens = Tokens::parse(&format!("{TOKEN} viewer")).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tokio::spawn(kuant_ops_api::serve(
-            listener,
-            Arc::new(AppState::new(store, tokens)),
-            std::future::pending(),
-        ));
+        let state = Arc::new(AppState::new(store, tokens));
+        tokio::spawn(kuant_ops_api::serve(listener, state.clone(), std::future::pending()));
         load(addr, "/api/v1/backtests/bench/btc/results", connections, seconds).await?;
         load(addr, "/api/v1/backtests/bench/btc/equity?points=500", connections, seconds).await?;
+        let clients = env_number("KUANT_BENCH_WS_CLIENTS", 1000);
+        let rate = env_number("KUANT_BENCH_WS_RATE", 1000);
+        fan_out(state, addr, clients, rate, seconds).await?;
         Ok(())
     });
     if let Err(e) = outcome {

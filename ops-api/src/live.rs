@@ -12,6 +12,9 @@
 //! - **Filters** in the URL (they are not secret): `channels=fills,orders`, `run=`, `symbol=`.
 //! - **Auth** never in the URL: an `Authorization: Bearer` header where the client can set one,
 //!   else a first message `{"type": "auth", "token": "..."}` within [`AUTH_TIMEOUT`].
+//! - **Batching**: a client is written at most every [`FLUSH_EVERY`]; messages arriving
+//!   meanwhile share one write, so a busy feed adds at most that much delay and the cost of the
+//!   fan-out grows with the clients, not with clients × events.
 //! - **Keep-alive**: the server pings every [`PING_EVERY`]; a client silent for three periods
 //!   is closed.
 
@@ -26,6 +29,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};
@@ -43,6 +47,10 @@ pub const CLIENT_BUFFER: usize = 4096;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client has to authenticate by message.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client is written at most this often; messages arriving meanwhile share the write.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Messages written per flush at most.
+const MAX_BATCH: usize = 256;
 /// Server ping period.
 pub const PING_EVERY: Duration = Duration::from_secs(15);
 
@@ -319,6 +327,17 @@ async fn send(socket: &mut WebSocket, message: Message) -> bool {
     matches!(timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(())))
 }
 
+/// Sends `messages` with one flush, within [`SEND_TIMEOUT`].
+async fn send_all(socket: &mut WebSocket, messages: Vec<Message>) -> bool {
+    let write = async {
+        for m in messages {
+            socket.feed(m).await?;
+        }
+        socket.flush().await
+    };
+    matches!(timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
+}
+
 async fn serve_client(
     state: Arc<AppState>,
     mut socket: WebSocket,
@@ -370,6 +389,7 @@ async fn run_client(state: &AppState, socket: &mut WebSocket, sub: &Subscription
     }
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = Instant::now();
+    let mut last_flush = Instant::now() - FLUSH_EVERY;
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -377,24 +397,52 @@ async fn run_client(state: &AppState, socket: &mut WebSocket, sub: &Subscription
                 // Pongs, pings (answered by the library) and anything else: the client is alive.
                 Some(Ok(_)) => heard = Instant::now(),
             },
-            published = receiver.recv() => match published {
-                Ok(m) => {
-                    if m.seq <= last_sent || !sub.wants(&m) {
-                        continue;
-                    }
-                    if !send(socket, Message::Text(m.text.clone())).await {
-                        hub.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    last_sent = m.seq;
-                    hub.sent.fetch_add(1, Ordering::Relaxed);
+            published = receiver.recv() => {
+                // A client is written at most every FLUSH_EVERY: what arrives meanwhile goes out
+                // in the same write. A quiet feed adds no delay (the last write is long past); a
+                // busy one costs each client a bounded number of writes a second, whatever the
+                // event rate — the fan-out's cost is writes, not messages.
+                let since_flush = last_flush.elapsed();
+                if since_flush < FLUSH_EVERY {
+                    tokio::time::sleep(FLUSH_EVERY - since_flush).await;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                let mut batch = Vec::new();
+                let mut next = published;
+                loop {
+                    match next {
+                        Ok(m) => {
+                            if m.seq > last_sent && sub.wants(&m) {
+                                last_sent = m.seq;
+                                batch.push(Message::Text(m.text.clone()));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            hub.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                            let _ = send(socket, close(CLOSE_TOO_SLOW, "too slow: reconnect with ?cursor=")).await;
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    if batch.len() >= MAX_BATCH {
+                        break;
+                    }
+                    next = match receiver.try_recv() {
+                        Ok(m) => Ok(m),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                        Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                    };
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let count = batch.len() as u64;
+                last_flush = Instant::now();
+                if !send_all(socket, batch).await {
                     hub.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                    let _ = send(socket, close(CLOSE_TOO_SLOW, "too slow: reconnect with ?cursor=")).await;
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                hub.sent.fetch_add(count, Ordering::Relaxed);
             },
             _ = ping.tick() => {
                 if heard.elapsed() > PING_EVERY * 3 {
