@@ -124,5 +124,9 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // What agents write reaches the live feeds (PostgreSQL announces it; nothing on SQLite).
+    let bridge = tokio::spawn(live::bridge(state.clone()));
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    bridge.abort();
+    served
 }

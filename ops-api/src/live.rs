@@ -462,3 +462,42 @@ async fn run_client(state: &AppState, socket: &mut WebSocket, sub: &Subscription
         }
     }
 }
+
+/// Pushes what agents write to the live feeds, as PostgreSQL announces it (`LISTEN kuant_live`,
+/// see migrations/postgres/0005), until the task is stopped. Returns at once on SQLite.
+pub async fn bridge(state: Arc<AppState>) {
+    let mut listener = match state.store.listen_live().await {
+        Ok(Some(listener)) => listener,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen to the store: the live feeds get only what this process publishes");
+            return;
+        }
+    };
+    loop {
+        match listener.next().await {
+            Ok(row) => publish_row(&state.hub, &row),
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the store's announcements; listening again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Publishes one announced row on its feed and channel.
+pub fn publish_row(hub: &Hub, row: &kuant_store::LiveRow) {
+    let (feed, channel) = match row.table.as_str() {
+        "fills" => (Feed::Live, "fills"),
+        "orders" => (Feed::Live, "orders"),
+        "positions" => (Feed::Live, "positions"),
+        "block_events" => (Feed::Live, "blocks"),
+        "risk_allocations" => (Feed::Live, "risk"),
+        "candles" => (Feed::Market, "candles"),
+        _ => return,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    hub.publish(feed, channel, row.row["run_id"].as_str(), row.row["symbol"].as_str(), now_ms, &row.row);
+}

@@ -214,3 +214,59 @@ mod tests {
         assert_eq!(redact("postgres://kuant:s3cret@db:5432/kuant"), "postgres://kuant:***@db:5432/kuant");
     }
 }
+
+/// A row an agent wrote to a table the live feeds follow (fills, orders, positions,
+/// block_events, risk_allocations, candles), as PostgreSQL announced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveRow {
+    /// The table.
+    pub table: String,
+    /// `INSERT` or `UPDATE`.
+    pub op: String,
+    /// The row, every number as a string (decimals stay exact), times as ISO 8601 text.
+    pub row: serde_json::Value,
+}
+
+/// The announcements of a PostgreSQL store (`LISTEN kuant_live`).
+pub struct LiveListener {
+    listener: sqlx::postgres::PgListener,
+    /// Rows of other schemas of the same database are not this store's.
+    schema: String,
+}
+
+impl LiveListener {
+    /// The next row written, waiting for it. A lost connection is re-established inside (rows
+    /// written meanwhile are not announced); an announcement that cannot be read is skipped.
+    pub async fn next(&mut self) -> Result<LiveRow, SqlError> {
+        loop {
+            let notification = self.listener.recv().await?;
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(notification.payload()) else {
+                tracing::warn!("skipping an unreadable live notification");
+                continue;
+            };
+            if value["schema"].as_str() != Some(self.schema.as_str()) {
+                continue;
+            }
+            let text = |k: &str| value[k].as_str().unwrap_or_default().to_owned();
+            return Ok(LiveRow { table: text("table"), op: text("op"), row: value["row"].clone() });
+        }
+    }
+}
+
+impl Store {
+    /// Listens to the rows agents write, on PostgreSQL; `None` on SQLite, which cannot announce
+    /// writes of other processes.
+    pub async fn listen_live(&self) -> Result<Option<LiveListener>, SqlError> {
+        let Self::Postgres(pool) = self else { return Ok(None) };
+        // The schema the store's tables are in (the triggers name the table's schema).
+        let schema: String = sqlx::query_scalar(
+            "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = 'fills'::regclass",
+        )
+        .fetch_one(pool)
+        .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen("kuant_live").await?;
+        Ok(Some(LiveListener { listener, schema }))
+    }
+}
