@@ -109,6 +109,15 @@ struct OpsApiArgs {
     /// Also read and create the custom resources through the Kubernetes API server.
     #[arg(long)]
     cluster: bool,
+    /// An origin browsers may call the API from (CORS), like https://dash.example.com; repeat
+    /// for several. None: no cross-origin calls.
+    #[arg(
+        long = "cors-origin",
+        env = "KUANT_OPS_API_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    cors_origins: Vec<String>,
 }
 
 /// Exit code for a role that a later release brings.
@@ -126,9 +135,13 @@ fn main() -> ExitCode {
         Command::Agent { role: AgentRole::Reconcile } => {
             not_implemented("agent reconcile", "this agent role")
         }
-        Command::OpsApi(args) => {
-            cli::ops_api::run(args.listen, args.store.as_deref(), args.tokens.as_deref(), args.cluster)
-        }
+        Command::OpsApi(args) => cli::ops_api::run(
+            args.listen,
+            args.store.as_deref(),
+            args.tokens.as_deref(),
+            args.cluster,
+            &args.cors_origins,
+        ),
         Command::Backtest(args) => cli::backtest::run(&args),
     }
 }

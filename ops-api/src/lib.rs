@@ -43,6 +43,8 @@ pub struct AppState {
     pub cache: cache::ResponseCache,
     /// The live feeds' fan-out.
     pub hub: live::Hub,
+    /// Origins a browser may call this API from (CORS); none: no cross-origin calls.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 impl AppState {
@@ -54,7 +56,21 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             cache: cache::ResponseCache::default(),
             hub: live::Hub::default(),
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Allows browsers on these origins (`https://dash.example.com`) to call the API.
+    pub fn with_cors(mut self, origins: &[String]) -> Result<Self, String> {
+        for origin in origins {
+            let ok =
+                (origin.starts_with("http://") || origin.starts_with("https://")) && !origin.ends_with('/');
+            let value = axum::http::HeaderValue::from_str(origin).ok().filter(|_| ok);
+            self.cors_origins.push(value.ok_or_else(|| {
+                format!("CORS origin {origin:?} must be scheme://host[:port], like https://dash.example.com")
+            })?);
+        }
+        Ok(self)
     }
 }
 
@@ -85,7 +101,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/llm/usage", get(market::llm_usage))
         .route("/api/v1/ws/stats", get(live::stats))
         .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
-    Router::new()
+    let cors = (!state.cors_origins.is_empty()).then(|| {
+        use axum::http::{Method, header};
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(state.cors_origins.clone())
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(600))
+    });
+    let router = Router::new()
         .merge(reads)
         // The sockets authenticate themselves (a header, or a first message).
         .route("/ws/live", get(live::live))
@@ -96,7 +120,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
 }
 
 /// Ready when the store answers and its schema is the one this build knows.

@@ -588,3 +588,34 @@ async fn sessions_market_and_llm_read_real_tables_on_both_backends() {
         assert_eq!(get(addr, "/api/v1/sessions/desk/none/risk").await.status, 404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_an_allowed_origin_may_call_and_others_get_no_cors_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = stores("cors").await.remove(1);
+    let tokens = Tokens::parse(&format!("{VIEWER} viewer")).expect("tokens");
+    let state = AppState::new(store, tokens).with_cors(&["https://dash.example.com".into()]).expect("origin");
+    assert!(
+        AppState::new(stores("cors2").await.remove(1), Tokens::Open)
+            .with_cors(&["dash.example.com/".into()])
+            .is_err()
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(kuant_ops_api::serve(listener, Arc::new(state), std::future::pending()));
+    let preflight = |origin: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "OPTIONS /api/v1/backtests HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.expect("read");
+        reply.to_ascii_lowercase()
+    };
+    let allowed = preflight("https://dash.example.com").await;
+    assert!(allowed.contains("access-control-allow-origin: https://dash.example.com"), "{allowed}");
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let other = preflight("https://evil.example.com").await;
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+}

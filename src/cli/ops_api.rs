@@ -19,7 +19,13 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
-pub fn run(listen: SocketAddr, store: Option<&str>, tokens: Option<&Path>, cluster: bool) -> ExitCode {
+pub fn run(
+    listen: SocketAddr,
+    store: Option<&str>,
+    tokens: Option<&Path>,
+    cluster: bool,
+    cors_origins: &[String],
+) -> ExitCode {
     if cluster {
         return fail(3, "ops-api --cluster (reading resources from the API server) is not implemented yet");
     }
@@ -69,7 +75,10 @@ pub fn run(listen: SocketAddr, store: Option<&str>, tokens: Option<&Path>, clust
             auth = if open { "none (loopback only; every request acts as admin)" } else { "bearer tokens" },
             "ops API listening"
         );
-        let state = Arc::new(AppState::new(store, tokens));
+        let state = match AppState::new(store, tokens).with_cors(cors_origins) {
+            Ok(state) => Arc::new(state),
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        };
         match kuant_ops_api::serve(listener, state, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_INTERNAL, format!("the server stopped: {e}")),
