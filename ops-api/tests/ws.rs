@@ -218,7 +218,8 @@ async fn a_slow_consumer_is_dropped_and_never_delays_the_others() {
             assert_eq!(message["seq"].as_u64(), Some(expected_seq), "in order, no gap");
             expected_seq += 1;
             if message["data"]["last"] == true {
-                return (expected_seq - 1, worst);
+                // The socket goes back too: dropping it here would close the fast client.
+                return (fast, expected_seq - 1, worst);
             }
         }
     });
@@ -243,14 +244,14 @@ async fn a_slow_consumer_is_dropped_and_never_delays_the_others() {
         0,
         &serde_json::json!({"sent_us": now_us(), "last": true}),
     );
-    let (received, worst) =
+    let (fast, received, worst) =
         tokio::time::timeout(Duration::from_secs(10), reader).await.expect("in time").expect("reader");
     assert_eq!(received, published + 1, "the fast client got every message");
     // Held up by the slow one, it would wait its whole blocked send (5 s): a busy test machine
     // can add some hundreds of milliseconds, never that.
     assert!(worst < Duration::from_secs(2), "the fast client was never held up: worst {worst:?}");
     assert_eq!(state.hub.stats().live_connections, 1, "only the slow one was dropped");
-    drop(slow);
+    drop((slow, fast));
     let _ = CLOSE_TOO_SLOW;
 }
 
