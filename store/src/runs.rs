@@ -149,38 +149,7 @@ type TradeRow = (String, i64, i64, Option<i64>, String, Option<String>, String, 
 impl Store {
     /// Records `run`, or updates its phase when it is already there.
     pub async fn upsert_run(&self, run: &Run) -> Result<(), sqlx::Error> {
-        let sql = render(
-            self.backend(),
-            "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, strategy, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})
-             ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase, updated_at = excluded.updated_at",
-        );
-        let symbols = self.symbols_sql();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(sql)
-                .bind(&run.run_id)
-                .bind(run.kind.as_str())
-                .bind(&run.namespace)
-                .bind(&run.name)
-                .bind(Json(&run.spec))
-                .bind(&run.phase)
-                .bind(run.strategy())
-                .execute(&mut *tx)
-                .await?;
-            for symbol in run.symbols() {
-                sqlx::query(sqlx::AssertSqlSafe(symbols.0.clone())).bind(&run.run_id).bind(symbol).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    fn symbols_sql(&self) -> sqlx::AssertSqlSafe<String> {
-        render(
-            self.backend(),
-            "INSERT INTO run_symbols (run_id, symbol) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
+        self.write_run(run, false).await
     }
 
     /// Records `run` afresh: a run already stored under its id is deleted first, with everything
@@ -188,17 +157,29 @@ impl Store {
     /// run that is run again (a backtest re-run with other parameters, a retried Job) then never
     /// mixes its outputs with the last run's.
     pub async fn reset_run(&self, run: &Run) -> Result<(), sqlx::Error> {
+        self.write_run(run, true).await
+    }
+
+    /// One transaction: the old run deleted when `replace`, then the run (its phase updated when
+    /// it is there) and its symbols.
+    async fn write_run(&self, run: &Run, replace: bool) -> Result<(), sqlx::Error> {
         let delete = render(self.backend(), "DELETE FROM runs WHERE run_id = $1");
-        let insert = render(
+        let upsert = render(
             self.backend(),
             "INSERT INTO runs (run_id, kind, namespace, name, spec, phase, strategy, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})
+             ON CONFLICT (run_id) DO UPDATE SET phase = excluded.phase, updated_at = excluded.updated_at",
         );
-        let symbols = self.symbols_sql();
+        let symbols = render(
+            self.backend(),
+            "INSERT INTO run_symbols (run_id, symbol) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        );
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(delete).bind(&run.run_id).execute(&mut *tx).await?;
-            sqlx::query(insert)
+            if replace {
+                sqlx::query(delete).bind(&run.run_id).execute(&mut *tx).await?;
+            }
+            sqlx::query(upsert)
                 .bind(&run.run_id)
                 .bind(run.kind.as_str())
                 .bind(&run.namespace)
@@ -209,7 +190,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for symbol in run.symbols() {
-                sqlx::query(sqlx::AssertSqlSafe(symbols.0.clone())).bind(&run.run_id).bind(symbol).execute(&mut *tx).await?;
+                sqlx::query(sqlx::AssertSqlSafe(symbols.0.clone()))
+                    .bind(&run.run_id)
+                    .bind(symbol)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });
