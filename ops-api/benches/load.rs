@@ -30,16 +30,8 @@ async fn open_store() -> Result<Store, String> {
     if std::env::var("KUANT_BENCH_STORE").is_ok_and(|v| v == "postgres") {
         let base = std::env::var("KUANT_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = Store::open(&base).await.map_err(|e| e.to_string())?;
-        let Store::Postgres(pool) = &admin else { return Err("not a PostgreSQL URL".into()) };
-        sqlx::raw_sql("DROP SCHEMA IF EXISTS kuant_api_bench CASCADE; CREATE SCHEMA kuant_api_bench;")
-            .execute(pool)
-            .await
-            .map_err(|e| e.to_string())?;
-        let separator = if base.contains('?') { '&' } else { '?' };
-        return Store::open(&format!("{base}{separator}options=-c%20search_path%3Dkuant_api_bench"))
-            .await
-            .map_err(|e| e.to_string());
+        let url = kuant_store::fresh_schema(&base, "kuant_api_bench").await.map_err(|e| e.to_string())?;
+        return Store::open(&url).await.map_err(|e| e.to_string());
     }
     let dir = std::env::temp_dir().join(format!("kuant-api-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

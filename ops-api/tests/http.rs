@@ -21,24 +21,15 @@ fn postgres_url() -> String {
 /// Each backend, freshly migrated, for a test named `tag`.
 async fn stores(tag: &str) -> Vec<Store> {
     let schema = format!("kuant_api_{tag}");
-    let base = postgres_url();
-    let admin = kuant_store::Store::open(&base).await.expect("PostgreSQL (set KUANT_TEST_DATABASE_URL)");
-    let Store::Postgres(pool) = &admin else { panic!("a PostgreSQL URL") };
-    // The schema name is the test's own, not input.
-    sqlx_exec(pool, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};")).await;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let pg = Store::open(&format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+    let url = kuant_store::fresh_schema(&postgres_url(), &schema)
         .await
-        .expect("pg store");
+        .unwrap_or_else(|e| panic!("PostgreSQL (set KUANT_TEST_DATABASE_URL): {e}"));
+    let pg = Store::open(&url).await.expect("pg store");
     let dir = std::env::temp_dir().join(format!("kuant-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let sqlite = Store::open(&dir.join("kuant.db").to_string_lossy()).await.expect("sqlite store");
     vec![pg, sqlite]
-}
-
-async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.expect("admin SQL");
 }
 
 /// A server over `store` on a free loopback port; its base URL's address.

@@ -266,17 +266,10 @@ fn now_us() -> u64 {
 async fn what_an_agent_writes_to_postgresql_reaches_live_clients_with_exact_decimals() {
     let base = std::env::var("KUANT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = kuant_store::Store::open(&base).await.expect("PostgreSQL (set KUANT_TEST_DATABASE_URL)");
-    let kuant_store::Store::Postgres(pool) = &admin else { panic!("a PostgreSQL URL") };
-    sqlx::raw_sql("DROP SCHEMA IF EXISTS kuant_ws_live CASCADE; CREATE SCHEMA kuant_ws_live;")
-        .execute(pool)
+    let url = kuant_store::fresh_schema(&base, "kuant_ws_live")
         .await
-        .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let store =
-        kuant_store::Store::open(&format!("{base}{separator}options=-c%20search_path%3Dkuant_ws_live"))
-            .await
-            .expect("store");
+        .unwrap_or_else(|e| panic!("PostgreSQL (set KUANT_TEST_DATABASE_URL): {e}"));
+    let store = kuant_store::Store::open(&url).await.expect("store");
     let writer = store.clone();
     let tokens = Tokens::parse(&format!("{VIEWER} viewer")).expect("tokens");
     let state = Arc::new(AppState::new(store, tokens));

@@ -17,19 +17,8 @@ fn rows() -> usize {
 async fn open_postgres() -> Result<Store, String> {
     let base = std::env::var("KUANT_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .map_err(|e| e.to_string())?;
-    sqlx::raw_sql("DROP SCHEMA IF EXISTS kuant_bench CASCADE; CREATE SCHEMA kuant_bench;")
-        .execute(&admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    Store::open(&format!("{base}{separator}options=-c%20search_path%3Dkuant_bench"))
-        .await
-        .map_err(|e| e.to_string())
+    let url = kuant_store::fresh_schema(&base, "kuant_bench").await.map_err(|e| e.to_string())?;
+    Store::open(&url).await.map_err(|e| e.to_string())
 }
 
 async fn bench(name: &str, store: &Store, n: usize) -> Result<(), String> {

@@ -63,6 +63,9 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("cannot migrate the store: {0}")]
     Migrate(#[source] MigrateError),
+    /// A schema name that is not a plain lowercase identifier.
+    #[error("schema name {0:?} must be lowercase letters, digits and _, starting with a letter")]
+    InvalidSchema(String),
 }
 
 /// How long [`Store::open`] waits for an unreachable PostgreSQL.
@@ -179,6 +182,35 @@ impl Store {
     }
 }
 
+/// Drops and re-creates `schema` in the PostgreSQL database at `url`, and returns a URL whose
+/// connections use it: a store that starts empty, for tests and benchmarks that share one
+/// server. `schema` must be a plain lowercase identifier.
+pub async fn fresh_schema(url: &str, schema: &str) -> Result<String, StoreError> {
+    let plain = schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    if !plain {
+        return Err(StoreError::InvalidSchema(schema.to_owned()));
+    }
+    let connect = |source| StoreError::Connect { url: redact(url), source };
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(DEFAULT_CONNECT_TIMEOUT)
+        .connect(url)
+        .await
+        .map_err(connect)?;
+    // `schema` is checked above to be a plain identifier.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    )))
+    .execute(&admin)
+    .await
+    .map_err(connect)?;
+    admin.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+}
+
 /// The backend a URL names.
 pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -212,6 +244,15 @@ mod tests {
         let err = backend_of("mysql://root:hunter2@h/db").expect_err("unsupported");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert_eq!(redact("postgres://kuant:s3cret@db:5432/kuant"), "postgres://kuant:***@db:5432/kuant");
+    }
+
+    #[test]
+    fn only_plain_schema_names_are_made_fresh() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        for bad in ["Public", "x; DROP TABLE runs", "1st", ""] {
+            let err = runtime.block_on(fresh_schema("postgres://nobody@127.0.0.1:1/x", bad));
+            assert!(matches!(err, Err(StoreError::InvalidSchema(_))), "{bad:?}: refused before connecting");
+        }
     }
 }
 

@@ -11,21 +11,9 @@ fn postgres_url() -> String {
 
 /// A fresh PostgreSQL schema `name`, and a URL whose connections use it.
 async fn postgres_schema(name: &str) -> String {
-    let base = postgres_url();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
+    kuant_store::fresh_schema(&postgres_url(), name)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {base} (set KUANT_TEST_DATABASE_URL): {e}"));
-    // The name is the test's own, not input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name};"
-    )))
-    .execute(&pool)
-    .await
-    .expect("schema created");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{name}")
+        .unwrap_or_else(|e| panic!("PostgreSQL (set KUANT_TEST_DATABASE_URL): {e}"))
 }
 
 async fn drop_schema(name: &str) {

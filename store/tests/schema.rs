@@ -33,20 +33,10 @@ async fn columns(store: &Store) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn postgres_and_sqlite_have_the_same_tables_and_columns() {
-    let base = postgres_url();
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
+    let url = kuant_store::fresh_schema(&postgres_url(), "kuant_schema_parity")
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {base} (set KUANT_TEST_DATABASE_URL): {e}"));
-    sqlx::raw_sql("DROP SCHEMA IF EXISTS kuant_schema_parity CASCADE; CREATE SCHEMA kuant_schema_parity;")
-        .execute(&admin)
-        .await
-        .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let pg = Store::open(&format!("{base}{separator}options=-c%20search_path%3Dkuant_schema_parity"))
-        .await
-        .expect("postgres store");
+        .unwrap_or_else(|e| panic!("PostgreSQL (set KUANT_TEST_DATABASE_URL): {e}"));
+    let pg = Store::open(&url).await.expect("postgres store");
     let dir = std::env::temp_dir().join(format!("kuant-schema-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -84,5 +74,4 @@ async fn postgres_and_sqlite_have_the_same_tables_and_columns() {
     ] {
         assert!(tables.contains(table), "missing table {table}");
     }
-    let _ = admin.close().await;
 }

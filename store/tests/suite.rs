@@ -21,23 +21,10 @@ fn postgres_url() -> String {
 async fn stores(tag: &str) -> Vec<Store> {
     // A fixed name per test: a rerun drops what the last run left.
     let schema = format!("kuant_suite_{tag}");
-    let base = postgres_url();
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
+    let url = kuant_store::fresh_schema(&postgres_url(), &schema)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {base} (set KUANT_TEST_DATABASE_URL): {e}"));
-    // The schema name is the test's own, not input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
-    )))
-    .execute(&admin)
-    .await
-    .expect("schema");
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let pg = Store::open(&format!("{base}{separator}options=-c%20search_path%3D{schema}"))
-        .await
-        .expect("postgres store");
+        .unwrap_or_else(|e| panic!("PostgreSQL (set KUANT_TEST_DATABASE_URL): {e}"));
+    let pg = Store::open(&url).await.expect("postgres store");
 
     let dir = std::env::temp_dir().join(format!("kuant-suite-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
