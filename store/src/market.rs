@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, bound, builder, decimal, render, with_pool};
+use crate::sql::{BATCH_ROWS, Casts, bound, builder, decimal, insert_each, render, with_pool};
 
 /// One candle of one market.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,27 +163,16 @@ impl Store {
             "INSERT INTO llm_calls (call_id, run_id, agent, model, tokens_in, tokens_out, cost, latency_ms, at)
              VALUES ({uuid $1}, $2, $3, $4, $5, $6, {num $7}, $8, {ts $9}) ON CONFLICT (call_id) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for call in calls {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&call.call_id)
-                    .bind(&call.run_id)
-                    .bind(&call.agent)
-                    .bind(&call.model)
-                    .bind(call.tokens_in)
-                    .bind(call.tokens_out)
-                    .bind(call.cost.to_string())
-                    .bind(call.latency_ms)
-                    .bind(call.at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, calls, |q, call| q
+            .bind(&call.call_id)
+            .bind(&call.run_id)
+            .bind(&call.agent)
+            .bind(&call.model)
+            .bind(call.tokens_in)
+            .bind(call.tokens_out)
+            .bind(call.cost.to_string())
+            .bind(call.latency_ms)
+            .bind(call.at_ms)))
     }
 
     /// A run's LLM calls in time order.

@@ -31,6 +31,25 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Executes `$sql` once per row of `$rows`, binding each with `|q, row| q.bind(…)…`, all in one
+/// transaction; the number of rows inserted (a row whose key is already stored counts 0).
+macro_rules! insert_each {
+    ($store:expr, $sql:expr, $rows:expr, |$q:ident, $row:ident| $binds:expr) => {{
+        let sql: sqlx::AssertSqlSafe<String> = $sql;
+        let mut inserted = 0_u64;
+        $crate::sql::with_pool!($store, pool => {
+            let mut tx = pool.begin().await?;
+            for $row in $rows {
+                let $q = sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()));
+                inserted += $binds.execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        inserted
+    }};
+}
+pub(crate) use insert_each;
+
 /// `template` in `backend`'s dialect (see the module docs).
 pub(crate) fn render(backend: Backend, template: &str) -> sqlx::AssertSqlSafe<String> {
     let pg = backend == Backend::Postgres;

@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{bound, decimal, decimal_opt, render, with_pool};
+use crate::sql::{bound, decimal, decimal_opt, insert_each, render, with_pool};
 
 /// A signal a strategy raised.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,26 +175,15 @@ impl Store {
              VALUES ({uuid $1}, $2, {uuid $3}, {ts $4}, $5, $6, $7, {num $8})
              ON CONFLICT (signal_id) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for s in signals {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&s.signal_id)
-                    .bind(&s.run_id)
-                    .bind(&s.correlation_id)
-                    .bind(s.at_ms)
-                    .bind(&s.strategy)
-                    .bind(&s.symbol)
-                    .bind(&s.side)
-                    .bind(s.price.to_string())
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, signals, |q, s| q
+            .bind(&s.signal_id)
+            .bind(&s.run_id)
+            .bind(&s.correlation_id)
+            .bind(s.at_ms)
+            .bind(&s.strategy)
+            .bind(&s.symbol)
+            .bind(&s.side)
+            .bind(s.price.to_string())))
     }
 
     /// A run's signals in time order.
@@ -232,29 +221,18 @@ impl Store {
              VALUES ($1, $2, {uuid $3}, $4, $5, $6, $7, {num $8}, {num $9}, $10, {ts $11}, {ts $11})
              ON CONFLICT (client_order_id) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for o in orders {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&o.client_order_id)
-                    .bind(&o.run_id)
-                    .bind(&o.correlation_id)
-                    .bind(&o.exchange_order_id)
-                    .bind(&o.symbol)
-                    .bind(&o.side)
-                    .bind(&o.order_type)
-                    .bind(o.quantity.to_string())
-                    .bind(o.limit_price.map(|p| p.to_string()))
-                    .bind(&o.status)
-                    .bind(o.created_at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, orders, |q, o| q
+            .bind(&o.client_order_id)
+            .bind(&o.run_id)
+            .bind(&o.correlation_id)
+            .bind(&o.exchange_order_id)
+            .bind(&o.symbol)
+            .bind(&o.side)
+            .bind(&o.order_type)
+            .bind(o.quantity.to_string())
+            .bind(o.limit_price.map(|p| p.to_string()))
+            .bind(&o.status)
+            .bind(o.created_at_ms)))
     }
 
     /// Moves order `client_order_id` to `status` as of `at_ms`, recording the exchange's id when
@@ -336,26 +314,15 @@ impl Store {
              VALUES ($1, $2, $3, {ts $4}, {num $5}, {num $6}, {num $7}, $8)
              ON CONFLICT (fill_id) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for f in fills {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&f.fill_id)
-                    .bind(&f.client_order_id)
-                    .bind(&f.run_id)
-                    .bind(f.at_ms)
-                    .bind(f.price.to_string())
-                    .bind(f.quantity.to_string())
-                    .bind(f.fee.to_string())
-                    .bind(&f.fee_asset)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, fills, |q, f| q
+            .bind(&f.fill_id)
+            .bind(&f.client_order_id)
+            .bind(&f.run_id)
+            .bind(f.at_ms)
+            .bind(f.price.to_string())
+            .bind(f.quantity.to_string())
+            .bind(f.fee.to_string())
+            .bind(&f.fee_asset)))
     }
 
     /// A run's fills in the order they happened (ties by id).
@@ -390,24 +357,13 @@ impl Store {
             "INSERT INTO block_events (event_id, run_id, correlation_id, at, reason, detail)
              VALUES ({uuid $1}, $2, {uuid $3}, {ts $4}, $5, $6) ON CONFLICT (event_id) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for b in blocks {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&b.event_id)
-                    .bind(&b.run_id)
-                    .bind(&b.correlation_id)
-                    .bind(b.at_ms)
-                    .bind(&b.reason)
-                    .bind(&b.detail)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, blocks, |q, b| q
+            .bind(&b.event_id)
+            .bind(&b.run_id)
+            .bind(&b.correlation_id)
+            .bind(b.at_ms)
+            .bind(&b.reason)
+            .bind(&b.detail)))
     }
 
     /// A run's blocked trades in time order, optionally only those with `reason`.
@@ -481,24 +437,13 @@ impl Store {
             "INSERT INTO position_snapshots (run_id, symbol, at, quantity, avg_price, mark_price)
              VALUES ($1, $2, {ts $3}, {num $4}, {num $5}, {num $6}) ON CONFLICT (run_id, symbol, at) DO NOTHING",
         );
-        let mut inserted = 0;
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for p in snapshots {
-                inserted += sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()))
-                    .bind(&p.run_id)
-                    .bind(&p.symbol)
-                    .bind(p.at_ms)
-                    .bind(p.quantity.to_string())
-                    .bind(p.avg_price.map(|v| v.to_string()))
-                    .bind(p.mark_price.map(|v| v.to_string()))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await?;
-        });
-        Ok(inserted)
+        Ok(insert_each!(self, sql, snapshots, |q, p| q
+            .bind(&p.run_id)
+            .bind(&p.symbol)
+            .bind(p.at_ms)
+            .bind(p.quantity.to_string())
+            .bind(p.avg_price.map(|v| v.to_string()))
+            .bind(p.mark_price.map(|v| v.to_string()))))
     }
 
     /// The snapshots of one position of a run, in time order, from `from_ms` on.
