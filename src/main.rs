@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod cli;
-mod persist;
 
 /// kuant — Kubernetes-native crypto trading agents.
 #[derive(Parser, Debug)]

@@ -36,7 +36,7 @@ fn crd_prints_the_three_committed_crds() {
 
 #[test]
 fn roles_that_are_not_built_yet_fail_loudly() {
-    for args in [&["ops-api", "--cluster"][..], &["agent", "session"], &["agent", "reconcile"]] {
+    for args in [&["agent", "session"][..], &["agent", "reconcile"]] {
         let out = kuant(args);
         assert_eq!(out.status.code(), Some(3), "{args:?} must not pretend to succeed");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -349,6 +349,21 @@ fn the_operator_without_a_cluster_says_why_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error: cannot reach the Kubernetes API"), "{stderr}");
+}
+
+#[test]
+fn the_ops_api_with_cluster_but_no_kubeconfig_says_why_and_exits_1() {
+    let dir = temp_dir("ops-api-cluster");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["ops-api", "--cluster", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.join("kuant.db"))
+        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("kuant runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cluster: cannot configure a Kubernetes client"), "{stderr}");
 }
 
 /// What the store holds of a run: events, curve, trades, and the run itself.

@@ -52,7 +52,15 @@ pub fn parse<K>(text: &str, source_name: &str) -> Result<K, ManifestError>
 where
     K: Resource<DynamicType = ()> + CustomResourceExt + DeserializeOwned,
 {
-    let value = read_yaml(text, source_name)?;
+    from_value(read_yaml(text, source_name)?, source_name)
+}
+
+/// Reads one manifest of kind `K` from parsed JSON (a request body), checking it as the API
+/// server would, and returns it with the schema defaults applied.
+pub fn from_value<K>(value: Value, source_name: &str) -> Result<K, ManifestError>
+where
+    K: Resource<DynamicType = ()> + CustomResourceExt + DeserializeOwned,
+{
     let value = check_value::<K>(value, source_name)?;
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(&value, &mut track);

@@ -226,15 +226,98 @@ pub async fn list_runs(
     Ok(Json(Page { items: runs.iter().map(summary).collect(), next_cursor }))
 }
 
-/// `GET /api/v1/backtests/{namespace}/{name}`
+/// `GET /api/v1/backtests/{namespace}/{name}`: the stored run; with `--cluster`, the
+/// resource's current status (phase, conditions, progress) over it, and a Backtest not in the
+/// store yet; for a backtest this server runs, its progress.
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<RunDetail>, ApiError> {
     params.finish()?;
-    let run = backtest(&state, &format!("{namespace}/{name}")).await?;
-    Ok(Json(RunDetail { summary: summary(&run), spec: run.run.spec.clone(), status: run.status }))
+    let id = format!("{namespace}/{name}");
+    let stored = match state.store.run(&id).await? {
+        Some(run) if run.run.kind == RunKind::Backtest => Some(detail(run)),
+        _ => None,
+    };
+    let resource = match &state.cluster {
+        Some(cluster) => cluster.backtest(&namespace, &name).await?.as_ref().map(ResourceView::from),
+        None => None,
+    };
+    let mut detail =
+        merge_resource(stored, resource).ok_or_else(|| ApiError::not_found(format!("no backtest {id}")))?;
+    if let Some(progress) = state.local_runs.progress(&id) {
+        detail.summary.phase = progress.phase.to_owned();
+        let status = detail.status.get_or_insert_with(|| serde_json::json!({}));
+        if let Some(status) = status.as_object_mut() {
+            status.insert("phase".into(), progress.phase.into());
+            status.insert("progress".into(), serde_json::to_value(&progress).unwrap_or_default());
+        }
+    }
+    Ok(Json(detail))
+}
+
+pub(crate) fn detail(run: StoredRun) -> RunDetail {
+    RunDetail { summary: summary(&run), spec: run.run.spec, status: run.status }
+}
+
+/// A kuant resource as the API server holds it, in the terms of a [`RunDetail`].
+#[derive(Debug)]
+pub struct ResourceView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `spec.strategy.name` (the first strategy of a session).
+    pub strategy: Option<String>,
+    /// The symbols it trades.
+    pub symbols: Vec<String>,
+    /// Its spec.
+    pub spec: serde_json::Value,
+    /// Its status.
+    pub status: Option<serde_json::Value>,
+    /// `metadata.creationTimestamp`, Unix ms.
+    pub created_at_ms: i64,
+    /// When it finished, Unix ms.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// The stored run with the resource's current status over it: the API server knows the phase,
+/// conditions and progress now; the store keeps the results and the history. Either alone
+/// stands for itself.
+pub fn merge_resource(stored: Option<RunDetail>, resource: Option<ResourceView>) -> Option<RunDetail> {
+    let Some(r) = resource else { return stored };
+    let Some(mut detail) = stored else {
+        let results = r.status.as_ref().and_then(|s| s.get("results")).cloned();
+        return Some(RunDetail {
+            summary: RunSummary {
+                id: format!("{}/{}", r.namespace, r.name),
+                namespace: r.namespace,
+                name: r.name,
+                phase: r.phase.unwrap_or_else(|| "Pending".to_owned()),
+                strategy: r.strategy,
+                symbols: r.symbols,
+                created_at_ms: r.created_at_ms,
+                finished_at_ms: r.finished_at_ms,
+                results,
+            },
+            spec: r.spec,
+            status: r.status,
+        });
+    };
+    if let Some(phase) = r.phase {
+        detail.summary.phase = phase;
+    }
+    detail.summary.finished_at_ms = detail.summary.finished_at_ms.or(r.finished_at_ms);
+    if let Some(serde_json::Value::Object(current)) = r.status {
+        let status = detail.status.get_or_insert_with(|| serde_json::json!({}));
+        if let Some(status) = status.as_object_mut() {
+            status.extend(current);
+        }
+    }
+    Some(detail)
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}/results`: every figure of the run (metrics,

@@ -20,8 +20,9 @@ pub struct FieldError {
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Stable machine-readable code: `invalid_parameter`, `unauthorized`, `forbidden`,
-    /// `not_found`, `method_not_allowed`, `store_unavailable`, `internal`.
+    /// Stable machine-readable code: `invalid_parameter`, `malformed_body`, `invalid_body`,
+    /// `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `not_available`, `cluster_unavailable`, `store_unavailable`, `internal`.
     pub code: &'static str,
     /// What a person reads.
     pub message: String,
@@ -37,7 +38,7 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), details: Vec::new() }
     }
 
@@ -54,6 +55,46 @@ impl ApiError {
     /// 400 for one bad field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         Self::invalid(vec![FieldError { field: field.to_owned(), message: message.into() }])
+    }
+
+    /// 400: a request body that is not JSON; `message` says where it breaks.
+    pub fn malformed_body(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            details: vec![FieldError { field: "body".into(), message: message.clone() }],
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("the body is not valid JSON: {message}"),
+            )
+        }
+    }
+
+    /// 422: a body that is JSON but not a valid object; `details` names each field at fault.
+    pub fn invalid_body(details: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = details.iter().map(|d| d.field.as_str()).collect();
+        Self {
+            message: format!("invalid body: {}", fields.join(", ")),
+            details,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "")
+        }
+    }
+
+    /// 409: the thing exists already or is busy.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 501: what this server cannot do in the mode it runs in.
+    pub fn not_available(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "not_available", message)
+    }
+
+    /// 502: the Kubernetes API server failed or refused. The cause goes to the log; `message`
+    /// says what to check.
+    pub fn cluster(message: impl Into<String>, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "Kubernetes API request failed");
+        Self::new(StatusCode::BAD_GATEWAY, "cluster_unavailable", message)
     }
 
     /// 401: no or an unknown token.
@@ -91,6 +132,23 @@ impl ApiError {
         tracing::error!(cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
+}
+
+/// Reads a JSON request body into `T`: 400 `malformed_body` when it is not JSON, 422
+/// `invalid_body` naming the field when it does not fit `T` (an unknown field, a wrong type).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "malformed_body", e.body_text()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::malformed_body(e.to_string()))?;
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        // The path names an unknown field too (serde_path_to_error tracks the key it refused).
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let message = e.inner().to_string();
+        ApiError::invalid_body(vec![FieldError { field, message }])
+    })
 }
 
 impl From<kuant_store::SqlError> for ApiError {

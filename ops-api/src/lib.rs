@@ -8,8 +8,10 @@
 pub mod auth;
 pub mod backtests;
 pub mod cache;
+pub mod cluster;
 pub mod error;
 pub mod events;
+pub mod launch;
 pub mod live;
 pub mod market;
 pub mod metrics;
@@ -24,7 +26,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use kuant_store::Store;
 
 use auth::{Needs, Role, Tokens};
@@ -45,6 +47,10 @@ pub struct AppState {
     pub hub: live::Hub,
     /// Origins a browser may call this API from (CORS); none: no cross-origin calls.
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    /// The API server, with `--cluster`: backtests are created there, resources read from it.
+    pub cluster: Option<cluster::Cluster>,
+    /// Backtests this process runs (without a cluster).
+    pub local_runs: launch::LocalRuns,
 }
 
 impl AppState {
@@ -57,7 +63,15 @@ impl AppState {
             cache: cache::ResponseCache::default(),
             hub: live::Hub::default(),
             cors_origins: Vec::new(),
+            cluster: None,
+            local_runs: launch::LocalRuns::default(),
         }
+    }
+
+    /// Creates backtests through the API server and reads resources from it.
+    pub fn with_cluster(mut self, client: kube::Client) -> Self {
+        self.cluster = Some(cluster::Cluster::new(client));
+        self
     }
 
     /// Allows browsers on these origins (`https://dash.example.com`) to call the API.
@@ -101,6 +115,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/llm/usage", get(market::llm_usage))
         .route("/api/v1/ws/stats", get(live::stats))
         .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
+    let trades = Router::new()
+        .route("/api/v1/backtests", post(launch::create))
+        .route_layer(from_fn_with_state(needs(Role::Trader), auth::require));
+    let live_trading = Router::new()
+        .route("/api/v1/sessions/{namespace}/{name}/suspend", post(sessions::suspend))
+        .route_layer(from_fn_with_state(needs(Role::Admin), auth::require));
     let cors = (!state.cors_origins.is_empty()).then(|| {
         use axum::http::{Method, header};
         tower_http::cors::CorsLayer::new()
@@ -111,6 +131,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     });
     let router = Router::new()
         .merge(reads)
+        .merge(trades)
+        .merge(live_trading)
         // The sockets authenticate themselves (a header, or a first message).
         .route("/ws/live", get(live::live))
         .route("/ws/market", get(live::market))

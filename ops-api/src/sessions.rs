@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::AppState;
-use crate::backtests::{Page, RunDetail, RunSummary, list_runs, slice_page, summary};
+use crate::backtests::{
+    Page, ResourceView, RunDetail, RunSummary, detail, list_runs, merge_resource, slice_page,
+};
 use crate::error::ApiError;
 use crate::params::Params;
 
@@ -184,8 +186,54 @@ pub async fn get(
     params: Params,
 ) -> Result<Json<RunDetail>, ApiError> {
     params.finish()?;
-    let run = session(&state, &id(path)).await?;
-    Ok(Json(RunDetail { summary: summary(&run), spec: run.run.spec.clone(), status: run.status }))
+    let (namespace, name) = path;
+    let id = format!("{namespace}/{name}");
+    let stored = match state.store.run(&id).await? {
+        Some(run) if run.run.kind == RunKind::Session => Some(detail(run)),
+        _ => None,
+    };
+    let resource = match &state.cluster {
+        Some(cluster) => cluster.session(&namespace, &name).await?.as_ref().map(ResourceView::from),
+        None => None,
+    };
+    merge_resource(stored, resource).map(Json).ok_or_else(|| ApiError::not_found(format!("no session {id}")))
+}
+
+/// The body of a kill-switch request.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    /// true stops the session's trading (open orders cancelled, no new ones); false resumes it.
+    pub suspend: bool,
+}
+
+/// What the kill switch answers.
+#[derive(Debug, Serialize)]
+pub struct Suspended {
+    /// `namespace/name`.
+    pub id: String,
+    /// `spec.suspend` as the API server now holds it.
+    pub suspend: bool,
+}
+
+/// `POST /api/v1/sessions/{namespace}/{name}/suspend` (admin), body `{"suspend": true}`: the
+/// kill switch, through the API server (`spec.suspend` of the TradingSession).
+pub async fn suspend(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Id,
+    params: Params,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Suspended>, ApiError> {
+    params.finish()?;
+    let request: SuspendRequest = crate::error::json_body(body)?;
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::not_available(
+            "this ops API runs without --cluster: trading sessions are switched through the Kubernetes API server",
+        ));
+    };
+    let session = cluster.suspend_session(&namespace, &name, request.suspend).await?;
+    tracing::warn!(namespace, name, suspend = request.suspend, "kill switch of a trading session set");
+    Ok(Json(Suspended { id: format!("{namespace}/{name}"), suspend: session.spec.suspend }))
 }
 
 /// `GET /api/v1/sessions/{namespace}/{name}/positions`

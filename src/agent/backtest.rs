@@ -17,7 +17,7 @@
 //!
 //! - **The store**: when `KUANT_DATABASE_URL` is set (the chart passes it from a Secret), the
 //!   agent also saves the run — results, events, equity curve, trades — as `kuant backtest`
-//!   does locally ([`crate::persist`]), trying three times. A run whose results could not be
+//!   does locally ([`kuant_agents::backtest::persist`]), trying three times. A run whose results could not be
 //!   saved still succeeds (they are in its status); the report carries a warning, which the
 //!   operator records as a Warning Event on the Backtest.
 //!
@@ -172,11 +172,14 @@ fn save(
     result: &backtest::BacktestResult,
 ) -> Result<(), String> {
     let spec = serde_json::to_value(&backtest.spec).unwrap_or(serde_json::Value::Null);
-    let target =
-        crate::persist::Target { url, namespace: backtest.metadata.namespace.as_deref(), spec: &spec };
+    let target = kuant_agents::backtest::persist::Target {
+        url,
+        namespace: backtest.metadata.namespace.as_deref(),
+        spec: &spec,
+    };
     let mut pauses = SAVE_RETRIES.iter();
     loop {
-        match runtime.block_on(crate::persist::save_async(&target, result)) {
+        match runtime.block_on(kuant_agents::backtest::persist::save_async(&target, result)) {
             Ok(saved) => {
                 tracing::info!(
                     store = %kuant_store::redact(url),

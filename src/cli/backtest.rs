@@ -110,8 +110,8 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
         Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
     let spec = serde_json::to_value(&manifest.spec).unwrap_or(serde_json::Value::Null);
-    let target = crate::persist::Target { url: &url, namespace: None, spec: &spec };
-    match crate::persist::save(&target, &result) {
+    let target = kuant_agents::backtest::persist::Target { url: &url, namespace: None, spec: &spec };
+    match kuant_agents::backtest::persist::save(&target, &result) {
         Ok(saved) => {
             eprintln!(
                 "saved to {}: {} events, {} equity points, {} trades in {:.2} s{}",

@@ -1,7 +1,8 @@
 //! `kuant ops-api`: serves the ops API over the store.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C), 2 bad flags or token file, 1 when
-//! the store cannot be opened or the address cannot be bound, 3 for what is not built yet.
+//! the store cannot be opened, the address cannot be bound or (with `--cluster`) no Kubernetes
+//! configuration is found.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,9 +27,6 @@ pub fn run(
     cluster: bool,
     cors_origins: &[String],
 ) -> ExitCode {
-    if cluster {
-        return fail(3, "ops-api --cluster (reading resources from the API server) is not implemented yet");
-    }
     let tokens = match tokens {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => match Tokens::parse(&text) {
@@ -75,10 +73,31 @@ pub fn run(
             auth = if open { "none (loopback only; every request acts as admin)" } else { "bearer tokens" },
             "ops API listening"
         );
-        let state = match AppState::new(store, tokens).with_cors(cors_origins) {
-            Ok(state) => Arc::new(state),
+        let mut state = match AppState::new(store, tokens).with_cors(cors_origins) {
+            Ok(state) => state,
             Err(e) => return fail(EXIT_BAD_INPUT, e),
         };
+        if cluster {
+            // In a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config.
+            match kube::Client::try_default().await {
+                Ok(client) => {
+                    tracing::info!(
+                        default_namespace = client.default_namespace(),
+                        "creating backtests and reading resources through the Kubernetes API server"
+                    );
+                    state = state.with_cluster(client);
+                }
+                Err(e) => {
+                    return fail(
+                        EXIT_INTERNAL,
+                        format!(
+                            "--cluster: cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {e}"
+                        ),
+                    );
+                }
+            }
+        }
+        let state = Arc::new(state);
         match kuant_ops_api::serve(listener, state, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_INTERNAL, format!("the server stopped: {e}")),

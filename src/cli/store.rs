@@ -1,7 +1,7 @@
 //! Where a local backtest is saved: `--store URL`, else `KUANT_DATABASE_URL`, else a SQLite file
 //! in the user's data folder (`$XDG_DATA_HOME/kuant/kuant.db`, by default
 //! `~/.local/share/kuant/kuant.db`). `--no-store` skips saving. What is saved, and retention:
-//! [`crate::persist`].
+//! [`kuant_agents::backtest::persist`].
 
 use std::path::PathBuf;
 

@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod metrics;
+#[cfg(feature = "store")]
+pub mod persist;
 pub mod report;
 pub mod sweep;
 

@@ -1,5 +1,5 @@
-//! Saving a backtest's result to the store, for `kuant backtest` (locally) and `kuant agent
-//! backtest` (in a Job): the run with its spec, status and results, the event chain, the equity
+//! Saving a backtest's result to the store, for `kuant backtest` (locally), `kuant agent
+//! backtest` (in a Job) and the ops API (a backtest it runs itself): the run with its spec, status and results, the event chain, the equity
 //! curve and the trades.
 //!
 //! A run is saved afresh: whatever its id held before (an earlier run of the same manifest, a
@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kuant_agents::backtest::BacktestResult;
+use super::BacktestResult;
 use kuant_store::{Run, RunKind, Store, StoredEvent, StoredTrade};
 
 /// Equity points kept per run unless `KUANT_STORE_MAX_EQUITY_POINTS` says otherwise.
@@ -74,32 +74,45 @@ pub fn save(target: &Target<'_>, result: &BacktestResult) -> Result<Saved, Strin
 
 /// [`save`] on the caller's runtime.
 pub async fn save_async(target: &Target<'_>, result: &BacktestResult) -> Result<Saved, String> {
+    let connect_timeout = env_number("KUANT_STORE_CONNECT_TIMEOUT_SECS", 10_u64)?;
+    let started = Instant::now();
+    let store = Store::open_with(target.url, Duration::from_secs(connect_timeout.max(1)))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "opened and migrated the store");
+    let shown = kuant_store::redact(target.url);
+    let mut saved = save_into(&store, target.namespace, target.spec, result)
+        .await
+        .map_err(|e| format!("{e} (store {shown})"))?;
+    saved.seconds = started.elapsed().as_secs_f64();
+    Ok(saved)
+}
+
+/// Saves `result` into an open `store` (the ops API's, for a backtest it runs itself): the run
+/// under `namespace` with `spec`, its events, curve and trades, then retention.
+pub async fn save_into(
+    store: &Store,
+    namespace: Option<&str>,
+    spec: &serde_json::Value,
+    result: &BacktestResult,
+) -> Result<Saved, String> {
     let max_points = env_number("KUANT_STORE_MAX_EQUITY_POINTS", DEFAULT_MAX_EQUITY_POINTS)?;
     let retention_days = env_number("KUANT_STORE_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)?;
-    let connect_timeout = env_number("KUANT_STORE_CONNECT_TIMEOUT_SECS", 10_u64)?;
     let started = Instant::now();
     let mut lap = Instant::now();
     let mut step = |what: &str, rows: u64| {
         tracing::debug!(step = what, rows, seconds = lap.elapsed().as_secs_f64(), "saving the run");
         lap = Instant::now();
     };
-    let store = Store::open_with(target.url, Duration::from_secs(connect_timeout.max(1)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let shown = kuant_store::redact(target.url);
-    let failed = |what: &'static str| {
-        let shown = shown.clone();
-        move |e: kuant_store::SqlError| format!("cannot save the {what} to {shown}: {e}")
-    };
+    let failed = |what: &'static str| move |e: kuant_store::SqlError| format!("cannot save the {what}: {e}");
     let run = Run {
         run_id: result.run_id.clone(),
         kind: RunKind::Backtest,
-        namespace: target.namespace.map(str::to_owned),
+        namespace: namespace.map(str::to_owned),
         name: result.name.clone(),
-        spec: target.spec.clone(),
+        spec: spec.clone(),
         phase: "Saving".to_owned(),
     };
-    step("open and migrate the store", 0);
     store.reset_run(&run).await.map_err(failed("run"))?;
     step("reset the run", 1);
 

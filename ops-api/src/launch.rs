@@ -1,0 +1,276 @@
+//! `POST /api/v1/backtests` (trader role): a Backtest manifest as JSON, checked with the CRD's
+//! own schema and rules (the words `kubectl apply` would print), then
+//!
+//! - **in a cluster** (`--cluster`): created through the API server, for the operator to run
+//!   in a Job. 201 with the resource's id; 409 when it exists.
+//! - **locally**: run in this process, [`MAX_LOCAL_RUNS`] at a time (later ones wait as
+//!   `Pending`), its progress published on `/ws/live` (channel `progress`) and shown by
+//!   `GET /api/v1/backtests/{namespace}/{name}`, its results saved to the store as `kuant
+//!   backtest` saves them. 202 at once; 409 while a run of the same id is under way. A finished
+//!   run of the same id is replaced, as `kuant backtest` replaces it.
+//!
+//! The namespace is the manifest's, else the service account's in a cluster and `local` here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use kuant_agents::backtest::{self, Keep, Options};
+use kuant_crds::Backtest;
+use kuant_store::{Run, RunKind};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::AppState;
+use crate::error::{ApiError, FieldError};
+use crate::live::Feed;
+use crate::params::Params;
+
+/// Backtests run at once in this process; more wait their turn.
+pub const MAX_LOCAL_RUNS: usize = 2;
+/// Progress is published at most this often per run.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// What a create answers.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    /// `namespace/name`.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `Pending`: it has not started yet.
+    pub phase: String,
+    /// Where it runs: `local` (this process) or `cluster` (a Job the operator starts).
+    pub runs_in: &'static str,
+    /// Where to follow it.
+    pub links: Links,
+}
+
+/// Where to follow a created backtest.
+#[derive(Debug, Serialize)]
+pub struct Links {
+    /// The backtest (status and progress).
+    #[serde(rename = "self")]
+    pub this: String,
+    /// Its progress as it happens (`/ws/live?channels=progress&run=…`).
+    pub progress: String,
+}
+
+/// Progress of a backtest this process runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// `Pending` (waiting for a slot), `Running`, `Saving`, `Succeeded` or `Failed`.
+    pub phase: &'static str,
+    /// Candles simulated so far.
+    pub candles_processed: u64,
+    /// Candles in the run (0 until they are loaded).
+    pub candles_total: u64,
+    /// candlesProcessed / candlesTotal × 100.
+    pub percent: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The backtests this process runs.
+#[derive(Debug)]
+pub struct LocalRuns {
+    under_way: Mutex<HashMap<String, Progress>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for LocalRuns {
+    fn default() -> Self {
+        Self { under_way: Mutex::new(HashMap::new()), slots: Arc::new(Semaphore::new(MAX_LOCAL_RUNS)) }
+    }
+}
+
+impl LocalRuns {
+    /// Progress of run `id`, while it is under way here.
+    pub fn progress(&self, id: &str) -> Option<Progress> {
+        self.under_way.lock().ok()?.get(id).cloned()
+    }
+
+    /// Claims `id`; false when a run of it is under way already.
+    fn claim(&self, id: &str) -> bool {
+        let Ok(mut runs) = self.under_way.lock() else { return false };
+        if runs.contains_key(id) {
+            return false;
+        }
+        runs.insert(id.to_owned(), Progress { phase: "Pending", ..Progress::default() });
+        true
+    }
+
+    fn set(&self, id: &str, progress: &Progress) {
+        if let Ok(mut runs) = self.under_way.lock() {
+            runs.insert(id.to_owned(), progress.clone());
+        }
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut runs) = self.under_way.lock() {
+            runs.remove(id);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads and checks the manifest in `body`: JSON, then the CRD's schema and rules.
+pub fn read_manifest(body: &[u8]) -> Result<Backtest, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::malformed_body(e.to_string()))?;
+    kuant_crds::manifest::from_value::<Backtest>(value, "body").map_err(|e| {
+        ApiError::invalid_body(
+            e.problems.into_iter().map(|p| FieldError { field: p.path, message: p.message }).collect(),
+        )
+    })
+}
+
+/// `POST /api/v1/backtests`.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    params: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    params.finish()?;
+    let body = body.map_err(|e| ApiError::new(e.status(), "malformed_body", e.body_text()))?;
+    let mut manifest = read_manifest(&body)?;
+    let name = manifest.metadata.name.clone().unwrap_or_default();
+    if let Some(cluster) = &state.cluster {
+        let namespace =
+            manifest.metadata.namespace.clone().unwrap_or_else(|| cluster.default_namespace().to_owned());
+        manifest.metadata.namespace = Some(namespace.clone());
+        cluster.create_backtest(&manifest).await?;
+        tracing::info!(namespace, name, "backtest created in the cluster");
+        return Ok((StatusCode::CREATED, Json(created(namespace, name, "cluster"))));
+    }
+    let namespace = manifest.metadata.namespace.clone().unwrap_or_else(|| "local".to_owned());
+    manifest.metadata.namespace = Some(namespace.clone());
+    let id = format!("{namespace}/{name}");
+    if !state.local_runs.claim(&id) {
+        return Err(ApiError::conflict(format!("backtest {id} is running; wait for it to finish")));
+    }
+    let spec = serde_json::to_value(&manifest.spec).map_err(|e| ApiError::internal(&e.to_string()))?;
+    let run = Run {
+        run_id: id.clone(),
+        kind: RunKind::Backtest,
+        namespace: Some(namespace.clone()),
+        name: name.clone(),
+        spec: spec.clone(),
+        phase: "Pending".to_owned(),
+    };
+    if let Err(e) = state.store.reset_run(&run).await {
+        state.local_runs.release(&id);
+        return Err(e.into());
+    }
+    publish(&state, &id, &Progress { phase: "Pending", ..Progress::default() });
+    tokio::spawn(run_locally(state.clone(), run, manifest));
+    tracing::info!(id, "backtest accepted to run here");
+    Ok((StatusCode::ACCEPTED, Json(created(namespace, name, "local"))))
+}
+
+fn created(namespace: String, name: String, runs_in: &'static str) -> Created {
+    let id = format!("{namespace}/{name}");
+    Created {
+        links: Links {
+            this: format!("/api/v1/backtests/{id}"),
+            progress: format!("/ws/live?channels=progress&run={id}"),
+        },
+        id,
+        namespace,
+        name,
+        phase: "Pending".to_owned(),
+        runs_in,
+    }
+}
+
+fn publish(state: &AppState, id: &str, progress: &Progress) {
+    state.local_runs.set(id, progress);
+    let data = serde_json::to_value(progress).unwrap_or_default();
+    state.hub.publish(Feed::Live, "progress", Some(id), None, now_ms(), &data);
+}
+
+/// Runs one accepted backtest to its end: wait for a slot, load, simulate (publishing progress),
+/// save; or record why it failed. The run never stays `Running` after this returns.
+async fn run_locally(state: Arc<AppState>, run: Run, manifest: Backtest) {
+    let id = run.run_id.clone();
+    let outcome = simulate_and_save(&state, &run, manifest).await;
+    let last = match outcome {
+        Ok(()) => Progress { phase: "Succeeded", percent: 100.0, ..final_counts(&state, &id) },
+        Err(message) => {
+            tracing::warn!(id, %message, "local backtest failed");
+            let status = serde_json::json!({"phase": "Failed", "message": message});
+            if let Err(e) = state.store.finish_run(&id, "Failed", Some(&status), None, now_ms()).await {
+                tracing::error!(id, error = %e, "cannot record the failure of a local backtest");
+            }
+            Progress { phase: "Failed", message: Some(message), ..final_counts(&state, &id) }
+        }
+    };
+    publish(&state, &id, &last);
+    state.local_runs.release(&id);
+}
+
+fn final_counts(state: &AppState, id: &str) -> Progress {
+    state.local_runs.progress(id).unwrap_or_default()
+}
+
+async fn simulate_and_save(state: &Arc<AppState>, run: &Run, manifest: Backtest) -> Result<(), String> {
+    let id = run.run_id.clone();
+    let _slot = state.local_runs.slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+    let running = Run { phase: "Running".to_owned(), ..run.clone() };
+    state.store.upsert_run(&running).await.map_err(|e| format!("cannot record the run: {e}"))?;
+    publish(state, &id, &Progress { phase: "Running", ..Progress::default() });
+
+    let (tx, mut rx) = watch::channel((0u64, 0u64));
+    let reporter = {
+        let state = state.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let (done, total) = *rx.borrow_and_update();
+                let percent = if total == 0 { 0.0 } else { done as f64 * 100.0 / total as f64 };
+                let progress = Progress {
+                    phase: "Running",
+                    candles_processed: done,
+                    candles_total: total,
+                    percent: (percent * 100.0).round() / 100.0,
+                    message: None,
+                };
+                publish(&state, &id, &progress);
+                tokio::time::sleep(PROGRESS_EVERY).await;
+            }
+        })
+    };
+    let simulated = tokio::task::spawn_blocking(move || {
+        let prepared = backtest::prepare(&manifest, &Options::default()).map_err(|e| e.to_string())?;
+        let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
+        tx.send_replace((0, total));
+        let keep = Keep { equity_curve: true, events: true };
+        let result = backtest::run(&prepared, keep, &mut |done, total| {
+            tx.send_replace((done, total));
+        })
+        .map_err(|e| e.to_string())?;
+        tx.send_replace((total, total));
+        Ok::<_, String>(result)
+    })
+    .await;
+    // The reporter ends with the sender; its last report goes out before the final phase.
+    let _ = reporter.await;
+    let result = simulated.map_err(|e| format!("the backtest stopped unexpectedly: {e}"))??;
+    let counts = final_counts(state, &id);
+    publish(state, &id, &Progress { phase: "Saving", ..counts });
+    let namespace = run.namespace.as_deref();
+    backtest::persist::save_into(&state.store, namespace, &run.spec, &result).await?;
+    Ok(())
+}
