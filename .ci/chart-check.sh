@@ -299,6 +299,21 @@ def store_secret(env):
 agent_secret = operator_env.get("KUANT_AGENT_DATABASE_SECRET", {}).get("value")
 statefulsets = [d for d in docs if d["kind"] == "StatefulSet"]
 secrets = [d for d in docs if d["kind"] == "Secret"]
+# The ops API creates Backtests and reads statuses through the API server (--cluster), so its
+# ClusterRole must allow create on backtests, and the kill switch's patch on tradingsessions.
+ops_deploy = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ops-api")]
+if ops_deploy and "--cluster" not in ops_deploy[0]["spec"]["template"]["spec"]["containers"][0]["args"]:
+    problems.append("the ops API must run with --cluster in a cluster")
+ops_rules = [r for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-ops-api")
+             for r in d.get("rules", [])]
+def ops_may(verb, resource):
+    return any(resource in r.get("resources", []) and verb in r.get("verbs", []) for r in ops_rules)
+for verb, resource in [("create", "backtests"), ("get", "backtests"), ("patch", "tradingsessions")]:
+    if not ops_may(verb, resource):
+        problems.append(f"the ops API's ClusterRole must allow {verb} on {resource}")
+for verb, resource in [("delete", "backtests"), ("create", "tradingsessions")]:
+    if ops_may(verb, resource):
+        problems.append(f"the ops API's ClusterRole must not allow {verb} on {resource}")
 if "DATABASE_URL" in ops_env:
     problems.append("the ops API reads KUANT_DATABASE_URL, not DATABASE_URL")
 if value_set == "default":

@@ -188,17 +188,33 @@ async fn finish_pod_like_a_kubelet(pods: &Api<Pod>, pod: &str) {
         .expect("pod status written");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its_job() {
+/// A client of the test cluster; `None` (the test skips) without one, a failure when
+/// `KUANT_REQUIRE_CLUSTER=1`.
+async fn test_cluster() -> Option<Client> {
     if let Some(reason) = skip_reason() {
         assert!(
             std::env::var("KUANT_REQUIRE_CLUSTER").as_deref() != Ok("1"),
             "KUANT_REQUIRE_CLUSTER=1 but {reason}"
         );
         eprintln!("skipped: {reason}");
-        return;
+        return None;
     }
-    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    Some(Client::try_default().await.expect("a client from KUBECONFIG"))
+}
+
+/// A namespace `kuant-e2e-{tag}-{pid}` for one test, deleted at its end.
+async fn test_namespace(client: &Client, tag: &str) -> TestNamespace {
+    let name = format!("kuant-e2e-{tag}{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
+    TestNamespace { api: namespaces, name }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its_job() {
+    let Some(client) = test_cluster().await else { return };
     let nodes: Api<Node> = Api::all(client.clone());
     let has_nodes =
         !nodes.list(&ListParams::default().limit(1)).await.expect("nodes listed").items.is_empty();
@@ -211,12 +227,8 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
 
     apply_crds(&client).await;
     apply_agent_role(&client).await;
-    let namespace = format!("kuant-e2e-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("namespace");
-    namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
-    let _cleanup = TestNamespace { api: namespaces, name: namespace.clone() };
+    let cleanup = test_namespace(&client, "").await;
+    let namespace = cleanup.name.clone();
 
     let backtests: Api<Backtest> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -317,4 +329,118 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     })
     .await;
     drop(operator);
+}
+
+/// `kuant ops-api --cluster` as a child process on a free loopback port, killed when dropped.
+struct OpsApi {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl OpsApi {
+    fn start(tokens: &std::path::Path, store: &std::path::Path) -> Self {
+        let addr =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+            .args(["ops-api", "--cluster", "--listen", &addr.to_string(), "--tokens"])
+            .arg(tokens)
+            .arg("--store")
+            .arg(store)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ops API starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the ops API listens in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, addr }
+    }
+
+    /// One request: its status and JSON body.
+    fn call(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: e2e\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes())).expect("send");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read");
+        let (head, rest) = raw.split_once("\r\n\r\n").expect("a response");
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+        // Small JSON bodies come whole or in one chunk.
+        let json = rest.find('{').map_or("null", |start| &rest[start..=rest.rfind('}').unwrap_or(start)]);
+        (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for OpsApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_api_creates_a_backtest_shows_its_status_and_suspends_a_session_through_the_api_server() {
+    let Some(client) = test_cluster().await else { return };
+    apply_crds(&client).await;
+    let cleanup = test_namespace(&client, "api-").await;
+    let namespace = cleanup.name.clone();
+    let dir = std::env::temp_dir().join(format!("kuant-e2e-ops-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "e2e-trader-token-012345 trader\ne2e-admin-token-0123456 admin\n")
+        .expect("tokens");
+    let api = OpsApi::start(&tokens, &dir.join("kuant.db"));
+    let (trader, admin) = ("e2e-trader-token-012345", "e2e-admin-token-0123456");
+
+    // Created through the ops API: the resource is in the API server, written by its field manager.
+    let mut manifest = serde_json::to_value(example_backtest(&namespace)).expect("json");
+    manifest["metadata"]["name"] = serde_json::json!("from-ops-api");
+    let (status, body) = api.call("POST", "/api/v1/backtests", trader, &manifest.to_string());
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], format!("{namespace}/from-ops-api"));
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &namespace);
+    let created = backtests.get("from-ops-api").await.expect("the Backtest exists");
+    assert_eq!(created.spec.strategy.name, example_backtest(&namespace).spec.strategy.name);
+    assert!(
+        created.managed_fields().iter().any(|m| m.manager.as_deref() == Some("kuant-ops-api")),
+        "written by the ops API's field manager"
+    );
+    let (status, body) = api.call("POST", "/api/v1/backtests", trader, &manifest.to_string());
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+
+    // Its status, as the operator and the agent would write it, is what the ops API shows.
+    let progress = serde_json::json!({"status": {"phase": "Running",
+        "progress": {"candlesProcessed": 500, "candlesTotal": 2000, "percent": 25.0}}});
+    backtests
+        .patch_status("from-ops-api", &PatchParams::default(), &Patch::Merge(&progress))
+        .await
+        .expect("status written");
+    let (status, body) = api.call("GET", &format!("/api/v1/backtests/{namespace}/from-ops-api"), trader, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["phase"], "Running", "{body}");
+    assert_eq!(body["status"]["progress"]["percent"], 25.0, "{body}");
+
+    // The kill switch: admin only, and it lands as spec.suspend.
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sessions/paper-btc.yaml"))
+            .expect("example session");
+    let mut session: kuant_crds::TradingSession =
+        kuant_crds::manifest::parse(&text, "paper-btc.yaml").expect("valid example");
+    session.metadata.namespace = Some(namespace.clone());
+    let sessions: Api<kuant_crds::TradingSession> = Api::namespaced(client.clone(), &namespace);
+    sessions.create(&PostParams::default(), &session).await.expect("session created");
+    let path = format!("/api/v1/sessions/{namespace}/paper-btc/suspend");
+    let (status, _) = api.call("POST", &path, trader, r#"{"suspend": true}"#);
+    assert_eq!(status, 403);
+    let (status, body) = api.call("POST", &path, admin, r#"{"suspend": true}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(sessions.get("paper-btc").await.expect("session").spec.suspend, "suspended in the API server");
+    drop(api);
 }
