@@ -3,6 +3,7 @@
 //! A backtest is addressed as `{namespace}/{name}`, the id its run carries in the store; local
 //! runs (`kuant backtest`) have the namespace `local`.
 
+use schemars::JsonSchema;
 use std::sync::Arc;
 
 use axum::Json;
@@ -23,7 +24,7 @@ const PHASES: &[&str] =
     &["Pending", "Running", "Saving", "Succeeded", "Failed", "Ready", "Trading", "Halted", "Stopped"];
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
@@ -32,7 +33,7 @@ pub struct Page<T> {
 }
 
 /// A run (backtest or session) in a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct RunSummary {
     /// `namespace/name`.
     pub id: String,
@@ -55,7 +56,7 @@ pub struct RunSummary {
 }
 
 /// One run: the summary, its spec and its whole status (progress included).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct RunDetail {
     /// The summary.
     #[serde(flatten)]
@@ -67,7 +68,7 @@ pub struct RunDetail {
 }
 
 /// An equity curve, columns of equal length.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Equity {
     /// `namespace/name`.
     pub id: String,
@@ -80,7 +81,7 @@ pub struct Equity {
 }
 
 /// A trade as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Trade {
     /// Symbol.
     pub symbol: String,
@@ -103,7 +104,7 @@ pub struct Trade {
 }
 
 /// An event as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Event {
     /// Its id.
     pub id: String,
@@ -125,7 +126,7 @@ pub struct Event {
 }
 
 /// Backtests side by side.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Comparison {
     /// The backtests, in the order asked for.
     pub backtests: Vec<RunSummary>,

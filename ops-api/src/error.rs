@@ -4,10 +4,11 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// A field of a request that is wrong, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct FieldError {
     /// The query parameter or body field (a JSON path for nested ones).
     pub field: String,
@@ -30,11 +31,15 @@ pub struct ApiError {
     pub details: Vec<FieldError>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-    details: &'a [FieldError],
+/// The body of every error response.
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code (see [`ApiError::code`]).
+    pub code: &'a str,
+    /// What a person reads.
+    pub message: &'a str,
+    /// The fields at fault (a validation error), else empty.
+    pub details: &'a [FieldError],
 }
 
 impl ApiError {
@@ -159,7 +164,7 @@ impl From<kuant_store::SqlError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { code: self.code, message: &self.message, details: &self.details };
+        let body = ErrorBody { code: self.code, message: &self.message, details: &self.details };
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! The namespace is the manifest's, else the service account's in a cluster and `local` here.
 
+use schemars::JsonSchema;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,7 +38,7 @@ pub const MAX_LOCAL_RUNS: usize = 2;
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// What a create answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Created {
     /// `namespace/name`.
     pub id: String,
@@ -54,7 +55,7 @@ pub struct Created {
 }
 
 /// Where to follow a created backtest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Links {
     /// The backtest (status and progress).
     #[serde(rename = "self")]
@@ -64,7 +65,7 @@ pub struct Links {
 }
 
 /// Progress of a backtest this process runs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// `Pending` (waiting for a slot), `Running`, `Saving`, `Succeeded` or `Failed`.
@@ -124,6 +125,14 @@ impl LocalRuns {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The body of `POST /api/v1/backtests`: the Backtest CRD's own schema, as a component.
+pub fn manifest_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let schema = kuant_crds::manifest::openapi_schema::<Backtest>()
+        .unwrap_or_else(|_| serde_json::json!({"type": "object"}));
+    generator.definitions_mut().insert("Backtest".to_owned(), schema);
+    schemars::json_schema!({"$ref": "#/components/schemas/Backtest"})
 }
 
 /// Reads and checks the manifest in `body`: JSON, then the CRD's schema and rules.

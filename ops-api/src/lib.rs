@@ -15,7 +15,9 @@ pub mod launch;
 pub mod live;
 pub mod market;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
+pub mod routes;
 pub mod sessions;
 
 use std::future::Future;
@@ -26,12 +28,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use kuant_store::Store;
 
-use auth::{Needs, Role, Tokens};
+use auth::{Needs, Tokens};
 use error::ApiError;
 use metrics::Metrics;
+use routes::Access;
 
 /// What the handlers share.
 pub struct AppState {
@@ -88,39 +90,19 @@ impl AppState {
     }
 }
 
-/// The whole API.
+/// The whole API: every endpoint of [`routes::endpoints`], each behind the role it needs.
 pub fn router(state: Arc<AppState>) -> Router {
-    let needs = |role| Needs { tokens: state.tokens.clone(), role };
-    let reads = Router::new()
-        .route("/api/v1/backtests", get(backtests::list))
-        .route("/api/v1/backtests/compare", get(backtests::compare))
-        .route("/api/v1/backtests/{namespace}/{name}", get(backtests::get))
-        .route("/api/v1/backtests/{namespace}/{name}/results", get(backtests::results))
-        .route("/api/v1/backtests/{namespace}/{name}/equity", get(backtests::equity))
-        .route("/api/v1/backtests/{namespace}/{name}/trades", get(backtests::trades))
-        .route("/api/v1/backtests/{namespace}/{name}/events", get(backtests::events))
-        .route("/api/v1/events", get(events::list))
-        .route("/api/v1/chains/{correlation_id}", get(events::chain))
-        .route("/api/v1/sessions", get(sessions::list))
-        .route("/api/v1/sessions/{namespace}/{name}", get(sessions::get))
-        .route("/api/v1/sessions/{namespace}/{name}/portfolio", get(sessions::portfolio))
-        .route("/api/v1/sessions/{namespace}/{name}/positions", get(sessions::positions))
-        .route("/api/v1/sessions/{namespace}/{name}/orders", get(sessions::orders))
-        .route("/api/v1/sessions/{namespace}/{name}/fills", get(sessions::fills))
-        .route("/api/v1/sessions/{namespace}/{name}/blocks", get(sessions::blocks))
-        .route("/api/v1/sessions/{namespace}/{name}/risk", get(sessions::risk))
-        .route("/api/v1/sessions/{namespace}/{name}/report", get(sessions::report))
-        .route("/api/v1/market/candles", get(market::candles))
-        .route("/api/v1/market/latest", get(market::latest))
-        .route("/api/v1/llm/usage", get(market::llm_usage))
-        .route("/api/v1/ws/stats", get(live::stats))
-        .route_layer(from_fn_with_state(needs(Role::Viewer), auth::require));
-    let trades = Router::new()
-        .route("/api/v1/backtests", post(launch::create))
-        .route_layer(from_fn_with_state(needs(Role::Trader), auth::require));
-    let live_trading = Router::new()
-        .route("/api/v1/sessions/{namespace}/{name}/suspend", post(sessions::suspend))
-        .route_layer(from_fn_with_state(needs(Role::Admin), auth::require));
+    let mut router = Router::new();
+    for endpoint in routes::endpoints() {
+        let handler = match endpoint.access {
+            Access::Token(role) => endpoint
+                .handler
+                .route_layer(from_fn_with_state(Needs { tokens: state.tokens.clone(), role }, auth::require)),
+            // The sockets authenticate themselves (a header, or a first message).
+            Access::Socket(_) | Access::Public => endpoint.handler,
+        };
+        router = router.route(endpoint.path, handler);
+    }
     let cors = (!state.cors_origins.is_empty()).then(|| {
         use axum::http::{Method, header};
         tower_http::cors::CorsLayer::new()
@@ -129,16 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .max_age(std::time::Duration::from_secs(600))
     });
-    let router = Router::new()
-        .merge(reads)
-        .merge(trades)
-        .merge(live_trading)
-        // The sockets authenticate themselves (a header, or a first message).
-        .route("/ws/live", get(live::live))
-        .route("/ws/market", get(live::market))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics_text))
+    let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
@@ -150,14 +123,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Ready when the store answers and its schema is the one this build knows.
-async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     match state.store.ready().await {
         Ok(version) => (StatusCode::OK, format!("ready: store at migration {version}")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
     }
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

@@ -18,6 +18,7 @@
 //! - **Keep-alive**: the server pings every [`PING_EVERY`]; a client silent for three periods
 //!   is closed.
 
+use schemars::JsonSchema;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,7 +65,7 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 
 /// Which socket a channel belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Feed {
     /// `/ws/live`.
@@ -95,18 +96,26 @@ pub struct Published {
     pub text: Utf8Bytes,
 }
 
-#[derive(Serialize)]
-struct Wire<'a> {
-    seq: u64,
-    channel: &'a str,
-    run_id: Option<&'a str>,
-    symbol: Option<&'a str>,
-    at_ms: i64,
-    data: &'a serde_json::Value,
+/// A message of `/ws/live` and `/ws/market`, as sent.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "LiveMessage")]
+pub struct Wire<'a> {
+    /// Sequence number, from 1; pass the last one seen as `?cursor=` to resume.
+    pub seq: u64,
+    /// Its channel (`fills`, `orders`, `positions`, `blocks`, `risk`, `progress`, `ticks`, `candles`).
+    pub channel: &'a str,
+    /// The run or session it is about.
+    pub run_id: Option<&'a str>,
+    /// The symbol it is about.
+    pub symbol: Option<&'a str>,
+    /// When it happened, Unix ms.
+    pub at_ms: i64,
+    /// The row or progress itself (decimals as strings).
+    pub data: &'a serde_json::Value,
 }
 
 /// Counters of the hub.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct Stats {
     /// Open `/ws/live` connections.
     pub live_connections: u64,

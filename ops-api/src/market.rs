@@ -1,6 +1,7 @@
 //! `/api/v1/market`: candles by market, timeframe and range, and the latest prices; and
 //! `/api/v1/llm/usage`: LLM telemetry by agent and model.
 
+use schemars::JsonSchema;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,7 +13,7 @@ use crate::error::ApiError;
 use crate::params::Params;
 
 /// A candle as served (prices as decimal strings).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Candle {
     /// Symbol.
     pub symbol: String,
@@ -48,7 +49,7 @@ impl From<kuant_store::StoredCandle> for Candle {
 }
 
 /// LLM use of one agent and model.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Usage {
     /// Agent.
     pub agent: String,

@@ -1,6 +1,7 @@
 //! `/api/v1/sessions`: trading sessions as the store holds them: list, one, portfolio,
 //! positions, orders, fills, blocked trades, risk budget, and a daily report.
 
+use schemars::JsonSchema;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use crate::error::ApiError;
 use crate::params::Params;
 
 /// A position as served (decimals as strings).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Position {
     /// Symbol.
     pub symbol: String,
@@ -31,7 +32,7 @@ pub struct Position {
 }
 
 /// An order as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Order {
     /// Client order id.
     pub client_order_id: String,
@@ -56,7 +57,7 @@ pub struct Order {
 }
 
 /// A fill as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Fill {
     /// Its id.
     pub fill_id: String,
@@ -75,7 +76,7 @@ pub struct Fill {
 }
 
 /// A blocked trade as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Block {
     /// The event's id.
     pub event_id: String,
@@ -90,7 +91,7 @@ pub struct Block {
 }
 
 /// The risk budget a session holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Risk {
     /// Claimed or used and not yet released.
     pub in_use: String,
@@ -99,7 +100,7 @@ pub struct Risk {
 }
 
 /// A risk allocation as served.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Allocation {
     /// Its id.
     pub allocation_id: String,
@@ -118,7 +119,7 @@ pub struct Allocation {
 }
 
 /// A session's holdings.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Portfolio {
     /// Open positions (quantity not zero).
     pub positions: Vec<Position>,
@@ -129,7 +130,7 @@ pub struct Portfolio {
 }
 
 /// One ledger balance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Balance {
     /// Account.
     pub account: String,
@@ -140,7 +141,7 @@ pub struct Balance {
 }
 
 /// A day of a session (UTC).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct DailyReport {
     /// `YYYY-MM-DD`.
     pub date: String,
@@ -200,7 +201,7 @@ pub async fn get(
 }
 
 /// The body of a kill-switch request.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
     /// true stops the session's trading (open orders cancelled, no new ones); false resumes it.
@@ -208,7 +209,7 @@ pub struct SuspendRequest {
 }
 
 /// What the kill switch answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Suspended {
     /// `namespace/name`.
     pub id: String,

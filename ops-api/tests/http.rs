@@ -561,3 +561,144 @@ async fn browsers_on_an_allowed_origin_may_call_and_others_get_no_cors_headers()
     let other = preflight("https://evil.example.com").await;
     assert!(!other.contains("access-control-allow-origin"), "{other}");
 }
+
+/// Checks `value` against `schema` (resolving `$ref`s in `doc`) for what the API relies on:
+/// types, required properties and no property the schema does not name. Returns the problems.
+fn check_shape(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        assert!(!target.is_null(), "{reference} is not in components");
+        return check_shape(doc, target, value, at);
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = schema[key].as_array() {
+            let fits = options.iter().any(|o| check_shape(doc, o, value, at).is_empty());
+            return if fits { vec![] } else { vec![format!("{at}: fits no option of {key}")] };
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return vec![],
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
+        return vec![format!("{at}: {kind}, the schema says {types:?}")];
+    }
+    let mut problems = Vec::new();
+    match value {
+        Value::Object(map) => {
+            let properties = schema["properties"].as_object();
+            for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !map.contains_key(required) {
+                    problems.push(format!("{at}: {required} is required but missing"));
+                }
+            }
+            for (key, item) in map {
+                match properties.and_then(|p| p.get(key)) {
+                    Some(sub) => problems.extend(check_shape(doc, sub, item, &format!("{at}.{key}"))),
+                    None if properties.is_some() && schema["additionalProperties"].is_null() => {
+                        problems.push(format!("{at}.{key} is not in the schema"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter().enumerate() {
+                problems.extend(check_shape(doc, &schema["items"], item, &format!("{at}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_endpoint_and_each_answers_as_it_says() {
+    let store = stores("openapi").await.remove(1);
+    seed(&store, 3).await;
+    seed_session(&store).await;
+    let addr = serve(store).await;
+
+    let doc = request(addr, "GET", "/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200, "public, like the probes");
+    let doc = doc.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    let operations: usize = paths.values().map(|item| item.as_object().map_or(0, |o| o.len())).sum();
+    assert_eq!(operations, kuant_ops_api::routes::endpoints().len(), "one operation per endpoint");
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1).filter_map(|s| s.split('"').next()) {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        assert!(doc["components"]["schemas"].get(name).is_some(), "{reference} resolves");
+    }
+    assert!(
+        doc["paths"]["/api/v1/backtests"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            == "#/components/schemas/Backtest"
+            && doc["components"]["schemas"]["Backtest"]["properties"]["spec"].is_object(),
+        "the Backtest body is the CRD's schema"
+    );
+
+    let mut checked = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("operations") {
+            let concrete = path
+                .replace("/backtests/{namespace}/{name}", "/backtests/research/bt-01")
+                .replace("/sessions/{namespace}/{name}", "/sessions/desk/paper-btc")
+                .replace("{correlation_id}", &uuid(1000));
+            let parameters = operation["parameters"].as_array().expect("parameters");
+            let query: Vec<String> = parameters
+                .iter()
+                .filter(|p| p["in"] == "query" && p["example"].is_string())
+                .map(|p| {
+                    format!("{}={}", p["name"].as_str().unwrap_or(""), p["example"].as_str().unwrap_or(""))
+                })
+                .collect();
+            let url = format!("{concrete}?{}", query.join("&"));
+            let method = method.to_ascii_uppercase();
+            let secured = operation.get("x-kuant-role").is_some();
+            let socket = operation["responses"].get("101").is_some();
+            if method == "GET" && !socket {
+                // Every documented parameter is taken, with its example value.
+                let reply = request(addr, "GET", &url, Some(ADMIN), None).await;
+                assert!(reply.status < 500, "{url}: {}", reply.text);
+                assert_ne!(reply.status, 400, "{url}: documented parameters are accepted: {}", reply.text);
+                let documented = &operation["responses"][reply.status.to_string()];
+                assert!(documented.is_object(), "{url}: status {} is documented", reply.status);
+                if let Some(schema) = documented["content"]["application/json"]["schema"].as_object() {
+                    let schema = serde_json::Value::Object(schema.clone());
+                    let problems = check_shape(&doc, &schema, &reply.body, "$");
+                    assert!(problems.is_empty(), "{url} answers as documented: {problems:?}\n{}", reply.text);
+                    checked += 1;
+                }
+            }
+            if secured && !socket {
+                // And an undocumented one is refused, by name.
+                let sep = if query.is_empty() { "" } else { "&" };
+                let bogus = format!("{url}{sep}bogus=1");
+                let reply = request(addr, &method, &bogus, Some(ADMIN), Some("{}")).await;
+                assert_eq!(reply.status, 400, "{method} {bogus}: {}", reply.text);
+                assert_eq!(reply.body["details"][0]["field"], "bogus", "{method} {bogus}: {}", reply.text);
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked} answers checked against their schemas");
+}
