@@ -473,7 +473,7 @@ async fn run_client(state: &AppState, socket: &mut WebSocket, sub: &Subscription
 }
 
 /// Pushes what agents write to the live feeds, as PostgreSQL announces it (`LISTEN kuant_live`,
-/// see migrations/postgres/0005), until the task is stopped. Returns at once on SQLite.
+/// see migrations/postgres/0005 and 0006), until the task is stopped. Returns at once on SQLite.
 pub async fn bridge(state: Arc<AppState>) {
     let mut listener = match state.store.listen_live().await {
         Ok(Some(listener)) => listener,
@@ -503,6 +503,7 @@ pub fn publish_row(hub: &Hub, row: &kuant_store::LiveRow) {
         "block_events" => (Feed::Live, "blocks"),
         "risk_allocations" => (Feed::Live, "risk"),
         "candles" => (Feed::Market, "candles"),
+        "ticks" => (Feed::Market, "ticks"),
         _ => return,
     };
     let now_ms = std::time::SystemTime::now()

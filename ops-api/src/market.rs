@@ -101,6 +101,48 @@ pub async fn latest(
     Ok(Json(state.store.latest_candles(&exchange).await?.into_iter().map(Candle::from).collect()))
 }
 
+/// The latest tick of a market as served (decimals as strings).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Tick {
+    /// Exchange.
+    pub exchange: String,
+    /// Symbol.
+    pub symbol: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Last trade price.
+    pub price: String,
+    /// Best bid.
+    pub bid: Option<String>,
+    /// Best ask.
+    pub ask: Option<String>,
+}
+
+/// `GET /api/v1/market/ticks?exchange=&symbol=`: the latest tick of every market (or one).
+pub async fn ticks(
+    State(state): State<Arc<AppState>>,
+    mut params: Params,
+) -> Result<Json<Vec<Tick>>, ApiError> {
+    let exchange = params.required("exchange", 64);
+    let symbol = params.text("symbol", 32);
+    params.finish()?;
+    let ticks = state.store.latest_ticks(&exchange.unwrap_or_default()).await?;
+    Ok(Json(
+        ticks
+            .into_iter()
+            .filter(|t| symbol.as_ref().is_none_or(|s| *s == t.symbol))
+            .map(|t| Tick {
+                exchange: t.exchange,
+                symbol: t.symbol,
+                at_ms: t.at_ms,
+                price: t.price.to_string(),
+                bid: t.bid.map(|d| d.to_string()),
+                ask: t.ask.map(|d| d.to_string()),
+            })
+            .collect(),
+    ))
+}
+
 /// `GET /api/v1/llm/usage?run=&from=&to=`: calls, tokens, cost and worst latency by agent and
 /// model, of one run or session or all, in a time window.
 pub async fn llm_usage(

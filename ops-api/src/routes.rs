@@ -13,7 +13,7 @@ use crate::auth::Role;
 use crate::backtests::{Comparison, Equity, Event, Page, RunDetail, RunSummary, Trade};
 use crate::launch::Created;
 use crate::live::Stats;
-use crate::market::{Candle, Usage};
+use crate::market::{Candle, Tick, Usage};
 use crate::sessions::{
     Block, DailyReport, Fill, Order, Portfolio, Position, Risk, SuspendRequest, Suspended,
 };
@@ -331,6 +331,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             LIMIT,
         ])
         .json::<Vec<Candle>>(),
+        endpoint(M::GET, "/api/v1/market/ticks", VIEWER, "The latest tick of each market.", get(market::ticks))
+            .query(&[required(EXCHANGE), q("symbol", "string", "Only this symbol.", "BTCUSDT")])
+            .json::<Vec<Tick>>(),
         endpoint(M::GET, "/api/v1/market/latest", VIEWER, "The latest candle of each symbol.", get(market::latest))
             .query(&[required(EXCHANGE)])
             .json::<Vec<Candle>>(),

@@ -328,6 +328,54 @@ async fn what_an_agent_writes_to_postgresql_reaches_live_clients_with_exact_deci
     assert_eq!(order["data"]["quantity"], "0.00012345678901234567", "decimals digit for digit");
     let fill = next_json(&mut client).await;
     assert_eq!(fill["channel"], "fills");
-    assert_eq!((fill["run_id"].as_str(), fill["symbol"].as_str()), (Some("desk/live-pg"), None));
+    // A fill carries its order's symbol, so symbol filters see it.
+    assert_eq!((fill["run_id"].as_str(), fill["symbol"].as_str()), (Some("desk/live-pg"), Some("BTCUSDT")));
     assert_eq!(fill["data"]["price"], "64000.123456789");
+    let mut by_symbol = connect(addr, "/ws/live?channels=fills&symbol=BTCUSDT", true).await;
+    let mut ticks = connect(addr, "/ws/market?channels=ticks&symbol=ETHUSDT", true).await;
+    until_connected(&state, 2).await;
+    let started = Instant::now();
+    while state.hub.stats().market_connections < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the market client connects");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer
+        .insert_fills(&[kuant_store::StoredFill {
+            fill_id: "f-live-2".into(),
+            at_ms: 1_700_000_000_200,
+            ..kuant_store::StoredFill {
+                fill_id: String::new(),
+                client_order_id: "kq-live-1".into(),
+                run_id: "desk/live-pg".into(),
+                at_ms: 0,
+                price: "64000.5".parse().expect("decimal"),
+                quantity: "0.0001".parse().expect("decimal"),
+                fee: "0.0064".parse().expect("decimal"),
+                fee_asset: "USDT".into(),
+            }
+        }])
+        .await
+        .expect("fill");
+    let fill = next_json(&mut by_symbol).await;
+    assert_eq!(
+        (fill["channel"].as_str(), fill["data"]["fill_id"].as_str()),
+        (Some("fills"), Some("f-live-2"))
+    );
+
+    // A tick of another market is not this client's; the ETHUSDT one is, exact.
+    let tick = |symbol: &str, price: &str| kuant_store::StoredTick {
+        exchange: "binance".into(),
+        symbol: symbol.into(),
+        at_ms: 1_700_000_000_300,
+        price: price.parse().expect("decimal"),
+        bid: None,
+        ask: Some("3000.000000001".parse().expect("decimal")),
+    };
+    writer.upsert_ticks(&[tick("BTCUSDT", "64001"), tick("ETHUSDT", "2999.999999999")]).await.expect("ticks");
+    let got = next_json(&mut ticks).await;
+    assert_eq!((got["channel"].as_str(), got["symbol"].as_str()), (Some("ticks"), Some("ETHUSDT")));
+    assert_eq!(
+        (got["data"]["price"].as_str(), got["data"]["ask"].as_str()),
+        (Some("2999.999999999"), Some("3000.000000001"))
+    );
 }

@@ -25,7 +25,7 @@ pub use ledger::{
     AccountKind, Drift, LedgerAccount, LedgerError, LedgerTransaction, ReconciliationResult,
     ReconciliationRun, Wallet,
 };
-pub use market::{LlmCall, LlmUsage, StoredCandle};
+pub use market::{LlmCall, LlmUsage, StoredCandle, StoredTick};
 pub use runs::{Run, RunFilter, RunKind, StoredRun, StoredTrade, downsample};
 pub use sql::{BATCH_ROWS, MAX_TIME_MS, MIN_TIME_MS};
 pub use trading::{

@@ -1,11 +1,11 @@
-//! Candles (for market views and replay) and LLM telemetry.
+//! Candles (for market views and replay), the latest tick of each market, and LLM telemetry.
 
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, bound, builder, decimal, insert_each, render, with_pool};
+use crate::sql::{BATCH_ROWS, Casts, bound, builder, decimal, decimal_opt, insert_each, render, with_pool};
 
 /// One candle of one market.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +28,23 @@ pub struct StoredCandle {
     pub close: Decimal,
     /// Volume (a float: it is never money).
     pub volume: f64,
+}
+
+/// The latest tick of one market: last trade price, best bid and ask.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTick {
+    /// Exchange.
+    pub exchange: String,
+    /// Symbol.
+    pub symbol: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Last trade price.
+    pub price: Decimal,
+    /// Best bid.
+    pub bid: Option<Decimal>,
+    /// Best ask.
+    pub ask: Option<Decimal>,
 }
 
 /// One call an agent made to an LLM.
@@ -73,6 +90,7 @@ pub struct LlmUsage {
 }
 
 type CandleRow = (String, String, String, i64, String, String, String, String, f64);
+type TickRow = (String, String, i64, String, Option<String>, Option<String>);
 type LlmRow = (String, String, String, String, i64, i64, String, i64, i64);
 
 impl Store {
@@ -154,6 +172,49 @@ impl Store {
         let rows: Vec<CandleRow> =
             with_pool!(self, pool => sqlx::query_as(sql).bind(exchange).fetch_all(pool).await?);
         rows.into_iter().map(stored_candle).collect()
+    }
+
+    /// Records ticks as their market's latest; a tick older than (or as old as) the stored one
+    /// changes nothing. Returns how many replaced or added a market's latest.
+    pub async fn upsert_ticks(&self, ticks: &[StoredTick]) -> Result<u64, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "INSERT INTO ticks (exchange, symbol, at, price, bid, ask)
+             VALUES ($1, $2, {ts $3}, {num $4}, {num $5}, {num $6})
+             ON CONFLICT (exchange, symbol) DO UPDATE
+               SET at = excluded.at, price = excluded.price, bid = excluded.bid, ask = excluded.ask
+               WHERE ticks.at < excluded.at",
+        );
+        Ok(insert_each!(self, sql, ticks, |q, tick| q
+            .bind(&tick.exchange)
+            .bind(&tick.symbol)
+            .bind(tick.at_ms)
+            .bind(tick.price.to_string())
+            .bind(tick.bid.map(|d| d.to_string()))
+            .bind(tick.ask.map(|d| d.to_string()))))
+    }
+
+    /// The latest tick of every market on `exchange`, by symbol.
+    pub async fn latest_ticks(&self, exchange: &str) -> Result<Vec<StoredTick>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "SELECT exchange, symbol, {ms at}, {text price}, {text bid}, {text ask}
+             FROM ticks WHERE exchange = $1 ORDER BY symbol",
+        );
+        let rows: Vec<TickRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(exchange).fetch_all(pool).await?);
+        rows.into_iter()
+            .map(|(exchange, symbol, at_ms, price, bid, ask)| {
+                Ok(StoredTick {
+                    exchange,
+                    symbol,
+                    at_ms,
+                    price: decimal("price", &price)?,
+                    bid: decimal_opt("bid", bid)?,
+                    ask: decimal_opt("ask", ask)?,
+                })
+            })
+            .collect()
     }
 
     /// Writes LLM calls; one already stored (same id) is kept. Returns how many were new.

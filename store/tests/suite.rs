@@ -577,6 +577,35 @@ async fn candles_read_by_market_and_range_and_are_kept_once() {
 }
 
 #[tokio::test]
+async fn a_market_keeps_only_its_newest_tick_exactly() {
+    for store in stores("ticks").await {
+        let tick = |symbol: &str, at_ms: i64, price: &str| kuant_store::StoredTick {
+            exchange: "binance".into(),
+            symbol: symbol.into(),
+            at_ms,
+            price: dec(price),
+            bid: Some(dec(price) - dec("0.01")),
+            ask: None,
+        };
+        let first = [tick("BTCUSDT", 1_000, "60000.10"), tick("ETHUSDT", 1_000, "3000.123456789")];
+        assert_eq!(store.upsert_ticks(&first).await.expect("ticks"), 2, "{:?}", store.backend());
+        // A newer tick replaces; an older or equally old one changes nothing.
+        assert_eq!(store.upsert_ticks(&[tick("BTCUSDT", 2_000, "60001.5")]).await.expect("newer"), 1);
+        assert_eq!(store.upsert_ticks(&[tick("BTCUSDT", 1_500, "1")]).await.expect("older"), 0);
+        assert_eq!(store.upsert_ticks(&[tick("BTCUSDT", 2_000, "2")]).await.expect("same time"), 0);
+        let latest = store.latest_ticks("binance").await.expect("latest");
+        assert_eq!(
+            latest,
+            vec![tick("BTCUSDT", 2_000, "60001.5"), first[1].clone()],
+            "{:?}",
+            store.backend()
+        );
+        assert_eq!(latest[0].price.to_string(), "60001.5", "exact digits");
+        assert!(store.latest_ticks("kraken").await.expect("none").is_empty());
+    }
+}
+
+#[tokio::test]
 async fn llm_calls_are_kept_once_and_their_cost_sums_exactly_per_agent_and_model() {
     for store in stores("llm").await {
         store.upsert_run(&run("s-llm")).await.expect("run");

@@ -1,0 +1,30 @@
+-- The latest tick of each market (last trade price, best bid and ask): what the market view and
+-- `/ws/market` show as "now". One row per market, replaced only by a newer tick, so the table
+-- never grows; the history is in candles.
+CREATE TABLE ticks (
+    exchange  TEXT NOT NULL,
+    symbol    TEXT NOT NULL,
+    at        TIMESTAMPTZ NOT NULL,
+    price     NUMERIC NOT NULL,
+    bid       NUMERIC,
+    ask       NUMERIC,
+    PRIMARY KEY (exchange, symbol)
+);
+CREATE TRIGGER ticks_live AFTER INSERT OR UPDATE ON ticks FOR EACH ROW EXECUTE FUNCTION kuant_notify_live();
+
+-- A fill row has no symbol (its order has). Its announcement carries the order's symbol, so a
+-- live client filtering by symbol gets its fills too.
+CREATE FUNCTION kuant_notify_fill() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    row_json json;
+BEGIN
+    SELECT json_object_agg(key, CASE WHEN json_typeof(value) = 'number' THEN to_json(value #>> '{}') ELSE value END)
+      INTO row_json
+      FROM json_each((to_jsonb(NEW) || jsonb_build_object(
+          'symbol', (SELECT symbol FROM orders WHERE client_order_id = NEW.client_order_id)))::json);
+    PERFORM pg_notify('kuant_live', json_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'op', TG_OP, 'row', row_json)::text);
+    RETURN NEW;
+END;
+$$;
+DROP TRIGGER fills_live ON fills;
+CREATE TRIGGER fills_live AFTER INSERT ON fills FOR EACH ROW EXECUTE FUNCTION kuant_notify_fill();
