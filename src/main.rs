@@ -117,6 +117,11 @@ struct OpsApiArgs {
         value_name = "ORIGIN"
     )]
     cors_origins: Vec<String>,
+    /// Backtests created through the API (without --cluster) may read CSV files under this
+    /// directory; a relative `data.csv.path` is taken from here. Without it they may read CSV
+    /// files only when the server runs without --tokens (its one user's files).
+    #[arg(long, env = "KUANT_OPS_API_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Exit code for a role that a later release brings.
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
             args.tokens.as_deref(),
             args.cluster,
             &args.cors_origins,
+            args.data_dir.as_deref(),
         ),
         Command::Backtest(args) => cli::backtest::run(&args),
     }

@@ -311,6 +311,10 @@ pub fn merge_resource(stored: Option<RunDetail>, resource: Option<ResourceView>)
     if let Some(phase) = r.phase {
         detail.summary.phase = phase;
     }
+    // The store records when a run was saved; the resource, when it was asked for.
+    if r.created_at_ms > 0 {
+        detail.summary.created_at_ms = r.created_at_ms;
+    }
     detail.summary.finished_at_ms = detail.summary.finished_at_ms.or(r.finished_at_ms);
     if let Some(serde_json::Value::Object(current)) = r.status {
         let status = detail.status.get_or_insert_with(|| serde_json::json!({}));

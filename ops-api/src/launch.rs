@@ -10,6 +10,11 @@
 //!   run of the same id is replaced, as `kuant backtest` replaces it.
 //!
 //! The namespace is the manifest's, else the service account's in a cluster and `local` here.
+//!
+//! A backtest run here reads with the server's rights, so what it may read is the server's
+//! choice: a CSV file only under `--data-dir` (a relative `data.csv.path` is taken from there),
+//! or anywhere when the server runs open on a loopback address for its one user; candles from
+//! the default exchange URL only, unless open. Anything else is a 422 naming the field.
 
 use schemars::JsonSchema;
 use std::collections::HashMap;
@@ -23,7 +28,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
-use kuant_store::{Run, RunKind};
+use kuant_store::Run;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
@@ -146,6 +151,54 @@ pub fn read_manifest(body: &[u8]) -> Result<Backtest, ApiError> {
     })
 }
 
+/// Refuses what a backtest run here may not read (see the module docs); resolves a relative
+/// CSV path under the data directory.
+fn confine(
+    manifest: &mut Backtest,
+    data_dir: Option<&std::path::Path>,
+    trusted: bool,
+) -> Result<(), ApiError> {
+    use std::path::{Component, Path};
+    if let Some(csv) = manifest.spec.data.csv.as_mut()
+        && manifest.spec.data.source == kuant_crds::backtest::DataSource::Csv
+    {
+        let path = Path::new(&csv.path);
+        match data_dir {
+            Some(dir) => {
+                let inside = if path.is_absolute() { path.strip_prefix(dir).ok() } else { Some(path) };
+                let Some(relative) =
+                    inside.filter(|p| p.components().all(|c| matches!(c, Component::Normal(_))))
+                else {
+                    return Err(ApiError::invalid_body(vec![FieldError {
+                        field: "spec.data.csv.path".into(),
+                        message: format!(
+                            "this server reads CSV files only under its --data-dir {}",
+                            dir.display()
+                        ),
+                    }]));
+                };
+                csv.path = dir.join(relative).to_string_lossy().into_owned();
+            }
+            None if trusted => {}
+            None => {
+                return Err(ApiError::invalid_body(vec![FieldError {
+                    field: "spec.data.csv.path".into(),
+                    message: "this server reads no CSV files (start it with --data-dir DIR to allow those under DIR)"
+                        .into(),
+                }]));
+            }
+        }
+    }
+    if !trusted && manifest.spec.data.exchange.as_ref().is_some_and(|e| e.base_url.is_some()) {
+        return Err(ApiError::invalid_body(vec![FieldError {
+            field: "spec.data.exchange.baseUrl".into(),
+            message: "a shared server downloads candles from the exchange's own URL only; remove baseUrl"
+                .into(),
+        }]));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/backtests`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -162,23 +215,21 @@ pub async fn create(
         manifest.metadata.namespace = Some(namespace.clone());
         cluster.create_backtest(&manifest).await?;
         tracing::info!(namespace, name, "backtest created in the cluster");
+        // Listed at once, before its agent starts; the resource has it either way.
+        if let Err(e) = state.store.upsert_run(&backtest::persist::run_row(&manifest, "Pending")).await {
+            tracing::warn!(namespace, name, error = %e, "created, but cannot record it in the store yet");
+        }
         return Ok((StatusCode::CREATED, Json(created(namespace, name, "cluster"))));
     }
+    let trusted = matches!(*state.tokens, crate::auth::Tokens::Open);
+    confine(&mut manifest, state.data_dir.as_deref(), trusted)?;
     let namespace = manifest.metadata.namespace.clone().unwrap_or_else(|| "local".to_owned());
     manifest.metadata.namespace = Some(namespace.clone());
     let id = format!("{namespace}/{name}");
     if !state.local_runs.claim(&id) {
         return Err(ApiError::conflict(format!("backtest {id} is running; wait for it to finish")));
     }
-    let spec = serde_json::to_value(&manifest.spec).map_err(|e| ApiError::internal(&e.to_string()))?;
-    let run = Run {
-        run_id: id.clone(),
-        kind: RunKind::Backtest,
-        namespace: Some(namespace.clone()),
-        name: name.clone(),
-        spec: spec.clone(),
-        phase: "Pending".to_owned(),
-    };
+    let run = backtest::persist::run_row(&manifest, "Pending");
     if let Err(e) = state.store.reset_run(&run).await {
         state.local_runs.release(&id);
         return Err(e.into());

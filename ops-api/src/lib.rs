@@ -53,6 +53,8 @@ pub struct AppState {
     pub cluster: Option<cluster::Cluster>,
     /// Backtests this process runs (without a cluster).
     pub local_runs: launch::LocalRuns,
+    /// Where backtests run here may read CSV files (see [`launch`]).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -67,7 +69,14 @@ impl AppState {
             cors_origins: Vec::new(),
             cluster: None,
             local_runs: launch::LocalRuns::default(),
+            data_dir: None,
         }
+    }
+
+    /// Lets backtests run here read CSV files under `dir` (absolute, as given).
+    pub fn with_data_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.data_dir = Some(dir);
+        self
     }
 
     /// Creates backtests through the API server and reads resources from it.

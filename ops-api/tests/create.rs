@@ -163,21 +163,55 @@ async fn a_backtest_created_without_a_cluster_runs_here_streams_progress_and_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backtest_that_cannot_run_fails_with_its_reason_in_the_store_and_on_the_feed() {
-    let store = Store::open(&sqlite("fails")).await.expect("store");
-    let (addr, _state) = server(store, None).await;
+async fn csv_files_are_read_only_under_the_data_dir_and_a_run_that_fails_says_why() {
+    let db = sqlite("data-dir");
+    let dir = std::path::Path::new(&db).parent().expect("dir").join("candles");
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let hour = 3_600_000_i64;
+    let rows: String = (0..200)
+        .map(|i| format!("{},{p},{p},{p},{p},1\n", 1_700_000_000_000 + i * hour, p = 100 + i % 7))
+        .collect();
+    std::fs::write(dir.join("btc.csv"), format!("timestamp_ms,open,high,low,close,volume\n{rows}"))
+        .expect("csv");
+    let store = Store::open(&db).await.expect("store");
+    let tokens =
+        Tokens::parse(&format!("{VIEWER} viewer\n{TRADER} trader\n{ADMIN} admin\n")).expect("tokens");
+    let state = Arc::new(AppState::new(store, tokens).with_data_dir(dir.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(kuant_ops_api::serve(listener, state, std::future::pending()));
+    let with_csv = |name: &str, path: &str| {
+        let mut body = manifest(name, 10);
+        body["spec"]["data"] = json!({"source": "csv", "csv": {"path": path}});
+        body.to_string()
+    };
+
+    // Outside the data dir: refused before anything runs, naming the field.
+    for path in ["/etc/passwd", "../kuant.db", "sub/../../kuant.db"] {
+        let r = post(addr, "/api/v1/backtests", Some(TRADER), &with_csv("outside", path)).await;
+        assert_eq!(r.status, 422, "{path}: {}", r.text);
+        assert_eq!(r.body["details"][0]["field"], "spec.data.csv.path", "{path}");
+    }
+    // Inside: a relative path runs from the data dir, an absolute one under it too.
+    let mut feed = progress_feed(addr, "local/from-csv").await;
+    let r = post(addr, "/api/v1/backtests", Some(TRADER), &with_csv("from-csv", "btc.csv")).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let seen = follow(&mut feed).await;
+    assert_eq!(seen.last().expect("messages")["data"]["phase"], "Succeeded", "{seen:?}");
+    assert_eq!(seen.last().expect("messages")["data"]["candlesTotal"], 200);
+
+    // A file that is not there: accepted, then Failed with the reason, in the store and on the feed.
     let mut feed = progress_feed(addr, "local/no-file").await;
-    let mut body = manifest("no-file", 10);
-    body["spec"]["data"] = json!({"source": "csv", "csv": {"path": "/nonexistent/candles.csv"}});
-    let created = post(addr, "/api/v1/backtests", Some(TRADER), &body.to_string()).await;
+    let missing = dir.join("missing.csv").to_string_lossy().into_owned();
+    let created = post(addr, "/api/v1/backtests", Some(TRADER), &with_csv("no-file", &missing)).await;
     assert_eq!(created.status, 202, "{}", created.text);
     let seen = follow(&mut feed).await;
     let last = &seen.last().expect("messages")["data"];
     assert_eq!(last["phase"], "Failed");
-    assert!(last["message"].as_str().unwrap_or("").contains("/nonexistent/candles.csv"), "{last}");
+    assert!(last["message"].as_str().unwrap_or("").contains("missing.csv"), "{last}");
     let one = request(addr, "GET", "/api/v1/backtests/local/no-file", Some(VIEWER), None).await;
     assert_eq!(one.body["phase"], "Failed", "{}", one.text);
-    assert!(one.body["status"]["message"].as_str().unwrap_or("").contains("/nonexistent"), "{}", one.text);
+    assert!(one.body["status"]["message"].as_str().unwrap_or("").contains("missing.csv"), "{}", one.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +248,23 @@ async fn bad_bodies_and_small_roles_are_4xx_naming_the_field_never_a_500() {
     let r = create(Some(TRADER), wrong_kind.to_string()).await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["details"][0]["field"], "kind");
+
+    // A shared server (it has tokens) without --data-dir reads no files and no custom URLs.
+    let mut csv = manifest("x", 10);
+    csv["spec"]["data"] = json!({"source": "csv", "csv": {"path": "/etc/passwd"}});
+    let r = create(Some(TRADER), csv.to_string()).await;
+    assert_eq!(
+        (r.status, r.body["details"][0]["field"].as_str()),
+        (422, Some("spec.data.csv.path")),
+        "{}",
+        r.text
+    );
+    let mut url = manifest("x", 10);
+    url["spec"]["data"] =
+        json!({"source": "exchange", "exchange": {"name": "binance", "baseUrl": "http://10.0.0.1"}});
+    let r = create(Some(TRADER), url.to_string()).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["details"][0]["field"], "spec.data.exchange.baseUrl", "{}", r.text);
 
     let r = post(addr, "/api/v1/backtests?dry=1", Some(TRADER), &manifest("x", 10).to_string()).await;
     assert_eq!(r.status, 400, "{}", r.text);
@@ -370,6 +421,13 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
     assert_eq!(r.body["id"], "research/from-api");
     assert_eq!(r.body["runs_in"], "cluster");
     assert!(state.local_runs.progress("research/from-api").is_none(), "nothing runs in the server");
+    let listed = request(addr, "GET", "/api/v1/backtests", Some(VIEWER), None).await;
+    assert_eq!(
+        (listed.body["items"][0]["id"].as_str(), listed.body["items"][0]["phase"].as_str()),
+        (Some("research/from-api"), Some("Pending")),
+        "listed before its agent starts: {}",
+        listed.text
+    );
     let r = post(addr, "/api/v1/backtests", Some(TRADER), &body).await;
     assert_eq!((r.status, r.body["code"].as_str()), (409, Some("conflict")), "{}", r.text);
     let r = post(addr, "/api/v1/backtests", Some(TRADER), &body).await;

@@ -17,7 +17,7 @@
 //!
 //! - **The store**: when `KUANT_DATABASE_URL` is set (the chart passes it from a Secret), the
 //!   agent also saves the run — results, events, equity curve, trades — as `kuant backtest`
-//!   does locally ([`kuant_agents::backtest::persist`]), trying three times. A run whose results could not be
+//!   does locally ([`persist`]), trying three times. A run whose results could not be
 //!   saved still succeeds (they are in its status); the report carries a warning, which the
 //!   operator records as a Warning Event on the Backtest.
 //!
@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kuant_agents::backtest::{self, Keep, Options};
+use kuant_agents::backtest::{self, Keep, Options, persist};
 use kuant_crds::Backtest;
 use kuant_crds::backtest::AgentReport;
 use kuant_operator::backtest::job::ENV_DATABASE_SECRET;
@@ -125,6 +125,13 @@ fn execute() -> Result<AgentReport, (u8, String)> {
     let total: u64 = prepared.series.iter().map(|(_, s)| s.len() as u64).sum();
     progress_tx.send_replace(Some((0, total)));
     let store_url = std::env::var("KUANT_DATABASE_URL").ok().filter(|u| !u.trim().is_empty());
+    if let Some(url) = &store_url {
+        // Lists show the run while it runs; its results replace this row at the end.
+        let started = persist::record_phase(url, &manifest, "Running", Duration::from_secs(2));
+        if let Err(e) = runtime.block_on(started) {
+            tracing::warn!(error = %e, "cannot record the run as Running in the store; carrying on");
+        }
+    }
     let keep = Keep { equity_curve: store_url.is_some(), events: store_url.is_some() };
     let result = backtest::run(&prepared, keep, &mut |done, total| {
         progress_tx.send_replace(Some((done, total)));
@@ -172,14 +179,10 @@ fn save(
     result: &backtest::BacktestResult,
 ) -> Result<(), String> {
     let spec = serde_json::to_value(&backtest.spec).unwrap_or(serde_json::Value::Null);
-    let target = kuant_agents::backtest::persist::Target {
-        url,
-        namespace: backtest.metadata.namespace.as_deref(),
-        spec: &spec,
-    };
+    let target = persist::Target { url, namespace: backtest.metadata.namespace.as_deref(), spec: &spec };
     let mut pauses = SAVE_RETRIES.iter();
     loop {
-        match runtime.block_on(kuant_agents::backtest::persist::save_async(&target, result)) {
+        match runtime.block_on(persist::save_async(&target, result)) {
             Ok(saved) => {
                 tracing::info!(
                     store = %kuant_store::redact(url),

@@ -26,7 +26,12 @@ pub fn run(
     tokens: Option<&Path>,
     cluster: bool,
     cors_origins: &[String],
+    data_dir: Option<&Path>,
 ) -> ExitCode {
+    let data_dir = match data_dir.map(std::fs::canonicalize).transpose() {
+        Ok(dir) => dir,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("--data-dir: {e}")),
+    };
     let tokens = match tokens {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => match Tokens::parse(&text) {
@@ -77,6 +82,9 @@ pub fn run(
             Ok(state) => state,
             Err(e) => return fail(EXIT_BAD_INPUT, e),
         };
+        if let Some(dir) = data_dir {
+            state = state.with_data_dir(dir);
+        }
         if cluster {
             // In a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config.
             match kube::Client::try_default().await {

@@ -63,6 +63,34 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
     }
 }
 
+/// The store's row of `backtest` in `phase`, before it has results: recorded when it is created
+/// or starts, so lists show runs under way. Its id is `namespace/name` (`local` without a
+/// namespace), the id its results are saved under.
+pub fn run_row(backtest: &kuant_crds::Backtest, phase: &str) -> Run {
+    let namespace = backtest.metadata.namespace.clone().unwrap_or_else(|| "local".to_owned());
+    let name = backtest.metadata.name.clone().unwrap_or_default();
+    Run {
+        run_id: format!("{namespace}/{name}"),
+        kind: RunKind::Backtest,
+        namespace: Some(namespace),
+        name,
+        spec: serde_json::to_value(&backtest.spec).unwrap_or(serde_json::Value::Null),
+        phase: phase.to_owned(),
+    }
+}
+
+/// Records in the store at `url` that `backtest` is now in `phase` (see [`run_row`]), giving up
+/// after `timeout`: a convenience for lists, never a reason to stop a run.
+pub async fn record_phase(
+    url: &str,
+    backtest: &kuant_crds::Backtest,
+    phase: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let store = Store::open_with(url, timeout).await.map_err(|e| e.to_string())?;
+    store.upsert_run(&run_row(backtest, phase)).await.map_err(|e| format!("cannot record the run: {e}"))
+}
+
 /// Saves `result` to the store named by `target`, on a runtime of its own.
 pub fn save(target: &Target<'_>, result: &BacktestResult) -> Result<Saved, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
