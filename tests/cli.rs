@@ -570,10 +570,34 @@ fn the_ops_api_serves_the_local_store_and_stops_cleanly_on_sigterm() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("\"final_equity\""), "the run kuant backtest saved: {reply}");
 
+    // A long backtest created through the API is under way when the server is stopped.
+    let text = std::fs::read_to_string(example("btc-sma-crossover.yaml")).expect("example");
+    let mut manifest: serde_json::Value = serde_yaml::from_str(&text).expect("yaml");
+    manifest["metadata"]["name"] = serde_json::json!("long-run");
+    manifest["spec"]["data"]["synthetic"]["bars"] = serde_json::json!(3_000_000);
+    let body = manifest.to_string();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    write!(
+        stream,
+        "POST /api/v1/backtests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+
+    let started = std::time::Instant::now();
     let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let status = server.wait().expect("the server exits");
     assert_eq!(status.code(), Some(0), "a clean shutdown on SIGTERM");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "it does not wait for the run");
+    // The run does not stay Running forever: it is marked interrupted, with the reason.
+    let (.., run) = stored(&db, "local/long-run");
+    assert_eq!(run.run.phase, "Failed");
+    let message = run.status.as_ref().and_then(|s| s["message"].as_str()).unwrap_or_default().to_owned();
+    assert!(message.contains("interrupted"), "{message}");
 }
 
 fn strip_ansi(line: &str) -> String {

@@ -128,6 +128,28 @@ impl LocalRuns {
     }
 }
 
+/// Marks the runs under way here as Failed because the server is stopping (their threads do not
+/// survive it), so none stays `Running` in the store forever. Returns how many.
+pub async fn interrupt(state: &AppState) -> usize {
+    let ids: Vec<String> =
+        state.local_runs.under_way.lock().map(|runs| runs.keys().cloned().collect()).unwrap_or_default();
+    let status = serde_json::json!({
+        "phase": "Failed",
+        "message": "interrupted: the ops API stopped before the run finished; create it again",
+    });
+    let mut interrupted = 0;
+    for id in &ids {
+        // One that finished meanwhile keeps its results.
+        let unfinished =
+            matches!(state.store.run(id).await, Ok(Some(run)) if !crate::cache::finished(&run.run.phase));
+        if unfinished && state.store.finish_run(id, "Failed", Some(&status), None, now_ms()).await.is_ok() {
+            tracing::warn!(id, "local backtest interrupted by the shutdown");
+            interrupted += 1;
+        }
+    }
+    interrupted
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

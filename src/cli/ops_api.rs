@@ -61,7 +61,7 @@ pub fn run(
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let store = match kuant_store::Store::open(&url).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_INTERNAL, e),
@@ -106,11 +106,16 @@ pub fn run(
             }
         }
         let state = Arc::new(state);
-        match kuant_ops_api::serve(listener, state, shutdown_signal()).await {
+        let served = kuant_ops_api::serve(listener, state.clone(), shutdown_signal()).await;
+        kuant_ops_api::launch::interrupt(&state).await;
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_INTERNAL, format!("the server stopped: {e}")),
         }
-    })
+    });
+    // A backtest thread still simulating is not waited for: its run is marked interrupted.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn shutdown_signal() {
