@@ -224,7 +224,27 @@ pub async fn list_runs(
         }
         _ => None,
     };
-    Ok(Json(Page { items: runs.iter().map(summary).collect(), next_cursor }))
+    let mut items: Vec<RunSummary> = runs.iter().map(summary).collect();
+    // With --cluster, the phase shown is the resource's current one (a pod that died leaves the
+    // store's row Running; the operator marks the resource Failed). The filters act on the store.
+    if let Some(cluster) = &state.cluster
+        && !items.is_empty()
+    {
+        match cluster.phases(kind).await {
+            Ok(phases) => {
+                for item in &mut items {
+                    if let Some(phase) = phases.get(&item.id) {
+                        item.phase.clone_from(phase);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = e.message,
+                "listing from the store only: the API server did not answer"
+            ),
+        }
+    }
+    Ok(Json(Page { items, next_cursor }))
 }
 
 /// `GET /api/v1/backtests/{namespace}/{name}`: the stored run; with `--cluster`, the

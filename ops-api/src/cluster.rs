@@ -61,6 +61,30 @@ impl Cluster {
         Ok(api.list(&ListParams::default()).await.map_err(|e| refused(e, "backtests"))?.items)
     }
 
+    /// Every TradingSession in the cluster.
+    pub async fn sessions(&self) -> Result<Vec<TradingSession>, ApiError> {
+        let api = Api::<TradingSession>::all(self.client.clone());
+        Ok(api.list(&ListParams::default()).await.map_err(|e| refused(e, "trading sessions"))?.items)
+    }
+
+    /// The current phase of every resource of `kind` that has one, by `namespace/name`.
+    pub async fn phases(
+        &self,
+        kind: kuant_store::RunKind,
+    ) -> Result<std::collections::HashMap<String, String>, ApiError> {
+        let views: Vec<ResourceView> = match kind {
+            kuant_store::RunKind::Backtest => {
+                self.backtests().await?.iter().map(ResourceView::from).collect()
+            }
+            kuant_store::RunKind::Session => self.sessions().await?.iter().map(ResourceView::from).collect(),
+            _ => Vec::new(),
+        };
+        Ok(views
+            .into_iter()
+            .filter_map(|v| Some((format!("{}/{}", v.namespace, v.name), v.phase?)))
+            .collect())
+    }
+
     /// TradingSession `namespace/name`, if there is one.
     pub async fn session(&self, namespace: &str, name: &str) -> Result<Option<TradingSession>, ApiError> {
         self.get(namespace, name, "trading session").await

@@ -376,6 +376,17 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
             }),
             ..expect(Method::POST, BACKTESTS, (StatusCode::CREATED, Value::Null))
         },
+        // Listed: the store's row, with the resource's current phase.
+        expect(
+            Method::GET,
+            "/apis/kuant.dev/v1alpha1/backtests",
+            (StatusCode::OK, {
+                let mut b = manifest("from-api", 500);
+                b["metadata"]["namespace"] = json!("research");
+                b["status"] = json!({"phase": "Running"});
+                json!({"apiVersion": "kuant.dev/v1alpha1", "kind": "BacktestList", "metadata": {}, "items": [b]})
+            }),
+        ),
         expect(
             Method::POST,
             BACKTESTS,
@@ -424,8 +435,8 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
     let listed = request(addr, "GET", "/api/v1/backtests", Some(VIEWER), None).await;
     assert_eq!(
         (listed.body["items"][0]["id"].as_str(), listed.body["items"][0]["phase"].as_str()),
-        (Some("research/from-api"), Some("Pending")),
-        "listed before its agent starts: {}",
+        (Some("research/from-api"), Some("Running")),
+        "listed at once, in the resource's phase: {}",
         listed.text
     );
     let r = post(addr, "/api/v1/backtests", Some(TRADER), &body).await;
