@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
+use kuant_mock_api::{Expect, expect, play, status};
 use kuant_ops_api::AppState;
 use kuant_ops_api::auth::Tokens;
 use kuant_store::Store;
-use kube::client::Body;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -296,50 +296,6 @@ async fn bad_bodies_and_small_roles_are_4xx_naming_the_field_never_a_500() {
 
 // ---- With --cluster: a mocked API server ----
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-/// A check of a request's query string and JSON body.
-type Check = Box<dyn FnOnce(&str, &Value) + Send>;
-
-/// A request the ops API must make next (method and path), a check of its query and body, and
-/// the answer.
-struct Expect {
-    method: Method,
-    path: String,
-    check: Check,
-    answer: (StatusCode, Value),
-}
-
-fn expect(method: Method, path: &str, answer: (StatusCode, Value)) -> Expect {
-    Expect { method, path: path.to_owned(), check: Box::new(|_, _| {}), answer }
-}
-
-fn status(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
-    (
-        StatusCode::from_u16(code).expect("code"),
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-               "code": code, "message": message}),
-    )
-}
-
-async fn play(mut handle: Handle, script: Vec<Expect>) {
-    for step in script {
-        let (request, respond) = handle.next_request().await.expect("the ops API made no further request");
-        let (parts, body) = request.into_parts();
-        let body = body.collect_bytes().await.expect("body");
-        let body: Value =
-            if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON body") };
-        assert_eq!((&parts.method, parts.uri.path()), (&step.method, step.path.as_str()), "request order");
-        (step.check)(parts.uri.query().unwrap_or_default(), &body);
-        let (code, answer) = step.answer;
-        let answer = if answer.is_null() { body } else { answer };
-        let response = Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
-            .expect("response");
-        respond.send_response(response);
-    }
-}
-
 const BACKTESTS: &str = "/apis/kuant.dev/v1alpha1/namespaces/research/backtests";
 const SESSIONS: &str = "/apis/kuant.dev/v1alpha1/namespaces/desk/tradingsessions";
 
@@ -356,8 +312,7 @@ fn paper_session() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_through_the_api_server() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "research");
+    let (client, handle) = kuant_mock_api::client("research");
     let store = Store::open(&sqlite("cluster")).await.expect("store");
     let (addr, state) = server(store, Some(client)).await;
 
@@ -400,7 +355,7 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
         // Read back: the resource's status, though the store has nothing of it yet.
         expect(
             Method::GET,
-            &format!("{BACKTESTS}/from-api"),
+            format!("{BACKTESTS}/from-api"),
             (StatusCode::OK, {
                 let mut b = manifest("from-api", 500);
                 b["metadata"]["namespace"] = json!("research");
@@ -410,9 +365,9 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
                 b
             }),
         ),
-        expect(Method::GET, &format!("{BACKTESTS}/gone"), status(404, "NotFound", "not found")),
+        expect(Method::GET, format!("{BACKTESTS}/gone"), status(404, "NotFound", "not found")),
         // The kill switch: the session must exist, then spec.suspend is applied, forced.
-        expect(Method::GET, &format!("{SESSIONS}/paper-btc"), (StatusCode::OK, paper_session())),
+        expect(Method::GET, format!("{SESSIONS}/paper-btc"), (StatusCode::OK, paper_session())),
         Expect {
             check: Box::new(|query, body| {
                 assert!(query.contains("fieldManager=kuant-ops-api"), "{query}");
@@ -420,9 +375,9 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
                 assert_eq!(body["kind"], "TradingSession");
                 assert_eq!(body["spec"], json!({"suspend": true}), "only the switch is applied");
             }),
-            ..expect(Method::PATCH, &format!("{SESSIONS}/paper-btc"), (StatusCode::OK, created))
+            ..expect(Method::PATCH, format!("{SESSIONS}/paper-btc"), (StatusCode::OK, created))
         },
-        expect(Method::GET, &format!("{SESSIONS}/nope"), status(404, "NotFound", "not found")),
+        expect(Method::GET, format!("{SESSIONS}/nope"), status(404, "NotFound", "not found")),
     ];
     let api_server = tokio::spawn(play(handle, script));
 

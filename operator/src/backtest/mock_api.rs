@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kuant_crds::Backtest;
 use kuant_crds::backtest::BacktestPhase;
-use kube::Client;
-use kube::client::Body;
+use kuant_mock_api::{Expect, expect, not_found, ok, play};
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
@@ -18,68 +17,9 @@ use super::controller::{Context, reconcile};
 use super::fixtures::{self, at};
 use super::plan;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-/// A check of a request's query string and JSON body.
-type Check = Box<dyn FnOnce(&str, &Value) + Send>;
-
-/// A request the reconcile must make next: method, path (without the query) and a check of the
-/// query and body; and the answer.
-struct Expect {
-    method: Method,
-    path: String,
-    check: Check,
-    answer: (StatusCode, Value),
-}
-
-fn expect(method: Method, path: impl Into<String>, answer: (StatusCode, Value)) -> Expect {
-    Expect { method, path: path.into(), check: Box::new(|_, _| {}), answer }
-}
-
-impl Expect {
-    fn checking(mut self, check: impl FnOnce(&str, &Value) + Send + 'static) -> Self {
-        self.check = Box::new(check);
-        self
-    }
-}
-
-fn ok(value: impl serde::Serialize) -> (StatusCode, Value) {
-    (StatusCode::OK, serde_json::to_value(value).expect("json"))
-}
-
-fn not_found(kind: &str, name: &str) -> (StatusCode, Value) {
-    (
-        StatusCode::NOT_FOUND,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-               "message": format!("{kind} \"{name}\" not found")}),
-    )
-}
-
 const JOBS: &str = "/apis/batch/v1/namespaces/research/jobs";
 const BACKTESTS: &str = "/apis/kuant.dev/v1alpha1/namespaces/research/backtests";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/research/events";
-
-async fn serve(mut handle: Handle, script: Vec<Expect>) {
-    for step in script {
-        let (request, respond) = handle.next_request().await.expect("the reconcile made no further request");
-        let (parts, body) = request.into_parts();
-        let body = body.collect_bytes().await.expect("body");
-        let body: Value =
-            if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON body") };
-        assert_eq!(
-            (parts.method.clone(), parts.uri.path()),
-            (step.method, step.path.as_str()),
-            "request order"
-        );
-        (step.check)(parts.uri.query().unwrap_or_default(), &body);
-        let (status, answer) = step.answer;
-        let answer = if answer.is_null() { body } else { answer };
-        let response = Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
-            .expect("response");
-        respond.send_response(response);
-    }
-}
 
 /// Runs one reconcile of `backtest` against `script`; every scripted request must be made, and
 /// no other.
@@ -95,12 +35,11 @@ async fn reconcile_with(backtest: Backtest, script: Vec<Expect>) -> kube::runtim
 
 /// A reconcile context whose client talks to a mocked API server that plays `script`.
 fn mocked(script: Vec<Expect>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, handle) = kuant_mock_api::client("default");
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "kuant-operator".into(), instance: None });
     let ctx = Arc::new(Context::new(client, fixtures::agent(), recorder).with_clock(|| at(11)));
-    (ctx, tokio::spawn(serve(handle, script)))
+    (ctx, tokio::spawn(play(handle, script)))
 }
 
 fn job_name(bt: &Backtest) -> String {
