@@ -3,12 +3,12 @@
 //! A backtest is addressed as `{namespace}/{name}`, the id its run carries in the store; local
 //! runs (`kuant backtest`) have the namespace `local`.
 
-use schemars::JsonSchema;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use kuant_store::{RunFilter, RunKind, StoredEvent, StoredRun, StoredTrade};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use axum::body::Bytes;
@@ -257,10 +257,7 @@ pub async fn get(
 ) -> Result<Json<RunDetail>, ApiError> {
     params.finish()?;
     let id = format!("{namespace}/{name}");
-    let stored = match state.store.run(&id).await? {
-        Some(run) if run.run.kind == RunKind::Backtest => Some(detail(run)),
-        _ => None,
-    };
+    let stored = stored_detail(&state, &id, RunKind::Backtest).await?;
     let resource = match &state.cluster {
         Some(cluster) => cluster.backtest(&namespace, &name).await?.as_ref().map(ResourceView::from),
         None => None,
@@ -278,8 +275,17 @@ pub async fn get(
     Ok(Json(detail))
 }
 
-pub(crate) fn detail(run: StoredRun) -> RunDetail {
-    RunDetail { summary: summary(&run), spec: run.run.spec, status: run.status }
+/// Run `id` of `kind` as the store holds it, if it does.
+pub(crate) async fn stored_detail(
+    state: &AppState,
+    id: &str,
+    kind: RunKind,
+) -> Result<Option<RunDetail>, ApiError> {
+    Ok(state.store.run(id).await?.filter(|run| run.run.kind == kind).map(|run| RunDetail {
+        summary: summary(&run),
+        spec: run.run.spec,
+        status: run.status,
+    }))
 }
 
 /// A kuant resource as the API server holds it, in the terms of a [`RunDetail`].

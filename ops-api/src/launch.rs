@@ -16,7 +16,6 @@
 //! or anywhere when the server runs open on a loopback address for its one user; candles from
 //! the default exchange URL only, unless open. Anything else is a 422 naming the field.
 
-use schemars::JsonSchema;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +28,7 @@ use axum::http::StatusCode;
 use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
 use kuant_store::Run;
+use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 

@@ -18,7 +18,6 @@
 //! - **Keep-alive**: the server pings every [`PING_EVERY`]; a client silent for three periods
 //!   is closed.
 
-use schemars::JsonSchema;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +30,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::Response;
 use futures_util::SinkExt;
+use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};

@@ -1,11 +1,11 @@
 //! `/api/v1/market`: candles by market, timeframe and range, and the latest prices; and
 //! `/api/v1/llm/usage`: LLM telemetry by agent and model.
 
-use schemars::JsonSchema;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::AppState;

@@ -1,7 +1,6 @@
 //! `/api/v1/sessions`: trading sessions as the store holds them: list, one, portfolio,
 //! positions, orders, fills, blocked trades, risk budget, and a daily report.
 
-use schemars::JsonSchema;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -9,11 +8,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use kuant_store::{AllocationState, RunKind, StoredRun};
 use rust_decimal::Decimal;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::AppState;
 use crate::backtests::{
-    Page, ResourceView, RunDetail, RunSummary, detail, list_runs, merge_resource, slice_page,
+    Page, ResourceView, RunDetail, RunSummary, list_runs, merge_resource, slice_page, stored_detail,
 };
 use crate::error::ApiError;
 use crate::params::Params;
@@ -189,10 +189,7 @@ pub async fn get(
     params.finish()?;
     let (namespace, name) = path;
     let id = format!("{namespace}/{name}");
-    let stored = match state.store.run(&id).await? {
-        Some(run) if run.run.kind == RunKind::Session => Some(detail(run)),
-        _ => None,
-    };
+    let stored = stored_detail(&state, &id, RunKind::Session).await?;
     let resource = match &state.cluster {
         Some(cluster) => cluster.session(&namespace, &name).await?.as_ref().map(ResourceView::from),
         None => None,
