@@ -14,8 +14,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin kuant \
- && install -D -m 0755 target/release/kuant /out/kuant
+    cargo build --profile dist --locked --bin kuant \
+ && install -D -m 0755 target/dist/kuant /out/kuant
 
 # glibc, libgcc, OpenSSL and CA certificates; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
