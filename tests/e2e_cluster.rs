@@ -5,11 +5,10 @@
 //! CRDs and creates a namespace `kuant-e2e-…` that it deletes at the end); skipped otherwise, and
 //! `KUANT_REQUIRE_CLUSTER=1` turns the skip into a failure.
 //!
-//! The agent pod: on a cluster with nodes, the pod really runs, so `KUANT_E2E_AGENT_IMAGE` must
-//! name a kuant image the nodes can pull (e.g. `docker build -t kuant:e2e . && kind load
-//! docker-image kuant:e2e`). On a cluster without nodes (an API server and controller manager
-//! only), no kubelet will ever run the pod, so the test finishes it the way a kubelet would: it
-//! writes the pod's status with a terminated container and the agent's termination message.
+//! The agent pod really runs, so the cluster needs a node that can run the kuant image named
+//! by `KUANT_E2E_AGENT_IMAGE`: in CI (and `tests/cluster/cluster.sh run --node target/debug`) the
+//! test node runs it as a process of the freshly built `kuant`; on a kind cluster, e.g. `docker
+//! build -t kuant:e2e . && kind load docker-image kuant:e2e`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,35 +158,6 @@ fn example_backtest(namespace: &str) -> Backtest {
     bt
 }
 
-/// Finishes the Job's pod as a kubelet would: phase Succeeded, the agent container terminated
-/// with exit code 0 and the agent's report as its termination message.
-async fn finish_pod_like_a_kubelet(pods: &Api<Pod>, pod: &str) {
-    let now = jiff::Timestamp::now().to_string();
-    let report = serde_json::json!({
-        "results": {
-            "finalEquity": "10123.45", "totalReturnPct": 1.23, "cagrPct": 0.5, "sharpe": 0.4,
-            "maxDrawdownPct": 8.0, "winRatePct": 45.0, "trades": 7, "exposurePct": 40.0
-        },
-        "candles": 2000
-    })
-    .to_string();
-    let status = serde_json::json!({
-        "status": {
-            "phase": "Succeeded",
-            "startTime": now,
-            "containerStatuses": [{
-                "name": "agent", "ready": false, "restartCount": 0, "image": "kuant", "imageID": "",
-                "state": { "terminated": {
-                    "exitCode": 0, "reason": "Completed", "message": report, "startedAt": now, "finishedAt": now
-                }}
-            }]
-        }
-    });
-    pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("pod status written");
-}
-
 /// A client of the test cluster; `None` (the test skips) without one, a failure when
 /// `KUANT_REQUIRE_CLUSTER=1`.
 async fn test_cluster() -> Option<Client> {
@@ -218,12 +188,12 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     let nodes: Api<Node> = Api::all(client.clone());
     let has_nodes =
         !nodes.list(&ListParams::default().limit(1)).await.expect("nodes listed").items.is_empty();
-    let agent_image = std::env::var("KUANT_E2E_AGENT_IMAGE").ok();
     assert!(
-        agent_image.is_some() || !has_nodes,
-        "this cluster has nodes, so the agent pod really runs: set KUANT_E2E_AGENT_IMAGE to a kuant image they can pull"
+        has_nodes,
+        "the cluster has no node to run the agent pod (tests/cluster/cluster.sh up DIR --node target/debug)"
     );
-    let agent_image = agent_image.unwrap_or_else(|| "ghcr.io/kuant-dev/kuant:e2e-never-pulled".to_owned());
+    let agent_image = std::env::var("KUANT_E2E_AGENT_IMAGE")
+        .expect("KUANT_E2E_AGENT_IMAGE names a kuant image the cluster's nodes can run");
 
     apply_crds(&client).await;
     apply_agent_role(&client).await;
@@ -268,19 +238,7 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     assert_eq!(condition(&bt, "Complete"), Some(("False".into(), "NotFinished".into())));
     assert_eq!(bt.status.as_ref().and_then(|s| s.job_name.clone()), Some(job_name.clone()));
 
-    // Finished: by the agent itself, or as a kubelet would report it.
-    if !has_nodes {
-        let pod =
-            eventually("the Job's pod", Duration::from_secs(60), || {
-                let pods = pods.clone();
-                let selector = format!("batch.kubernetes.io/job-name={job_name}");
-                async move {
-                    pods.list(&ListParams::default().labels(&selector)).await.ok()?.items.into_iter().next()
-                }
-            })
-            .await;
-        finish_pod_like_a_kubelet(&pods, &pod.name_any()).await;
-    }
+    // Finished by the agent itself, in its pod.
     let done = eventually("Complete with results", Duration::from_secs(300), || {
         let backtests = backtests.clone();
         async move {
@@ -291,6 +249,20 @@ async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its
     .await;
     let results = done.status.as_ref().and_then(|s| s.results.clone()).expect("results in status");
     assert!(results.trades > 0);
+    // The agent ran in its pod, which ended as a kubelet reports it: exit 0, results as its
+    // termination message.
+    let selector = format!("batch.kubernetes.io/job-name={job_name}");
+    let ran = pods.list(&ListParams::default().labels(&selector)).await.expect("pods listed").items;
+    let pod_status = ran.first().and_then(|p| p.status.clone()).expect("the Job's pod");
+    assert_eq!(pod_status.phase.as_deref(), Some("Succeeded"));
+    let terminated =
+        pod_status.container_statuses.as_ref().and_then(|c| c.first()?.state.as_ref()?.terminated.clone());
+    let terminated = terminated.expect("the agent container terminated");
+    assert_eq!(terminated.exit_code, 0);
+    assert!(
+        terminated.message.is_some_and(|m| m.contains("\"results\"")),
+        "the agent's report is the termination message"
+    );
 
     // The first operator holds the Lease.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);

@@ -2,11 +2,16 @@
 # A real Kubernetes control plane on loopback for the end-to-end suite: etcd, kube-apiserver,
 # kube-controller-manager and kube-scheduler, built by tests/cluster/build.sh.
 #
-#   tests/cluster/cluster.sh up DIR        start it with its state in DIR (made fresh; it must not
-#                                          exist or be empty); prints `export KUBECONFIG=DIR/kubeconfig`
-#   tests/cluster/cluster.sh down DIR      stop what `up DIR` started, by pid, and nothing else
-#   tests/cluster/cluster.sh run -- CMD…   up in a temporary DIR, run CMD with KUBECONFIG set, then
-#                                          down, also when CMD fails or the script is interrupted
+#   tests/cluster/cluster.sh up DIR [--node BINDIR]
+#       start it with its state in DIR (made fresh; it must not exist or be empty); prints
+#       `export KUBECONFIG=DIR/kubeconfig`. With --node, also the test node (kuant-test-node from
+#       BINDIR, e.g. target/debug), which runs the pods bound to it as processes of BINDIR/kuant:
+#       the image ghcr.io/kuant-dev/kuant (any tag) maps to it.
+#   tests/cluster/cluster.sh down DIR
+#       stop what `up DIR` started, by pid, and nothing else
+#   tests/cluster/cluster.sh run [--node BINDIR] -- CMD…
+#       up in a temporary DIR, run CMD with KUBECONFIG (and, with a node, KUANT_E2E_AGENT_IMAGE)
+#       set, then down, also when CMD fails or the script is interrupted
 #
 # Everything listens on 127.0.0.1 only, on free ports picked at start. A CA, the API server's
 # serving certificate, the service-account key pair and an admin token (group system:masters) are
@@ -14,6 +19,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+IMAGE_REPOSITORY=ghcr.io/kuant-dev/kuant
+NODE_NAME=kuant-test-node
 SERVICE_CIDR=10.0.0.0/24
 SERVICE_IP=10.0.0.1
 
@@ -99,6 +106,12 @@ EOF
 
 up() {
   DIR=$1
+  local node_bin=${2:-}
+  if [ -n "$node_bin" ]; then
+    node_bin=$(cd "$node_bin" && pwd) || die "no directory $2"
+    [ -x "$node_bin/kuant" ] && [ -x "$node_bin/kuant-test-node" ] ||
+      die "$node_bin lacks kuant or kuant-test-node: cargo build --bin kuant --bin kuant-test-node"
+  fi
   if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then die "$DIR is not empty"; fi
   mkdir -p "$DIR/logs"
   DIR=$(cd "$DIR" && pwd)
@@ -153,6 +166,12 @@ up() {
 
   # Pods need their namespace's ServiceAccount, which the controller manager makes.
   wait_for "the default ServiceAccount" 60 "$bin/kubectl" --kubeconfig "$DIR/kubeconfig" get serviceaccount default
+  if [ -n "$node_bin" ]; then
+    KUBECONFIG=$DIR/kubeconfig launch kuant-test-node "$node_bin/kuant-test-node" --name "$NODE_NAME" \
+      --image "$IMAGE_REPOSITORY=$node_bin/kuant" --work-dir "$DIR/node" --ca-file "$DIR/pki/ca.crt"
+    wait_for "the test node to be Ready" 60 "$bin/kubectl" --kubeconfig "$DIR/kubeconfig" \
+      wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
+  fi
   say "up in $((SECONDS - started))s: API server https://127.0.0.1:$API_PORT, state and logs in $DIR"
   echo "export KUBECONFIG=$DIR/kubeconfig"
 }
@@ -160,10 +179,12 @@ up() {
 down() {
   DIR=$1
   [ -f "$DIR/pids" ] || { say "nothing started in $DIR"; return 0; }
-  local pid name bin pids=()
+  local pid name bin exe pids=()
   # Only processes that are still the binaries we started: a pid reused since is left alone.
   while read -r pid name bin; do
-    if [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$bin")" ]; then
+    # (A binary rebuilt since it started shows as "PATH (deleted)".)
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    if [ "${exe% (deleted)}" = "$(readlink -f "$bin")" ]; then
       pids+=("$pid")
     fi
   done < <(tac "$DIR/pids")
@@ -179,18 +200,34 @@ down() {
   say "stopped ${#pids[@]} processes of $DIR"
 }
 
+# `--node BINDIR` among the arguments, if any.
+NODE=""
+parse_node() {
+  if [ "${1:-}" = --node ]; then
+    [ -n "${2:-}" ] || die "--node takes a directory"
+    NODE=$2
+  fi
+}
+
 case ${1:-} in
-  up) [ $# = 2 ] || die "usage: $0 up DIR"; up "$2" ;;
+  up)
+    [ $# = 2 ] || [ $# = 4 ] || die "usage: $0 up DIR [--node BINDIR]"
+    parse_node "${3:-}" "${4:-}"
+    up "$2" "$NODE"
+    ;;
   down) [ $# = 2 ] || die "usage: $0 down DIR"; down "$2" ;;
   run)
     shift
+    parse_node "${1:-}" "${2:-}"
+    [ -n "$NODE" ] && shift 2
     [ "${1:-}" = -- ] && shift
-    [ $# -gt 0 ] || die "usage: $0 run -- CMD…"
+    [ $# -gt 0 ] || die "usage: $0 run [--node BINDIR] -- CMD…"
     RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kuant-cluster.XXXXXX")
     trap 'down "$RUN_DIR"; [ -n "${KUANT_CLUSTER_KEEP:-}" ] || rm -rf "$RUN_DIR"' EXIT
     trap 'exit 130' INT TERM
-    up "$RUN_DIR" >/dev/null
+    up "$RUN_DIR" "$NODE" >/dev/null
+    if [ -n "$NODE" ]; then export KUANT_E2E_AGENT_IMAGE=$IMAGE_REPOSITORY:e2e; fi
     KUBECONFIG=$RUN_DIR/kubeconfig "$@"
     ;;
-  *) die "usage: $0 up DIR | down DIR | run -- CMD…" ;;
+  *) die "usage: $0 up DIR [--node BINDIR] | down DIR | run [--node BINDIR] -- CMD…" ;;
 esac
