@@ -321,6 +321,17 @@ if value_set == "default":
                 for c in d["spec"]["template"]["spec"]["containers"]][0]
     if "--store" not in ops_args:
         problems.append(f"without a database the ops API must use its SQLite file on the data volume: {ops_args}")
+    # Without a token Secret the ops API makes its own, and may read only that one.
+    if "--tokens-secret" not in ops_args:
+        problems.append(f"without opsApi.tokens.existingSecret the ops API must run with --tokens-secret: {ops_args}")
+    else:
+        own = ops_args[ops_args.index("--tokens-secret") + 1]
+        secret_rules = [r for d in docs if d["kind"] == "Role" for r in d.get("rules", []) if "secrets" in r.get("resources", [])]
+        reads = [r for r in secret_rules if "get" in r["verbs"]]
+        if not reads or any(r.get("resourceNames") != [own] for r in reads):
+            problems.append(f"the ops API may read only its own token Secret {own}: {secret_rules}")
+        if any(set(r["verbs"]) - {"get", "create"} for r in secret_rules):
+            problems.append(f"the ops API may only get and create its token Secret: {secret_rules}")
     if "ServiceMonitor" in kinds:
         problems.append("ServiceMonitor rendered although metrics.serviceMonitor.enabled is false")
     if "KUANT_DATABASE_URL" in ops_env or agent_secret:

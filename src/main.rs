@@ -105,6 +105,17 @@ struct OpsApiArgs {
     /// loopback address.
     #[arg(long, env = "KUANT_OPS_API_TOKENS", value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// With --cluster and no --tokens: the Secret (in the ops API's namespace) whose key `tokens`
+    /// is the token file. The ops API makes it at first start, with one fresh admin token under
+    /// the key `admin-token`, when it does not exist (the Helm chart's default).
+    #[arg(
+        long,
+        env = "KUANT_OPS_API_TOKENS_SECRET",
+        value_name = "NAME",
+        conflicts_with = "tokens",
+        requires = "cluster"
+    )]
+    tokens_secret: Option<String>,
     /// Also read and create the custom resources through the Kubernetes API server.
     #[arg(long)]
     cluster: bool,
@@ -142,7 +153,7 @@ fn main() -> ExitCode {
         Command::OpsApi(args) => cli::ops_api::run(
             args.listen,
             args.store.as_deref(),
-            args.tokens.as_deref(),
+            cli::ops_api::TokenSource::of(args.tokens.as_deref(), args.tokens_secret.as_deref()),
             args.cluster,
             &args.cors_origins,
             args.data_dir.as_deref(),

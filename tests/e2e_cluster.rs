@@ -23,6 +23,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
 const FIELD_MANAGER: &str = "kuant-e2e";
+
+/// One test at a time: each runs operators that watch every namespace, which would act on the
+/// other tests' resources.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const AGENT_ROLE: &str = "kuant-agent";
 
 /// `Some(reason)` when the suite must skip.
@@ -184,6 +188,7 @@ async fn test_namespace(client: &Client, tag: &str) -> TestNamespace {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backtest_runs_in_a_job_survives_an_operator_restart_and_goes_with_its_job() {
+    let _serial = SERIAL.lock().await;
     let Some(client) = test_cluster().await else { return };
     let nodes: Api<Node> = Api::all(client.clone());
     let has_nodes =
@@ -333,21 +338,32 @@ impl OpsApi {
 
     /// One request: its status and JSON body.
     fn call(&self, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(self.addr).expect("connect");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: e2e\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes())).expect("send");
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).expect("read");
-        let (head, rest) = raw.split_once("\r\n\r\n").expect("a response");
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-        // Small JSON bodies come whole or in one chunk.
-        let json = rest.find('{').map_or("null", |start| &rest[start..=rest.rfind('}').unwrap_or(start)]);
-        (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+        http(self.addr, method, path, token, body)
     }
+}
+
+/// One HTTP request to `addr`: its status and JSON body.
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: e2e\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes())).expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    // Small JSON bodies come whole or in one chunk.
+    let json = rest.find('{').map_or("null", |start| &rest[start..=rest.rfind('}').unwrap_or(start)]);
+    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
 }
 
 impl Drop for OpsApi {
@@ -359,6 +375,7 @@ impl Drop for OpsApi {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ops_api_creates_a_backtest_shows_its_status_and_suspends_a_session_through_the_api_server() {
+    let _serial = SERIAL.lock().await;
     let Some(client) = test_cluster().await else { return };
     apply_crds(&client).await;
     let cleanup = test_namespace(&client, "api-").await;
@@ -415,4 +432,88 @@ async fn the_ops_api_creates_a_backtest_shows_its_status_and_suspends_a_session_
     assert_eq!(status, 200, "{body}");
     assert!(sessions.get("paper-btc").await.expect("session").spec.suspend, "suspended in the API server");
     drop(api);
+}
+
+/// Runs a command of the test cluster's toolbox (`helm`, `kubectl`: `tests/cluster/cluster.sh
+/// run` puts them on PATH) and returns its output, failing the test with its stderr otherwise.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} on PATH (tests/cluster/cluster.sh run puts it there): {e}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {}: {stdout}{stderr}", args.join(" "));
+    stdout.into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_with_default_values_and_its_operator_runs_a_backtest_under_the_charts_rbac() {
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    let release = test_namespace(&client, "chart").await;
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kuant");
+    // Default values: nothing set. A release name without "kuant" in it would prefix every
+    // name; this one keeps the chart's cluster-wide names apart from the other tests'.
+    tool(
+        "helm",
+        &["install", "e2e-kuant", chart, "--namespace", &release.name, "--wait", "--timeout", "180s"],
+    );
+    let uninstall = Uninstall(release.name.clone());
+
+    // Every pod of the release runs, ready, and has never restarted.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &release.name);
+    let check_pods = || async {
+        let listed = pods.list(&ListParams::default().labels("app.kubernetes.io/instance=e2e-kuant")).await;
+        let listed = listed.expect("pods listed").items;
+        assert_eq!(listed.len(), 2, "the operator's pod and the ops API's");
+        for pod in &listed {
+            let status = pod.status.as_ref().expect("pod status");
+            assert_eq!(status.phase.as_deref(), Some("Running"), "{}", pod.name_any());
+            for c in status.container_statuses.iter().flatten() {
+                assert!(c.ready, "{} is ready", pod.name_any());
+                assert_eq!(c.restart_count, 0, "{} never restarted", pod.name_any());
+            }
+        }
+    };
+    check_pods().await;
+
+    // A Backtest applied with kubectl runs to Complete with results: the chart's operator, under
+    // the chart's RBAC, made its Job, and the agent wrote its progress under its own.
+    let runs = test_namespace(&client, "chartbt").await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/backtests/btc-sma-crossover.yaml");
+    tool("kubectl", &["apply", "--namespace", &runs.name, "-f", example]);
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &runs.name);
+    let done = eventually("the Backtest Complete", Duration::from_secs(240), || {
+        let backtests = backtests.clone();
+        async move {
+            let bt = backtests.get("btc-sma-crossover").await.ok()?;
+            (condition(&bt, "Complete").map(|c| c.0).as_deref() == Some("True")).then_some(bt)
+        }
+    })
+    .await;
+    let status = done.status.expect("status");
+    assert!(status.results.is_some_and(|r| r.trades > 0), "results in status");
+
+    // The ops API serves, and only with the admin token it made at first start.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &release.name);
+    let secret = secrets.get("e2e-kuant-ops-api-tokens").await.expect("the ops API made its token Secret");
+    let token = secret.data.and_then(|d| d.get("admin-token").cloned()).expect("an admin-token key").0;
+    let token = String::from_utf8(token).expect("a text token");
+    let ops: std::net::SocketAddr = "127.0.0.1:8080".parse().expect("address");
+    let path = format!("/api/v1/backtests/{}/btc-sma-crossover", runs.name);
+    assert_eq!(http(ops, "GET", &path, "wrong-token-0123456789", "").0, 401);
+    let (code, body) = http(ops, "GET", &path, &token, "");
+    assert_eq!(code, 200, "{body}");
+    check_pods().await;
+    drop(uninstall);
+}
+
+/// `helm uninstall` of the chart test's release when the test ends, passed or not.
+struct Uninstall(String);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("helm").args(["uninstall", "e2e-kuant", "--namespace", &self.0, "--wait"]).output();
+    }
 }

@@ -108,6 +108,19 @@ fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A token file line giving `token` the role `role`, with the token kept only as its hash.
+pub fn hashed_line(token: &str, role: Role) -> String {
+    format!("sha256:{} {}", hex::encode(sha256(token)), role.as_str())
+}
+
+/// A fresh random token: 32 bytes from the operating system's CSPRNG, as 64 hex digits.
+pub fn fresh_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 impl Tokens {
     /// Parses a token file.
     pub fn parse(text: &str) -> Result<Self, TokenFileError> {
@@ -180,6 +193,18 @@ pub async fn require(State(needs): State<Needs>, request: Request, next: Next) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fresh_token_is_random_and_its_hashed_line_grants_its_role() {
+        let (a, b) = (fresh_token().expect("urandom"), fresh_token().expect("urandom"));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        let line = hashed_line(&a, Role::Admin);
+        assert!(!line.contains(&a), "the line keeps only the hash");
+        let tokens = Tokens::parse(&line).expect("a valid token file");
+        assert_eq!(tokens.role_of(Some(&format!("Bearer {a}"))).ok(), Some(Role::Admin));
+        assert!(tokens.role_of(Some(&format!("Bearer {b}"))).is_err());
+    }
 
     #[test]
     fn token_files_give_roles_keep_only_hashes_and_name_lines_not_tokens() {

@@ -7,6 +7,8 @@
 //! as the API's errors: 409 when the resource exists, 422 with its message when it is invalid,
 //! 502 when the ops API may not act (its RBAC) or cannot reach the API server.
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use kuant_crds::{Backtest, TradingSession};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -194,5 +196,64 @@ impl From<&TradingSession> for ResourceView {
         let spec = serde_json::to_value(&s.spec).unwrap_or_default();
         let status = s.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
         view(&s.metadata, spec, status, None)
+    }
+}
+
+/// The key of the token file in the tokens Secret.
+pub const TOKENS_KEY: &str = "tokens";
+/// The key of the admin token the ops API made, for a person to read.
+pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+
+/// The token file held by the Secret `name` in the client's namespace (the ops API's own). When
+/// the Secret does not exist it is made, with one fresh admin token: so a default install gives
+/// a secure ops API with nothing to configure, and the token stays the same across restarts and
+/// GitOps syncs (the chart renders no Secret that a sync would change). The token never reaches
+/// a log.
+pub async fn token_file_secret(client: &Client, name: &str) -> Result<String, String> {
+    let namespace = client.default_namespace().to_owned();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let read = |secret: Secret| -> Result<String, String> {
+        let data = secret.data.unwrap_or_default();
+        let ByteString(bytes) = data.get(TOKENS_KEY).ok_or_else(|| {
+            format!("Secret {namespace}/{name} has no key {TOKENS_KEY:?} (one `TOKEN ROLE` per line)")
+        })?;
+        String::from_utf8(bytes.clone())
+            .map_err(|_| format!("Secret {namespace}/{name}: {TOKENS_KEY:?} is not text"))
+    };
+    let refused =
+        |e: kube::Error| format!("reading the tokens Secret {namespace}/{name} (the ops API's RBAC?): {e}");
+    if let Some(secret) = secrets.get_opt(name).await.map_err(refused)? {
+        return read(secret);
+    }
+    let token = crate::auth::fresh_token().map_err(|e| format!("no random token: {e}"))?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "kuant", "app.kubernetes.io/component": "ops-api"},
+            "annotations": {"kuant.dev/made-by": "the ops API at first start: the admin token is under admin-token"},
+        },
+        "type": "Opaque",
+        "stringData": {
+            ADMIN_TOKEN_KEY: token,
+            TOKENS_KEY: format!("{}\n", crate::auth::hashed_line(&token, crate::auth::Role::Admin)),
+        },
+    }))
+    .map_err(|e| format!("building the tokens Secret: {e}"))?;
+    match secrets
+        .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, &secret)
+        .await
+    {
+        Ok(created) => {
+            tracing::warn!(
+                secret = %format!("{namespace}/{name}"),
+                "made an admin token for the ops API; read it with: kubectl -n {namespace} get secret {name} -o jsonpath='{{.data.{ADMIN_TOKEN_KEY}}}' | base64 -d"
+            );
+            read(created)
+        }
+        // Another replica made it first: use that one.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            secrets.get(name).await.map_err(refused).and_then(read)
+        }
+        Err(e) => Err(format!("making the tokens Secret {namespace}/{name} (the ops API's RBAC?): {e}")),
     }
 }

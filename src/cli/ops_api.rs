@@ -19,11 +19,33 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Where the ops API's tokens come from.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenSource<'a> {
+    /// No tokens: every request acts as admin, so only a loopback address is served.
+    Open,
+    /// A token file.
+    File(&'a Path),
+    /// A Secret in the ops API's namespace, made at first start when it does not exist.
+    Secret(&'a str),
+}
+
+impl<'a> TokenSource<'a> {
+    /// The source the flags name (clap keeps them exclusive).
+    pub fn of(file: Option<&'a Path>, secret: Option<&'a str>) -> Self {
+        match (file, secret) {
+            (Some(path), _) => Self::File(path),
+            (None, Some(name)) => Self::Secret(name),
+            (None, None) => Self::Open,
+        }
+    }
+}
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub fn run(
     listen: SocketAddr,
     store: Option<&str>,
-    tokens: Option<&Path>,
+    tokens: TokenSource<'_>,
     cluster: bool,
     cors_origins: &[String],
     data_dir: Option<&Path>,
@@ -32,23 +54,25 @@ pub fn run(
         Ok(dir) => dir,
         Err(e) => return fail(EXIT_BAD_INPUT, format!("--data-dir: {e}")),
     };
-    let tokens = match tokens {
-        Some(path) => match std::fs::read_to_string(path) {
+    // The token file's tokens; those of a Secret are read once the API server is at hand.
+    let file_tokens = match tokens {
+        TokenSource::File(path) => match std::fs::read_to_string(path) {
             Ok(text) => match Tokens::parse(&text) {
-                Ok(t) => t,
+                Ok(t) => Some(t),
                 Err(e) => return fail(EXIT_BAD_INPUT, format!("token file {}: {e}", path.display())),
             },
             Err(e) => {
                 return fail(EXIT_BAD_INPUT, format!("cannot read the token file {}: {e}", path.display()));
             }
         },
-        None if listen.ip().is_loopback() => Tokens::Open,
-        None => {
+        TokenSource::Secret(_) => None,
+        TokenSource::Open if listen.ip().is_loopback() => Some(Tokens::Open),
+        TokenSource::Open => {
             return fail(
                 EXIT_BAD_INPUT,
                 format!(
                     "refusing to serve {listen} without --tokens: anyone who reaches it would act as admin; \
-                     pass --tokens FILE, or listen on 127.0.0.1"
+                     pass --tokens FILE (or --tokens-secret NAME with --cluster), or listen on 127.0.0.1"
                 ),
             );
         }
@@ -65,6 +89,37 @@ pub fn run(
         let store = match kuant_store::Store::open(&url).await {
             Ok(s) => s,
             Err(e) => return fail(EXIT_INTERNAL, e),
+        };
+        // In a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config.
+        let client = if cluster {
+            match kube::Client::try_default().await {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    return fail(
+                        EXIT_INTERNAL,
+                        format!(
+                            "--cluster: cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {e}"
+                        ),
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let tokens = match (file_tokens, tokens, &client) {
+            (Some(tokens), _, _) => tokens,
+            (None, TokenSource::Secret(name), Some(client)) => {
+                match kuant_ops_api::cluster::token_file_secret(client, name).await {
+                    Ok(text) => match Tokens::parse(&text) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return fail(EXIT_BAD_INPUT, format!("the token file in Secret {name}: {e}"));
+                        }
+                    },
+                    Err(e) => return fail(EXIT_INTERNAL, e),
+                }
+            }
+            (None, _, _) => return fail(EXIT_BAD_INPUT, "--tokens-secret needs --cluster"),
         };
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
@@ -85,25 +140,12 @@ pub fn run(
         if let Some(dir) = data_dir {
             state = state.with_data_dir(dir);
         }
-        if cluster {
-            // In a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config.
-            match kube::Client::try_default().await {
-                Ok(client) => {
-                    tracing::info!(
-                        default_namespace = client.default_namespace(),
-                        "creating backtests and reading resources through the Kubernetes API server"
-                    );
-                    state = state.with_cluster(client);
-                }
-                Err(e) => {
-                    return fail(
-                        EXIT_INTERNAL,
-                        format!(
-                            "--cluster: cannot configure a Kubernetes client (in-cluster or KUBECONFIG): {e}"
-                        ),
-                    );
-                }
-            }
+        if let Some(client) = client {
+            tracing::info!(
+                default_namespace = client.default_namespace(),
+                "creating backtests and reading resources through the Kubernetes API server"
+            );
+            state = state.with_cluster(client);
         }
         let state = Arc::new(state);
         let served = kuant_ops_api::serve(listener, state.clone(), shutdown_signal()).await;

@@ -4,14 +4,14 @@
 #
 #   tests/cluster/cluster.sh up DIR [--node BINDIR]
 #       start it with its state in DIR (made fresh; it must not exist or be empty); prints
-#       `export KUBECONFIG=DIR/kubeconfig`. With --node, also the test node (kuant-test-node from
+#       `export KUBECONFIG=DIR/kubeconfig PATH=…` (kubectl and helm first on PATH). With --node, also the test node (kuant-test-node from
 #       BINDIR, e.g. target/debug), which runs the pods bound to it as processes of BINDIR/kuant:
 #       the image ghcr.io/kuant-dev/kuant (any tag) maps to it.
 #   tests/cluster/cluster.sh down DIR
 #       stop what `up DIR` started, by pid, and nothing else
 #   tests/cluster/cluster.sh run [--node BINDIR] -- CMD…
 #       up in a temporary DIR, run CMD with KUBECONFIG (and, with a node, KUANT_E2E_AGENT_IMAGE)
-#       set, then down, also when CMD fails or the script is interrupted
+#       set and kubectl and helm on PATH, then down, also when CMD fails or the script is interrupted
 #
 # Everything listens on 127.0.0.1 only, on free ports picked at start. A CA, the API server's
 # serving certificate, the service-account key pair and an admin token (group system:masters) are
@@ -173,7 +173,7 @@ up() {
       wait --for=condition=Ready "node/$NODE_NAME" --timeout=1s
   fi
   say "up in $((SECONDS - started))s: API server https://127.0.0.1:$API_PORT, state and logs in $DIR"
-  echo "export KUBECONFIG=$DIR/kubeconfig"
+  echo "export KUBECONFIG=$DIR/kubeconfig PATH=$bin:\$PATH"
 }
 
 down() {
@@ -227,7 +227,8 @@ case ${1:-} in
     trap 'exit 130' INT TERM
     up "$RUN_DIR" "$NODE" >/dev/null
     if [ -n "$NODE" ]; then export KUANT_E2E_AGENT_IMAGE=$IMAGE_REPOSITORY:e2e; fi
-    KUBECONFIG=$RUN_DIR/kubeconfig "$@"
+    # kubectl and helm of the same build, for tests that drive the cluster as a person would.
+    PATH=$(cat "$RUN_DIR/bin"):$PATH KUBECONFIG=$RUN_DIR/kubeconfig "$@"
     ;;
   *) die "usage: $0 up DIR [--node BINDIR] | down DIR | run [--node BINDIR] -- CMD…" ;;
 esac

@@ -59,6 +59,14 @@ app.kubernetes.io/part-of: kuant
 {{- end }}
 
 {{/*
+The Secret the ops API makes at first start for its tokens, when opsApi.tokens.existingSecret
+is not set.
+*/}}
+{{- define "kuant.opsApi.tokensSecret" -}}
+{{- printf "%s-ops-api-tokens" (include "kuant.fullname" .) }}
+{{- end }}
+
+{{/*
 The identity of agent pods: the ServiceAccount name the operator creates in every
 namespace that holds a kuant resource, and the ClusterRole it binds there.
 */}}
