@@ -55,7 +55,7 @@ fn crds_are_namespaced_v1alpha1_with_status_short_names_and_category() {
 }
 
 #[test]
-fn backtest_printer_columns_show_progress_and_results() {
+fn backtest_printer_columns_show_progress_and_rounded_results() {
     let crd = Backtest::crd();
     let columns: Vec<_> = crd.spec.versions[0]
         .additional_printer_columns
@@ -67,12 +67,13 @@ fn backtest_printer_columns_show_progress_and_results() {
         columns,
         [
             ("Strategy", ".spec.strategy.name"),
-            ("Symbols", ".spec.market.symbols"),
+            // Text a person reads (rounded, symbols joined); status.results stays exact.
+            ("Symbols", ".status.display.symbols"),
             ("Phase", ".status.phase"),
             ("Progress%", ".status.progress.percent"),
-            ("Return%", ".status.results.totalReturnPct"),
-            ("Sharpe", ".status.results.sharpe"),
-            ("MaxDD%", ".status.results.maxDrawdownPct"),
+            ("Return%", ".status.display.returnPct"),
+            ("Sharpe", ".status.display.sharpe"),
+            ("MaxDD%", ".status.display.maxDrawdownPct"),
             ("Age", ".metadata.creationTimestamp"),
         ]
     );

@@ -34,12 +34,12 @@ pub const CONDITION_FAILED: &str = "Failed";
     derive = "PartialEq",
     doc = "A Backtest runs one strategy over a span of candles and reports progress and results in its status.",
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.name"),
-    printcolumn(name = "Symbols", type_ = "string", json_path = ".spec.market.symbols"),
+    printcolumn(name = "Symbols", type_ = "string", json_path = ".status.display.symbols"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Progress%", type_ = "number", json_path = ".status.progress.percent"),
-    printcolumn(name = "Return%", type_ = "number", json_path = ".status.results.totalReturnPct"),
-    printcolumn(name = "Sharpe", type_ = "number", json_path = ".status.results.sharpe"),
-    printcolumn(name = "MaxDD%", type_ = "number", json_path = ".status.results.maxDrawdownPct"),
+    printcolumn(name = "Return%", type_ = "string", json_path = ".status.display.returnPct"),
+    printcolumn(name = "Sharpe", type_ = "string", json_path = ".status.display.sharpe"),
+    printcolumn(name = "MaxDD%", type_ = "string", json_path = ".status.display.maxDrawdownPct"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("Backtest spec is immutable: create a new Backtest to run with other settings"))]
@@ -354,6 +354,40 @@ pub struct BacktestStatus {
     /// A human-readable summary of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The figures `kubectl get` prints: rounded, symbols as text (`results` stays exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<BacktestDisplay>,
+}
+
+/// Figures for people, as `kubectl get` prints them: percentages and ratios rounded to two
+/// decimals, symbols as text. The exact figures are in `results`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestDisplay {
+    /// The symbols, comma-separated.
+    pub symbols: String,
+    /// Total return in percent, two decimals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_pct: Option<String>,
+    /// Sharpe ratio, two decimals (`-` when it is undefined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpe: Option<String>,
+    /// Maximum drawdown in percent, two decimals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drawdown_pct: Option<String>,
+}
+
+impl BacktestDisplay {
+    /// The display of a run over `symbols`, with its `results` once it has them.
+    pub fn of(symbols: &[String], results: Option<&BacktestResults>) -> Self {
+        let round = |v: f64| format!("{v:.2}");
+        Self {
+            symbols: symbols.join(","),
+            return_pct: results.map(|r| round(r.total_return_pct)),
+            sharpe: results.map(|r| r.sharpe.map_or_else(|| "-".to_owned(), round)),
+            max_drawdown_pct: results.map(|r| round(r.max_drawdown_pct)),
+        }
+    }
 }
 
 /// Progress of a running backtest.
@@ -417,4 +451,29 @@ pub struct AgentReport {
     /// the store, say), in one line: the operator records it as a Warning Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_display_rounds_for_people_and_names_the_symbols_as_text() {
+        let results = BacktestResults {
+            total_return_pct: -71.73516642525,
+            sharpe: Some(-0.902244488441548),
+            max_drawdown_pct: 73.84392976790906,
+            ..BacktestResults::default()
+        };
+        let symbols = ["BTCUSDT".to_owned(), "ETHUSDT".to_owned()];
+        let shown = BacktestDisplay::of(&symbols, Some(&results));
+        assert_eq!(shown.symbols, "BTCUSDT,ETHUSDT");
+        assert_eq!(shown.return_pct.as_deref(), Some("-71.74"));
+        assert_eq!(shown.sharpe.as_deref(), Some("-0.90"));
+        assert_eq!(shown.max_drawdown_pct.as_deref(), Some("73.84"));
+        let undefined = BacktestResults { sharpe: None, ..results };
+        assert_eq!(BacktestDisplay::of(&symbols, Some(&undefined)).sharpe.as_deref(), Some("-"));
+        let running = BacktestDisplay::of(&symbols[..1], None);
+        assert_eq!((running.symbols.as_str(), running.return_pct), ("BTCUSDT", None));
+    }
 }

@@ -17,7 +17,7 @@ pub mod reconciliation;
 pub mod schema_check;
 pub mod session;
 
-pub use backtest::{Backtest, BacktestSpec, BacktestStatus};
+pub use backtest::{Backtest, BacktestDisplay, BacktestSpec, BacktestStatus};
 pub use common::{Amount, SignedAmount, StrategyName, Timeframe};
 pub use reconciliation::{Reconciliation, ReconciliationSpec, ReconciliationStatus};
 pub use session::{TradingSession, TradingSessionSpec, TradingSessionStatus};

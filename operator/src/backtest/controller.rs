@@ -282,22 +282,32 @@ pub async fn run(
 ) {
     use futures::StreamExt;
     use kube::runtime::reflector::ObjectRef;
-    use kube::runtime::{Controller, controller, watcher};
+    use kube::runtime::utils::{PredicateConfig, WatchStreamExt, predicates};
+    use kube::runtime::{Controller, controller, reflector, watcher};
 
     let client = ctx.client.clone();
     let backtests: Api<Backtest> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=kuant-operator");
-    Controller::new(backtests, watcher::Config::default().any_semantic())
+    // What needs a reconcile is filtered at the source, not by a timer: a Backtest triggers one
+    // when it is new (to this process) or its generation changes (spec, deletion); its status
+    // changes (the agent's progress every second, the operator's own writes) do not. The store
+    // still sees every change, so a reconcile reads the latest object. Its Job and pods
+    // trigger one on each change, so a new or changed resource is acted on at once.
+    let (reader, writer) = reflector::store();
+    let trigger = watcher::watcher(backtests, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default());
+    Controller::for_stream(trigger, reader)
         .owns(jobs, managed)
         .watches(pods, watcher::Config::default().labels(super::job::POD_SELECTOR), |pod: Pod| {
             let name = pod.annotations().get(super::job::ANNOTATION_BACKTEST)?.clone();
             Some(ObjectRef::<Backtest>::new(&name).within(&pod.namespace()?))
         })
-        // The agent's progress writes change a running Backtest every second; a short debounce
-        // folds a burst of changes (progress, Job, pod) into one reconcile.
-        .with_config(controller::Config::default().concurrency(concurrency).debounce(Duration::from_secs(2)))
+        .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(
             |backtest, ctx: Arc<Context>| async move {

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kuant_crds::backtest::{
     BacktestPhase, BacktestResults, CONDITION_COMPLETE, CONDITION_FAILED, CONDITION_PROGRESSING,
 };
-use kuant_crds::{Backtest, BacktestStatus};
+use kuant_crds::{Backtest, BacktestDisplay, BacktestStatus};
 
 use super::job::{self, AgentSettings};
 use super::state::{self, RunState};
@@ -111,6 +111,7 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
     if is_terminal(&previous) {
         let mut status = previous.clone();
         status.progress = None;
+        status.display = Some(BacktestDisplay::of(&backtest.spec.market.symbols, status.results.as_ref()));
         return Plan { status, action: set_ttl(observed.job), notes: Vec::new(), recheck: None };
     }
 
@@ -241,6 +242,7 @@ pub fn plan(backtest: &Backtest, observed: Observed<'_>, agent: &AgentSettings, 
         }
     };
     status.phase = Some(phase);
+    status.display = Some(BacktestDisplay::of(&backtest.spec.market.symbols, status.results.as_ref()));
     status.conditions = conditions::merge(&previous.conditions, &desired, generation, now);
     status.message = desired.iter().find(|d| d.status == Status::True).map(|d| d.message.clone());
     let mut notes = notes(&previous, &status, &action);
