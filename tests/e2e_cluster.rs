@@ -10,46 +10,31 @@
 //! test node runs it as a process of the freshly built `kuant`; on a kind cluster, e.g. `docker
 //! build -t kuant:e2e . && kind load docker-image kuant:e2e`.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::api::rbac::v1::ClusterRole;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kuant_crds::Backtest;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kuant_crds::{Backtest, TradingSession};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-
-const FIELD_MANAGER: &str = "kuant-e2e";
+use support::cluster::{
+    apply_agent_role, apply_crds, condition, eventually, example_backtest, test_namespace,
+};
 
 /// One test at a time: each runs operators that watch every namespace, which would act on the
 /// other tests' resources.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-const AGENT_ROLE: &str = "kuant-agent";
 
 /// `Some(reason)` when the suite must skip.
 fn skip_reason() -> Option<String> {
     match std::env::var_os("KUBECONFIG") {
         Some(path) if !path.is_empty() => None,
         _ => Some("KUBECONFIG is not set: no test cluster".to_owned()),
-    }
-}
-
-/// Polls `check` every half second until it gives `Some`, or fails after `limit` naming `what`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -79,6 +64,34 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// The operator alone, with no leader election: killed, it is back at once.
+    fn start_without_lease(agent_image: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+            .args([
+                "operator",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--agent-image",
+                agent_image,
+                "--concurrency",
+                "4",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the operator starts");
+        Self(child)
+    }
+
+    /// SIGKILL: no chance to finish what it was doing.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -87,81 +100,6 @@ impl Drop for Operator {
 }
 
 /// The test namespace, deleted when dropped (in the background: a test must not hang on it).
-struct TestNamespace {
-    api: Api<Namespace>,
-    name: String,
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let (api, name) = (self.api.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                let _ = rt.block_on(api.delete(&name, &DeleteParams::background()));
-            }
-        })
-        .join();
-    }
-}
-
-fn condition(bt: &Backtest, type_: &str) -> Option<(String, String)> {
-    let c = bt.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone()))
-}
-
-async fn apply_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in kuant_crds::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
-            .await
-            .expect("CRD applied");
-        eventually(&format!("CRD {name} established"), Duration::from_secs(60), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                let established =
-                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        })
-        .await;
-    }
-}
-
-/// The agent's ClusterRole as the chart defines it (the operator binds it per namespace).
-async fn apply_agent_role(client: &Client) {
-    let role: ClusterRole = serde_json::from_value(serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": { "name": AGENT_ROLE },
-        "rules": [
-            { "apiGroups": ["kuant.dev"], "resources": ["backtests/status"], "verbs": ["patch"] },
-        ],
-    }))
-    .expect("ClusterRole");
-    let roles: Api<ClusterRole> = Api::all(client.clone());
-    roles
-        .patch(AGENT_ROLE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&role))
-        .await
-        .expect("ClusterRole applied");
-}
-
-fn example_backtest(namespace: &str) -> Backtest {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/backtests/btc-sma-crossover.yaml"
-    ))
-    .expect("example");
-    let mut bt: Backtest = kuant_crds::manifest::parse(&text, "example").expect("valid example");
-    bt.metadata.namespace = Some(namespace.to_owned());
-    if let Some(synthetic) = bt.spec.data.synthetic.as_mut() {
-        synthetic.bars = 2000;
-    }
-    bt
-}
-
 /// A client of the test cluster; `None` (the test skips) without one, a failure when
 /// `KUANT_REQUIRE_CLUSTER=1`.
 async fn test_cluster() -> Option<Client> {
@@ -174,16 +112,6 @@ async fn test_cluster() -> Option<Client> {
         return None;
     }
     Some(Client::try_default().await.expect("a client from KUBECONFIG"))
-}
-
-/// A namespace `kuant-e2e-{tag}-{pid}` for one test, deleted at its end.
-async fn test_namespace(client: &Client, tag: &str) -> TestNamespace {
-    let name = format!("kuant-e2e-{tag}{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
-    namespaces.create(&PostParams::default(), &ns).await.expect("namespace created");
-    TestNamespace { api: namespaces, name }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,4 +444,203 @@ impl Drop for Uninstall {
         let _ =
             Command::new("helm").args(["uninstall", "e2e-kuant", "--namespace", &self.0, "--wait"]).output();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_is_accepted_by_the_api_server_and_the_crds_rules_refuse_what_they_must() {
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    apply_crds(&client).await;
+    let ns = test_namespace(&client, "examples").await;
+
+    // Every manifest in examples/, as a user would apply it, accepted by server-side dry run.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let out = tool(
+        "kubectl",
+        &["apply", "--dry-run=server", "--recursive", "-f", examples, "--namespace", &ns.name],
+    );
+    let accepted = out.lines().filter(|l| l.contains("(server dry run)")).count();
+    let files = ["backtests", "sessions", "reconciliations"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(format!("{examples}/{d}")).expect("examples").flatten())
+        .count();
+    assert!(accepted >= files, "every example accepted ({accepted} objects from {files} files):\n{out}");
+
+    // A live TradingSession without the acknowledgement: refused with the CEL rule's message.
+    let text = std::fs::read_to_string(format!("{examples}/sessions/live-btc.yaml")).expect("live example");
+    let mut live: TradingSession = serde_yaml::from_str(&text).expect("a TradingSession");
+    live.metadata.namespace = Some(ns.name.clone());
+    live.spec.live_trading_acknowledged = false;
+    let sessions: Api<TradingSession> = Api::namespaced(client.clone(), &ns.name);
+    let refused = sessions.create(&PostParams::default(), &live).await.expect_err("refused");
+    let kube::Error::Api(status) = refused else { panic!("an API error: {refused}") };
+    assert_eq!(status.code, 422);
+    assert!(
+        status.message.contains("live trading needs spec.liveTradingAcknowledged: true"),
+        "the CEL message: {}",
+        status.message
+    );
+
+    // A Backtest's spec cannot change once created.
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &ns.name);
+    backtests.create(&PostParams::default(), &example_backtest(&ns.name)).await.expect("created");
+    let change = serde_json::json!({"spec": {"execution": {"feeBps": 25}}});
+    let refused = backtests
+        .patch("btc-sma-crossover", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect_err("a spec change is refused");
+    let kube::Error::Api(status) = refused else { panic!("an API error: {refused}") };
+    assert_eq!(status.code, 422);
+    assert!(status.message.contains("Backtest spec is immutable"), "{}", status.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_backtests_all_complete_once_while_the_operator_is_killed_ten_times() {
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    let agent_image =
+        std::env::var("KUANT_E2E_AGENT_IMAGE").expect("KUANT_E2E_AGENT_IMAGE (a node runs the agents)");
+    let seed = std::env::var("KUANT_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_secs())
+    });
+    eprintln!("chaos seed: {seed} (KUANT_CHAOS_SEED={seed} repeats this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    apply_crds(&client).await;
+    apply_agent_role(&client).await;
+    let ns = test_namespace(&client, "chaos").await;
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+
+    // Every phase each Backtest shows, in order, from a watch that runs throughout.
+    let phases = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, Vec<String>>::new()));
+    let watch = {
+        use futures::StreamExt;
+        let phases = phases.clone();
+        let stream = kube::runtime::watcher(backtests.clone(), kube::runtime::watcher::Config::default());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
+            while let Some(Ok(bt)) = stream.next().await {
+                let phase = bt.status.as_ref().and_then(|s| s.phase.as_ref()).map(|p| format!("{p:?}"));
+                if let Some(phase) = phase {
+                    let mut seen = phases.lock().expect("phases");
+                    let list = seen.entry(bt.name_any()).or_default();
+                    if list.last() != Some(&phase) {
+                        list.push(phase);
+                    }
+                }
+            }
+        })
+    };
+
+    let mut operator = Operator::start_without_lease(&agent_image);
+    let names: Vec<String> = (0..50).map(|i| format!("chaos-{i:02}")).collect();
+    let creates = names.iter().map(|name| {
+        let mut bt = example_backtest(&ns.name);
+        bt.metadata.name = Some(name.clone());
+        if let Some(synthetic) = bt.spec.data.synthetic.as_mut() {
+            synthetic.bars = 500;
+        }
+        let backtests = backtests.clone();
+        async move { backtests.create(&PostParams::default(), &bt).await.expect("Backtest created") }
+    });
+    futures::future::join_all(creates).await;
+    for kill in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(rng.u64(200..3000))).await;
+        operator.kill();
+        eprintln!("chaos: operator killed ({kill}/10)");
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..500))).await;
+        operator = Operator::start_without_lease(&agent_image);
+    }
+
+    eventually("all fifty Backtests Complete", Duration::from_secs(600), || {
+        let backtests = backtests.clone();
+        async move {
+            let listed = backtests.list(&ListParams::default()).await.ok()?.items;
+            let done = listed
+                .iter()
+                .filter(|b| condition(b, "Complete").map(|c| c.0).as_deref() == Some("True"))
+                .count();
+            (done == 50).then_some(())
+        }
+    })
+    .await;
+    for bt in backtests.list(&ListParams::default()).await.expect("listed").items {
+        assert!(
+            bt.status.as_ref().and_then(|s| s.results.as_ref()).is_some(),
+            "{} has results",
+            bt.name_any()
+        );
+    }
+    let mut owners = std::collections::HashMap::<String, usize>::new();
+    for job in jobs.list(&ListParams::default()).await.expect("jobs listed").items {
+        for owner in job.owner_references() {
+            *owners.entry(owner.name.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(owners.len(), 50, "every Backtest has its Job");
+    assert!(owners.values().all(|&n| n == 1), "no Backtest has two Jobs: {owners:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watch.abort();
+    let phases = phases.lock().expect("phases").clone();
+    for (name, seen) in &phases {
+        if let Some(end) = seen.iter().position(|p| p == "Succeeded" || p == "Failed") {
+            assert_eq!(seen.len(), end + 1, "{name}: a terminal phase never goes back: {seen:?}");
+        }
+        assert_eq!(seen.last().map(String::as_str), Some("Succeeded"), "{name}: {seen:?}");
+    }
+    drop(operator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_shows_running_while_the_agent_runs_and_rounded_figures_when_it_is_done() {
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    let agent_image =
+        std::env::var("KUANT_E2E_AGENT_IMAGE").expect("KUANT_E2E_AGENT_IMAGE (a node runs the agents)");
+    apply_crds(&client).await;
+    apply_agent_role(&client).await;
+    let ns = test_namespace(&client, "display").await;
+    let backtests: Api<Backtest> = Api::namespaced(client.clone(), &ns.name);
+    let _operator = Operator::start_without_lease(&agent_image);
+
+    // Enough candles that the agent (a debug build here) computes for seconds, not milliseconds.
+    let mut bt = example_backtest(&ns.name);
+    if let Some(synthetic) = bt.spec.data.synthetic.as_mut() {
+        synthetic.bars = 3_000_000;
+    }
+    backtests.create(&PostParams::default(), &bt).await.expect("Backtest created");
+    let get = || tool("kubectl", &["get", "backtest", "btc-sma-crossover", "--namespace", &ns.name]);
+
+    // While its pod runs, kubectl says so (the phase follows the pod, not the Job's end).
+    let running = eventually("kubectl to show Running", Duration::from_secs(120), || {
+        let shown = get();
+        let done = shown.contains("Succeeded") || shown.contains("Failed");
+        assert!(!done, "the run ended before kubectl showed it Running:\n{shown}");
+        async move { shown.contains("Running").then_some(shown) }
+    })
+    .await;
+    assert!(running.contains("BTCUSDT"), "the symbols as text:\n{running}");
+
+    let done = eventually("Complete", Duration::from_secs(300), || {
+        let backtests = backtests.clone();
+        async move {
+            let bt = backtests.get("btc-sma-crossover").await.ok()?;
+            (condition(&bt, "Complete").map(|c| c.0).as_deref() == Some("True")).then_some(bt)
+        }
+    })
+    .await;
+    let results = done.status.as_ref().and_then(|s| s.results.clone()).expect("results");
+    let shown = get();
+    let header: Vec<&str> = shown.lines().next().unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = shown.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    let column = |name: &str| {
+        let at = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("column {name}:\n{shown}"));
+        row.get(at).copied().unwrap_or_default().to_owned()
+    };
+    assert_eq!(column("SYMBOLS"), "BTCUSDT", "{shown}");
+    assert_eq!(column("PHASE"), "Succeeded", "{shown}");
+    assert_eq!(column("RETURN%"), format!("{:.2}", results.total_return_pct), "{shown}");
+    assert_eq!(column("MAXDD%"), format!("{:.2}", results.max_drawdown_pct), "{shown}");
+    let sharpe = results.sharpe.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"));
+    assert_eq!(column("SHARPE"), sharpe, "{shown}");
 }

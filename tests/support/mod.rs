@@ -1,0 +1,3 @@
+//! Helpers of the end-to-end suite.
+
+pub mod cluster;
