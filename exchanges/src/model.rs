@@ -1,0 +1,291 @@
+//! What every exchange speaks in kuant: orders with an idempotent client id, their states and
+//! fills, balances, candles. Money and quantities are decimals; times are Unix milliseconds.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub use kuant_agents::strategy::Side;
+
+/// A client order id: the order's identity on the exchange, chosen by kuant before it is sent, so
+/// that an order whose outcome is unknown is found again by asking for it, never sent twice.
+/// Binance's rule: 1 to 36 characters of `A-Z a-z 0-9 . : / _ -`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientOrderId(String);
+
+impl ClientOrderId {
+    /// The longest id Binance accepts.
+    pub const MAX_LEN: usize = 36;
+
+    /// `id` when it is a valid client order id.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidClientOrderId> {
+        let id = id.into();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '/' | '_' | '-');
+        if id.is_empty() || id.len() > Self::MAX_LEN || !id.chars().all(allowed) {
+            return Err(InvalidClientOrderId(id));
+        }
+        Ok(Self(id))
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientOrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ClientOrderId {
+    type Error = InvalidClientOrderId;
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl From<ClientOrderId> for String {
+    fn from(id: ClientOrderId) -> Self {
+        id.0
+    }
+}
+
+/// A client order id that breaks the exchange's rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid client order id {0:?}: 1 to 36 characters of A-Z a-z 0-9 . : / _ -")]
+pub struct InvalidClientOrderId(pub String);
+
+/// How long a limit order stays on the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimeInForce {
+    /// Good till cancelled: rests until filled or cancelled.
+    Gtc,
+    /// Immediate or cancel: fills what it can at once, the rest expires.
+    Ioc,
+}
+
+/// Market or limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderKind {
+    /// At the best prices available now.
+    Market,
+    /// At `price` or better.
+    Limit {
+        /// The limit price, in the quote asset.
+        price: Decimal,
+        /// How long it stays on the book.
+        time_in_force: TimeInForce,
+    },
+}
+
+/// An order to place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRequest {
+    /// E.g. `BTCUSDT`.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Market or limit.
+    pub kind: OrderKind,
+    /// In the base asset.
+    pub quantity: Decimal,
+    /// Chosen before sending; the same id is never used for two orders.
+    pub client_id: ClientOrderId,
+}
+
+/// Where an order is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Accepted, nothing filled.
+    New,
+    /// Part filled, the rest still working.
+    PartiallyFilled,
+    /// Wholly filled.
+    Filled,
+    /// Cancelled by the user (a part may have filled).
+    Canceled,
+    /// A cancel was requested and is not yet done.
+    PendingCancel,
+    /// Refused by the exchange.
+    Rejected,
+    /// Ended by the exchange's rules (an IOC remainder, say).
+    Expired,
+}
+
+impl OrderStatus {
+    /// Whether the order can still fill.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::New | Self::PartiallyFilled | Self::PendingCancel)
+    }
+}
+
+/// An order as the exchange reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    /// E.g. `BTCUSDT`.
+    pub symbol: String,
+    /// The id kuant chose.
+    pub client_id: ClientOrderId,
+    /// The exchange's id.
+    pub exchange_id: u64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Market or limit.
+    pub kind: OrderKind,
+    /// Ordered, in the base asset.
+    pub quantity: Decimal,
+    /// Filled so far, in the base asset.
+    pub filled_quantity: Decimal,
+    /// Quote asset spent (buy) or received (sell) so far, before fees.
+    pub filled_quote: Decimal,
+    /// Where it is in its life.
+    pub status: OrderStatus,
+    /// When it was placed.
+    pub created_ms: i64,
+    /// When it last changed.
+    pub updated_ms: i64,
+}
+
+impl Order {
+    /// The average fill price so far; `None` before the first fill.
+    pub fn average_price(&self) -> Option<Decimal> {
+        (!self.filled_quantity.is_zero()).then(|| self.filled_quote / self.filled_quantity)
+    }
+}
+
+/// One execution of an order against another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// E.g. `BTCUSDT`.
+    pub symbol: String,
+    /// The order it belongs to.
+    pub client_id: ClientOrderId,
+    /// The exchange's id of the order.
+    pub order_id: u64,
+    /// The exchange's id of the trade (unique per symbol).
+    pub trade_id: u64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Price of this execution.
+    pub price: Decimal,
+    /// Base quantity of this execution.
+    pub quantity: Decimal,
+    /// Fee charged.
+    pub fee: Decimal,
+    /// The asset the fee was charged in.
+    pub fee_asset: String,
+    /// Whether the order was resting on the book (maker).
+    pub maker: bool,
+    /// When it happened.
+    pub time_ms: i64,
+}
+
+/// One asset of an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// E.g. `BTC`.
+    pub asset: String,
+    /// Available to trade or withdraw.
+    pub free: Decimal,
+    /// Reserved by open orders.
+    pub locked: Decimal,
+}
+
+impl Balance {
+    /// Free plus locked.
+    pub fn total(&self) -> Decimal {
+        self.free + self.locked
+    }
+}
+
+/// An update of the account, pushed by the exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountUpdate {
+    /// An order changed; with the fill that changed it, if one did.
+    Order {
+        /// The order after the change.
+        order: Order,
+        /// The execution, when the change was one.
+        fill: Option<Box<Fill>>,
+    },
+    /// Balances changed (only the assets that did).
+    Balances {
+        /// The balances after the change.
+        balances: Vec<Balance>,
+        /// When.
+        time_ms: i64,
+    },
+}
+
+/// The best bid and ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookTicker {
+    /// E.g. `BTCUSDT`.
+    pub symbol: String,
+    /// Best bid price and quantity.
+    pub bid: (Decimal, Decimal),
+    /// Best ask price and quantity.
+    pub ask: (Decimal, Decimal),
+}
+
+/// One candle as an exchange reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kline {
+    /// When it opens, Unix ms.
+    pub open_ms: i64,
+    /// Open, high, low, close.
+    pub open: Decimal,
+    /// Highest price.
+    pub high: Decimal,
+    /// Lowest price.
+    pub low: Decimal,
+    /// Last price.
+    pub close: Decimal,
+    /// Base volume.
+    pub volume: Decimal,
+    /// When it closes, Unix ms (the last millisecond in it).
+    pub close_ms: i64,
+    /// Whether it is complete (a streamed candle may still be forming).
+    pub closed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_order_ids_follow_the_exchanges_rule() {
+        assert!(ClientOrderId::new("kuant-bt1-000042").is_ok());
+        assert!(ClientOrderId::new("a.b:c/d_e-F9").is_ok());
+        assert!(ClientOrderId::new("").is_err());
+        assert!(ClientOrderId::new("x".repeat(37)).is_err());
+        assert!(ClientOrderId::new("x".repeat(36)).is_ok());
+        assert!(ClientOrderId::new("no spaces").is_err());
+        assert!(ClientOrderId::new("ünicode").is_err());
+        let parsed: Result<ClientOrderId, _> = serde_json::from_str("\"bad id\"");
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn the_average_price_is_the_quote_over_the_base() {
+        let order = Order {
+            symbol: "BTCUSDT".into(),
+            client_id: ClientOrderId::new("x").expect("id"),
+            exchange_id: 1,
+            side: Side::Buy,
+            kind: OrderKind::Market,
+            quantity: Decimal::new(2, 0),
+            filled_quantity: Decimal::new(2, 0),
+            filled_quote: Decimal::new(60_001, 0),
+            status: OrderStatus::Filled,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        assert_eq!(order.average_price(), Some(Decimal::new(300_005, 1)));
+        assert!(!order.status.is_open());
+    }
+}
