@@ -8,6 +8,7 @@ pub mod binance;
 pub mod error;
 pub mod model;
 pub mod rules;
+pub mod sim;
 
 pub use error::{ExchangeError, RejectKind};
 pub use model::{

@@ -1,0 +1,732 @@
+//! The simulator's matching engine: one account trading against a simulated market.
+//!
+//! The market of each symbol is a price (moved by the replayed data) and a synthetic book around
+//! it: `levels` price levels on each side, `level_quantity` each, `level_step` apart, the best
+//! `half_spread` away from the price. The account's orders:
+//! - market orders walk the opposite side's levels (that is their slippage); what the book cannot
+//!   take expires, as on Binance;
+//! - limit orders that cross take liquidity at once the same way (up to their price), the rest
+//!   rests (GTC) or expires (IOC); resting orders fill when the price reaches them, in
+//!   price-time priority, at most `level_quantity` per price move, so large orders fill in parts;
+//! - balances are reserved for open orders (a buy reserves price × quantity of the quote asset, a
+//!   sell its quantity of the base asset), and an order the free balance cannot cover is refused
+//!   with Binance's -2010; fees are charged in the asset received.
+//!
+//! Pure: no clock, no IO. Every change returns what happened, for the simulator to stream.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+
+use crate::error::{ExchangeError, RejectKind};
+use crate::model::{
+    Balance, ClientOrderId, Fill, Order, OrderKind, OrderRequest, OrderStatus, Side, TimeInForce,
+};
+use crate::rules::{ExchangeRules, RuleViolation};
+
+/// The shape of a symbol's simulated book.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookShape {
+    /// Distance from the price to the best bid and to the best ask, as a fraction of the price.
+    pub half_spread: Decimal,
+    /// Distance between levels, as a fraction of the price.
+    pub level_step: Decimal,
+    /// Quantity at each level, in the base asset.
+    pub level_quantity: Decimal,
+    /// Levels on each side.
+    pub levels: u32,
+}
+
+impl Default for BookShape {
+    fn default() -> Self {
+        Self {
+            half_spread: Decimal::new(5, 5),    // 0.5 bp
+            level_step: Decimal::new(1, 4),     // 1 bp
+            level_quantity: Decimal::new(2, 0), // 2 BTC-like units
+            levels: 20,
+        }
+    }
+}
+
+/// A book's levels: (price, quantity), best first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Depth {
+    /// Buyers' side, highest first.
+    pub bids: Vec<(Decimal, Decimal)>,
+    /// Sellers' side, lowest first.
+    pub asks: Vec<(Decimal, Decimal)>,
+}
+
+/// Fees as fractions of the notional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fees {
+    /// Charged on fills of resting orders.
+    pub maker: Decimal,
+    /// Charged on fills that take liquidity.
+    pub taker: Decimal,
+}
+
+impl Default for Fees {
+    fn default() -> Self {
+        // Binance spot's base rate: 0.1 %.
+        Self { maker: Decimal::new(1, 3), taker: Decimal::new(1, 3) }
+    }
+}
+
+struct Market {
+    rules: ExchangeRules,
+    shape: BookShape,
+    price: Option<Decimal>,
+    /// The synthetic book at the current price: what a buy takes (asks) and a sell (bids).
+    asks: Vec<(Decimal, Decimal)>,
+    bids: Vec<(Decimal, Decimal)>,
+    /// Resting buys, best (highest price, then oldest) first.
+    resting_buys: BTreeMap<(Reverse<Decimal>, u64), ClientOrderId>,
+    /// Resting sells, best (lowest price, then oldest) first.
+    resting_sells: BTreeMap<(Decimal, u64), ClientOrderId>,
+}
+
+impl Market {
+    /// The synthetic levels a `side` order takes from at `price`: (price, quantity), best first.
+    fn levels_at(&self, price: Decimal, side: Side) -> Vec<(Decimal, Decimal)> {
+        let tick = self.rules.price.step;
+        (0..self.shape.levels)
+            .map(|i| {
+                let offset = self.shape.half_spread + self.shape.level_step * Decimal::from(i);
+                let raw = match side {
+                    Side::Buy => price * (Decimal::ONE + offset),
+                    Side::Sell => price * (Decimal::ONE - offset),
+                };
+                // On the tick, against the taker.
+                let on_tick = if tick.is_zero() {
+                    raw
+                } else {
+                    let ticks = raw / tick;
+                    (if side == Side::Buy { ticks.ceil() } else { ticks.floor() }) * tick
+                };
+                (on_tick.normalize(), self.shape.level_quantity)
+            })
+            .filter(|(p, _)| *p > Decimal::ZERO)
+            .collect()
+    }
+
+    fn levels(&self, side: Side) -> &[(Decimal, Decimal)] {
+        match side {
+            Side::Buy => &self.asks,
+            Side::Sell => &self.bids,
+        }
+    }
+}
+
+/// Where a resting order waits: its symbol, side, limit price and place in the queue.
+#[derive(Clone)]
+struct Resting {
+    symbol: String,
+    side: Side,
+    price: Decimal,
+    sequence: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Holding {
+    free: Decimal,
+    locked: Decimal,
+}
+
+/// One account on a simulated exchange.
+pub struct Engine {
+    markets: HashMap<String, Market>,
+    balances: BTreeMap<String, Holding>,
+    orders: HashMap<ClientOrderId, Order>,
+    /// The resting (open) orders.
+    resting: HashMap<ClientOrderId, Resting>,
+    fills: Vec<Fill>,
+    fees: Fees,
+    next_order_id: u64,
+    next_trade_id: u64,
+    next_sequence: u64,
+}
+
+/// What a change did: the orders it changed (after the change) and the fills it made.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Orders after the change, with the fills that changed them.
+    pub orders: Vec<(Order, Vec<Fill>)>,
+    /// Assets whose balance changed.
+    pub assets: Vec<String>,
+}
+
+fn rejected(code: i64, reason: &str, kind: RejectKind) -> ExchangeError {
+    ExchangeError::Rejected { code, reason: reason.to_owned(), kind }
+}
+
+/// Binance's answer to an order a filter refuses.
+pub fn filter_failure(violation: &RuleViolation) -> ExchangeError {
+    let filter = match violation {
+        RuleViolation::NotTrading(_) => {
+            return rejected(-1013, "Market is closed.", RejectKind::Filter);
+        }
+        RuleViolation::NonPositiveQuantity(_) => {
+            return rejected(-1013, "Invalid quantity.", RejectKind::Filter);
+        }
+        RuleViolation::PriceTooLow { .. }
+        | RuleViolation::PriceTooHigh { .. }
+        | RuleViolation::PriceOffTick { .. } => "PRICE_FILTER",
+        RuleViolation::QuantityTooSmall { .. }
+        | RuleViolation::QuantityTooLarge { .. }
+        | RuleViolation::QuantityOffStep { .. } => "LOT_SIZE",
+        RuleViolation::NotionalTooSmall { .. } | RuleViolation::NotionalTooLarge { .. } => "NOTIONAL",
+    };
+    rejected(-1013, &format!("Filter failure: {filter}"), RejectKind::Filter)
+}
+
+impl Engine {
+    /// An engine with these fees and no markets or money.
+    pub fn new(fees: Fees) -> Self {
+        Self {
+            markets: HashMap::new(),
+            balances: BTreeMap::new(),
+            orders: HashMap::new(),
+            resting: HashMap::new(),
+            fills: Vec::new(),
+            fees,
+            next_order_id: 1,
+            next_trade_id: 1,
+            next_sequence: 0,
+        }
+    }
+
+    /// Adds a symbol with its rules and book shape (no price until [`Engine::set_price`]).
+    pub fn add_market(&mut self, rules: ExchangeRules, shape: BookShape) {
+        let market = Market {
+            rules,
+            shape,
+            price: None,
+            asks: Vec::new(),
+            bids: Vec::new(),
+            resting_buys: BTreeMap::new(),
+            resting_sells: BTreeMap::new(),
+        };
+        self.markets.insert(market.rules.symbol.clone(), market);
+    }
+
+    /// The rules of every symbol.
+    pub fn rules(&self) -> impl Iterator<Item = &ExchangeRules> {
+        self.markets.values().map(|m| &m.rules)
+    }
+
+    /// The price of `symbol`, once it has one.
+    pub fn price(&self, symbol: &str) -> Option<Decimal> {
+        self.markets.get(symbol)?.price
+    }
+
+    /// The book of `symbol`: bids and asks, best first.
+    pub fn depth(&self, symbol: &str) -> Option<Depth> {
+        let m = self.markets.get(symbol)?;
+        Some(Depth { bids: m.bids.clone(), asks: m.asks.clone() })
+    }
+
+    /// Moves `asset`'s free balance by `delta` (a deposit, or drift "from outside"); refused when
+    /// it would go negative.
+    pub fn adjust(&mut self, asset: &str, delta: Decimal) -> Result<Balance, String> {
+        let h = self.balances.entry(asset.to_owned()).or_default();
+        if h.free + delta < Decimal::ZERO {
+            return Err(format!("{asset} has {} free; {delta} would make it negative", h.free));
+        }
+        h.free += delta;
+        Ok(Balance { asset: asset.to_owned(), free: h.free, locked: h.locked })
+    }
+
+    /// Every asset's balance.
+    pub fn balances(&self) -> Vec<Balance> {
+        self.balances
+            .iter()
+            .map(|(a, h)| Balance { asset: a.clone(), free: h.free, locked: h.locked })
+            .collect()
+    }
+
+    /// Every fill so far, oldest first.
+    pub fn fills(&self) -> &[Fill] {
+        &self.fills
+    }
+
+    /// The order with `client_id`.
+    pub fn order(&self, symbol: &str, client_id: &ClientOrderId) -> Result<&Order, ExchangeError> {
+        self.orders
+            .get(client_id)
+            .filter(|o| o.symbol == symbol)
+            .ok_or_else(|| rejected(-2013, "Order does not exist.", RejectKind::UnknownOrder))
+    }
+
+    /// Every order of `symbol` (or all), open or not, oldest first.
+    pub fn all_orders(&self, symbol: Option<&str>) -> Vec<&Order> {
+        let mut all: Vec<&Order> =
+            self.orders.values().filter(|o| symbol.is_none_or(|s| o.symbol == s)).collect();
+        all.sort_by_key(|o| o.exchange_id);
+        all
+    }
+
+    /// The open orders of `symbol` (or all), oldest first.
+    pub fn open_orders(&self, symbol: Option<&str>) -> Vec<&Order> {
+        let mut open: Vec<&Order> = self
+            .resting
+            .iter()
+            .filter(|(_, r)| symbol.is_none_or(|s| r.symbol == s))
+            .filter_map(|(id, _)| self.orders.get(id))
+            .collect();
+        open.sort_by_key(|o| o.exchange_id);
+        open
+    }
+
+    fn rest(&mut self, order: &Order, price: Decimal) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        if let Some(m) = self.markets.get_mut(&order.symbol) {
+            match order.side {
+                Side::Buy => m.resting_buys.insert((Reverse(price), sequence), order.client_id.clone()),
+                Side::Sell => m.resting_sells.insert((price, sequence), order.client_id.clone()),
+            };
+        }
+        let resting = Resting { symbol: order.symbol.clone(), side: order.side, price, sequence };
+        self.resting.insert(order.client_id.clone(), resting);
+    }
+
+    fn unrest(&mut self, id: &ClientOrderId) {
+        let Some(r) = self.resting.remove(id) else { return };
+        if let Some(m) = self.markets.get_mut(&r.symbol) {
+            match r.side {
+                Side::Buy => m.resting_buys.remove(&(Reverse(r.price), r.sequence)),
+                Side::Sell => m.resting_sells.remove(&(r.price, r.sequence)),
+            };
+        }
+    }
+
+    fn market(&self, symbol: &str) -> Result<&Market, ExchangeError> {
+        self.markets.get(symbol).ok_or_else(|| rejected(-1121, "Invalid symbol.", RejectKind::Other))
+    }
+
+    fn holding(&mut self, asset: &str) -> &mut Holding {
+        // Looked up before inserting: an entry() would allocate the key on every fill.
+        if !self.balances.contains_key(asset) {
+            self.balances.insert(asset.to_owned(), Holding::default());
+        }
+        self.balances.get_mut(asset).expect("inserted above")
+    }
+
+    /// Places `request` at `now_ms`: refused (rules, balance, a duplicate id) or accepted, with
+    /// what it filled at once.
+    pub fn place(
+        &mut self,
+        request: &OrderRequest,
+        now_ms: i64,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        if self.orders.contains_key(&request.client_id) {
+            return Err(rejected(-2010, "Duplicate order sent.", RejectKind::DuplicateOrder));
+        }
+        let market = self.market(&request.symbol)?;
+        let Some(price) = market.price else {
+            return Err(rejected(-1013, "Market is closed.", RejectKind::Filter));
+        };
+        market.rules.check(request, price).map_err(|v| filter_failure(&v))?;
+        let (base, quote) = (market.rules.base_asset.clone(), market.rules.quote_asset.clone());
+        let limit = match request.kind {
+            OrderKind::Limit { price, .. } => Some(price),
+            OrderKind::Market => None,
+        };
+        // What the order takes at once: the opposite side's levels up to its limit.
+        let mut takes = Vec::new();
+        let mut left = request.quantity;
+        for &(level_price, level_qty) in market.levels(request.side) {
+            let crosses = match (request.side, limit) {
+                (_, None) => true,
+                (Side::Buy, Some(l)) => level_price <= l,
+                (Side::Sell, Some(l)) => level_price >= l,
+            };
+            if !crosses || left.is_zero() {
+                break;
+            }
+            let q = left.min(level_qty);
+            takes.push((level_price, q));
+            left -= q;
+        }
+        // The balance it needs: a buy its cost (taken now, plus its limit for what rests), a
+        // sell its quantity.
+        let rests = matches!(request.kind, OrderKind::Limit { time_in_force: TimeInForce::Gtc, .. });
+        let needed = match request.side {
+            Side::Buy => {
+                let now: Decimal = takes.iter().map(|(p, q)| p * q).sum();
+                now + if rests { limit.unwrap_or_default() * left } else { Decimal::ZERO }
+            }
+            Side::Sell => request.quantity - if rests { Decimal::ZERO } else { left },
+        };
+        let pay_asset = if request.side == Side::Buy { &quote } else { &base };
+        if self.balances.get(pay_asset).map_or(Decimal::ZERO, |h| h.free) < needed {
+            return Err(rejected(
+                -2010,
+                "Account has insufficient balance for requested action.",
+                RejectKind::InsufficientBalance,
+            ));
+        }
+
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let mut order = Order {
+            symbol: request.symbol.clone(),
+            client_id: request.client_id.clone(),
+            exchange_id: order_id,
+            side: request.side,
+            kind: request.kind,
+            quantity: request.quantity,
+            filled_quantity: Decimal::ZERO,
+            filled_quote: Decimal::ZERO,
+            status: OrderStatus::New,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        };
+        let mut fills = Vec::new();
+        for (p, q) in takes {
+            fills.push(self.execute(&mut order, p, q, false, now_ms, &base, &quote, None));
+        }
+        let remaining = order.quantity - order.filled_quantity;
+        order.status = if remaining.is_zero() {
+            OrderStatus::Filled
+        } else if rests {
+            // Reserve what the rest needs.
+            match order.side {
+                Side::Buy => {
+                    let h = self.holding(&quote);
+                    let amount = limit.unwrap_or_default() * remaining;
+                    h.free -= amount;
+                    h.locked += amount;
+                }
+                Side::Sell => {
+                    let h = self.holding(&base);
+                    h.free -= remaining;
+                    h.locked += remaining;
+                }
+            }
+            self.rest(&order, limit.unwrap_or_default());
+            if order.filled_quantity.is_zero() { OrderStatus::New } else { OrderStatus::PartiallyFilled }
+        } else {
+            OrderStatus::Expired
+        };
+        self.orders.insert(order.client_id.clone(), order.clone());
+        Ok((order, fills))
+    }
+
+    /// One execution of `order` at `price` for `quantity`: balances moved, fee charged in the
+    /// asset received, the fill recorded. `reserved_at` is the limit price a resting buy
+    /// reserved at (its reservation is released as it fills).
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &mut self,
+        order: &mut Order,
+        price: Decimal,
+        quantity: Decimal,
+        maker: bool,
+        now_ms: i64,
+        base: &str,
+        quote: &str,
+        reserved_at: Option<Decimal>,
+    ) -> Fill {
+        let rate = if maker { self.fees.maker } else { self.fees.taker };
+        let notional = price * quantity;
+        let (fee, fee_asset) = match order.side {
+            Side::Buy => {
+                let fee = quantity * rate;
+                let q = self.holding(quote);
+                match reserved_at {
+                    Some(limit) => {
+                        q.locked -= limit * quantity;
+                        q.free += limit * quantity - notional;
+                    }
+                    None => q.free -= notional,
+                }
+                self.holding(base).free += quantity - fee;
+                (fee, base)
+            }
+            Side::Sell => {
+                let fee = notional * rate;
+                let b = self.holding(base);
+                if reserved_at.is_some() {
+                    b.locked -= quantity;
+                } else {
+                    b.free -= quantity;
+                }
+                self.holding(quote).free += notional - fee;
+                (fee, quote)
+            }
+        };
+        order.filled_quantity += quantity;
+        order.filled_quote += notional;
+        order.updated_ms = now_ms;
+        let fill = Fill {
+            symbol: order.symbol.clone(),
+            client_id: order.client_id.clone(),
+            order_id: order.exchange_id,
+            trade_id: self.next_trade_id,
+            side: order.side,
+            price,
+            quantity,
+            fee,
+            fee_asset: fee_asset.to_owned(),
+            maker,
+            time_ms: now_ms,
+        };
+        self.next_trade_id += 1;
+        self.fills.push(fill.clone());
+        fill
+    }
+
+    /// Cancels the open order `client_id` of `symbol`, releasing its reservation.
+    pub fn cancel(
+        &mut self,
+        symbol: &str,
+        client_id: &ClientOrderId,
+        now_ms: i64,
+    ) -> Result<Order, ExchangeError> {
+        let unknown = || rejected(-2011, "Unknown order sent.", RejectKind::UnknownOrder);
+        let order = self
+            .orders
+            .get(client_id)
+            .filter(|o| o.symbol == symbol && o.status.is_open())
+            .ok_or_else(unknown)?;
+        let mut order = order.clone();
+        let market = self.market(symbol)?;
+        let (base, quote) = (market.rules.base_asset.clone(), market.rules.quote_asset.clone());
+        let remaining = order.quantity - order.filled_quantity;
+        match (order.side, order.kind) {
+            (Side::Buy, OrderKind::Limit { price, .. }) => {
+                let h = self.holding(&quote);
+                h.locked -= price * remaining;
+                h.free += price * remaining;
+            }
+            (Side::Sell, _) => {
+                let h = self.holding(&base);
+                h.locked -= remaining;
+                h.free += remaining;
+            }
+            (Side::Buy, OrderKind::Market) => {}
+        }
+        order.status = OrderStatus::Canceled;
+        order.updated_ms = now_ms;
+        self.unrest(client_id);
+        self.orders.insert(client_id.clone(), order.clone());
+        Ok(order)
+    }
+
+    /// Cancels every open order of `symbol`.
+    pub fn cancel_all(&mut self, symbol: &str, now_ms: i64) -> Result<Vec<Order>, ExchangeError> {
+        self.market(symbol)?;
+        let ids: Vec<ClientOrderId> =
+            self.open_orders(Some(symbol)).iter().map(|o| o.client_id.clone()).collect();
+        ids.iter().map(|id| self.cancel(symbol, id, now_ms)).collect()
+    }
+
+    /// Moves `symbol`'s price to `price` at `now_ms`: resting orders the new book reaches fill
+    /// (makers, at their own price), best price first, then oldest first, at most one level's
+    /// quantity in all.
+    pub fn set_price(&mut self, symbol: &str, price: Decimal, now_ms: i64) -> Changes {
+        let Some(market) = self.markets.get_mut(symbol) else { return Changes::default() };
+        market.price = Some(price);
+        market.asks = market.levels_at(price, Side::Buy);
+        market.bids = market.levels_at(price, Side::Sell);
+        let (Some(&(bid, _)), Some(&(ask, _))) = (market.bids.first(), market.asks.first()) else {
+            return Changes::default();
+        };
+        let mut liquidity = market.shape.level_quantity;
+        let (base, quote) = (market.rules.base_asset.clone(), market.rules.quote_asset.clone());
+        // Resting buys at or above the best ask and sells at or below the best bid, in priority:
+        // buys first (the price fell to them) or sells (it rose); both cannot be reached at once
+        // unless they cross each other, which resting orders of one account never do long.
+        let mut reached: Vec<(ClientOrderId, Decimal)> = Vec::new();
+        let mut budget = liquidity;
+        for ((Reverse(limit), _), id) in &market.resting_buys {
+            if *limit < ask || budget.is_zero() {
+                break;
+            }
+            budget -=
+                budget.min(self.orders.get(id).map_or(Decimal::ZERO, |o| o.quantity - o.filled_quantity));
+            reached.push((id.clone(), *limit));
+        }
+        let mut budget = liquidity;
+        for ((limit, _), id) in &market.resting_sells {
+            if *limit > bid || budget.is_zero() {
+                break;
+            }
+            budget -=
+                budget.min(self.orders.get(id).map_or(Decimal::ZERO, |o| o.quantity - o.filled_quantity));
+            reached.push((id.clone(), *limit));
+        }
+        let mut changes = Changes::default();
+        for (id, limit) in reached {
+            if liquidity.is_zero() {
+                break;
+            }
+            let Some(mut order) = self.orders.get(&id).cloned() else { continue };
+            let q = (order.quantity - order.filled_quantity).min(liquidity);
+            liquidity -= q;
+            // A resting order's balance is reserved: a buy's at its limit price.
+            let reserved = Some(if order.side == Side::Buy { limit } else { Decimal::ZERO });
+            let fill = self.execute(&mut order, limit, q, true, now_ms, &base, &quote, reserved);
+            order.status = if order.filled_quantity == order.quantity {
+                self.unrest(&id);
+                OrderStatus::Filled
+            } else {
+                OrderStatus::PartiallyFilled
+            };
+            self.orders.insert(id, order.clone());
+            changes.orders.push((order, vec![fill]));
+        }
+        if !changes.orders.is_empty() {
+            changes.assets = vec![base, quote];
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    fn engine() -> Engine {
+        let mut e = Engine::new(Fees::default());
+        let rules = ExchangeRules::binance_default("BTCUSDT").expect("rules");
+        let shape = BookShape {
+            half_spread: d("0.0001"),
+            level_step: d("0.0001"),
+            level_quantity: d("0.5"),
+            levels: 4,
+        };
+        e.add_market(rules, shape);
+        e.adjust("USDT", d("100000")).expect("deposit");
+        e.adjust("BTC", d("1")).expect("deposit");
+        e.set_price("BTCUSDT", d("50000"), 0);
+        e
+    }
+
+    fn request(id: &str, side: Side, kind: OrderKind, quantity: &str) -> OrderRequest {
+        OrderRequest {
+            symbol: "BTCUSDT".into(),
+            side,
+            kind,
+            quantity: d(quantity),
+            client_id: ClientOrderId::new(id).expect("id"),
+        }
+    }
+
+    fn limit(price: &str, tif: TimeInForce) -> OrderKind {
+        OrderKind::Limit { price: d(price), time_in_force: tif }
+    }
+
+    fn balance(e: &Engine, asset: &str) -> (Decimal, Decimal) {
+        e.balances()
+            .iter()
+            .find(|b| b.asset == asset)
+            .map_or((Decimal::ZERO, Decimal::ZERO), |b| (b.free, b.locked))
+    }
+
+    #[test]
+    fn a_market_buy_walks_the_book_and_pays_its_fee_in_what_it_receives() {
+        let mut e = engine();
+        let (order, fills) = e.place(&request("m1", Side::Buy, OrderKind::Market, "0.7"), 1).expect("placed");
+        assert_eq!(order.status, OrderStatus::Filled);
+        // 0.5 at the best ask (50005), 0.2 at the next level (50010).
+        assert_eq!(
+            fills.iter().map(|f| (f.price, f.quantity)).collect::<Vec<_>>(),
+            vec![(d("50005"), d("0.5")), (d("50010"), d("0.2"))]
+        );
+        assert_eq!(balance(&e, "USDT").0, d("100000") - d("25002.5") - d("10002"));
+        assert_eq!(balance(&e, "BTC").0, d("1") + d("0.7") - d("0.0007"));
+        assert!(fills.iter().all(|f| !f.maker && f.fee_asset == "BTC"));
+    }
+
+    #[test]
+    fn a_market_order_larger_than_the_book_fills_what_it_can_and_expires() {
+        let mut e = engine();
+        e.adjust("BTC", d("5")).expect("deposit");
+        let (order, fills) = e.place(&request("m2", Side::Sell, OrderKind::Market, "3"), 1).expect("placed");
+        assert_eq!(order.status, OrderStatus::Expired);
+        assert_eq!(order.filled_quantity, d("2"));
+        assert_eq!(fills.len(), 4);
+    }
+
+    #[test]
+    fn a_resting_limit_reserves_then_fills_in_parts_as_the_price_reaches_it() {
+        let mut e = engine();
+        let (order, fills) =
+            e.place(&request("l1", Side::Buy, limit("49000", TimeInForce::Gtc), "0.8"), 1).expect("placed");
+        assert!(fills.is_empty());
+        assert_eq!(order.status, OrderStatus::New);
+        assert_eq!(balance(&e, "USDT"), (d("100000") - d("39200"), d("39200")));
+        // Not reached yet.
+        assert!(e.set_price("BTCUSDT", d("49500"), 2).orders.is_empty());
+        // Reached: 0.5 fills (one level's liquidity), then the rest at the next move.
+        let first = e.set_price("BTCUSDT", d("48900"), 3);
+        assert_eq!(first.orders[0].0.status, OrderStatus::PartiallyFilled);
+        assert_eq!(first.orders[0].1[0].price, d("49000"));
+        assert!(first.orders[0].1[0].maker);
+        let second = e.set_price("BTCUSDT", d("48900"), 4);
+        assert_eq!(second.orders[0].0.status, OrderStatus::Filled);
+        assert_eq!(balance(&e, "USDT"), (d("60800"), d("0")));
+        assert_eq!(balance(&e, "BTC").0, d("1") + d("0.8") - d("0.0008"));
+    }
+
+    #[test]
+    fn price_then_time_decides_who_fills_first() {
+        let mut e = engine();
+        for (id, price) in [("a", "49000"), ("b", "49100"), ("c", "49100")] {
+            e.place(&request(id, Side::Buy, limit(price, TimeInForce::Gtc), "0.5"), 1).expect("placed");
+        }
+        let filled = e.set_price("BTCUSDT", d("48000"), 2);
+        assert_eq!(filled.orders.len(), 1);
+        assert_eq!(filled.orders[0].0.client_id.as_str(), "b", "best price, then oldest");
+        let next = e.set_price("BTCUSDT", d("48000"), 3);
+        assert_eq!(next.orders[0].0.client_id.as_str(), "c");
+    }
+
+    #[test]
+    fn a_crossing_limit_takes_up_to_its_price_and_an_ioc_remainder_expires() {
+        let mut e = engine();
+        let (order, fills) =
+            e.place(&request("x1", Side::Buy, limit("50005", TimeInForce::Ioc), "0.8"), 1).expect("placed");
+        assert_eq!((order.status, order.filled_quantity, fills.len()), (OrderStatus::Expired, d("0.5"), 1));
+        assert_eq!(balance(&e, "USDT").1, Decimal::ZERO, "an IOC reserves nothing");
+        let (gtc, _) =
+            e.place(&request("x2", Side::Buy, limit("50005", TimeInForce::Gtc), "0.8"), 2).expect("placed");
+        assert_eq!((gtc.status, gtc.filled_quantity), (OrderStatus::PartiallyFilled, d("0.5")));
+        assert_eq!(balance(&e, "USDT").1, d("50005") * d("0.3"));
+    }
+
+    #[test]
+    fn refusals_are_binances() {
+        let mut e = engine();
+        let too_big = e
+            .place(&request("r1", Side::Buy, limit("49000", TimeInForce::Gtc), "3"), 1)
+            .expect_err("refused");
+        assert!(matches!(
+            too_big,
+            ExchangeError::Rejected { code: -2010, kind: RejectKind::InsufficientBalance, .. }
+        ));
+        let lot = e.place(&request("r2", Side::Buy, OrderKind::Market, "0.000001"), 1).expect_err("refused");
+        assert_eq!(lot.to_string(), "rejected by the exchange (-1013): Filter failure: LOT_SIZE");
+        e.place(&request("r3", Side::Sell, limit("60000", TimeInForce::Gtc), "0.1"), 1).expect("placed");
+        let again =
+            e.place(&request("r3", Side::Sell, limit("60000", TimeInForce::Gtc), "0.1"), 1).expect_err("dup");
+        assert!(matches!(again, ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. }));
+        let id = ClientOrderId::new("nope").expect("id");
+        assert!(matches!(e.cancel("BTCUSDT", &id, 2), Err(ExchangeError::Rejected { code: -2011, .. })));
+        assert!(matches!(e.order("BTCUSDT", &id), Err(ExchangeError::Rejected { code: -2013, .. })));
+        // Cancelling releases the reservation.
+        assert_eq!(balance(&e, "BTC"), (d("0.9"), d("0.1")));
+        let all = e.cancel_all("BTCUSDT", 3).expect("cancelled");
+        assert_eq!(all.len(), 1);
+        assert_eq!(balance(&e, "BTC"), (d("1"), d("0")));
+        assert!(e.open_orders(None).is_empty());
+    }
+}
