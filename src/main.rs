@@ -33,6 +33,8 @@ enum Command {
     OpsApi(OpsApiArgs),
     /// Run a Backtest manifest locally, without a cluster, and print its results.
     Backtest(cli::backtest::BacktestArgs),
+    /// Run a Binance-spot-compatible exchange simulator that replays candles.
+    ExchangeSim(cli::exchange_sim::ExchangeSimArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -159,6 +161,7 @@ fn main() -> ExitCode {
             args.data_dir.as_deref(),
         ),
         Command::Backtest(args) => cli::backtest::run(&args),
+        Command::ExchangeSim(args) => cli::exchange_sim::run(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands that run in the foreground of a user's terminal.
 
 pub mod backtest;
+pub mod exchange_sim;
 pub mod ops_api;
 pub mod progress;
 pub mod store;

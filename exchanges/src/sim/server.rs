@@ -1,0 +1,763 @@
+//! `kuant exchange-sim`'s REST API: Binance spot's `/api/v3` over the matching engine and the
+//! replayed market, with Binance's signed-request checks (API key header, signature, timestamp
+//! and `recvWindow`), its error bodies and its `X-MBX-USED-WEIGHT-1M` header.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::matching::{BookShape, Engine, Fees};
+use super::replay::{Replay, SimClock};
+use crate::binance::Credentials;
+use crate::binance::wire::{side_name, status_name};
+use crate::error::{ExchangeError, RejectKind};
+use crate::model::{ClientOrderId, Fill, Order, OrderKind, OrderRequest, Side, TimeInForce};
+use crate::rules::ExchangeRules;
+
+/// One symbol of the simulator: its rules and its market data.
+pub struct SimSymbol {
+    /// Its filters.
+    pub rules: ExchangeRules,
+    /// Its candles.
+    pub replay: Replay,
+    /// The Binance interval name of the candles, e.g. `1h`.
+    pub interval: String,
+}
+
+/// How the simulator runs.
+pub struct SimConfig {
+    /// The symbols it lists.
+    pub symbols: Vec<SimSymbol>,
+    /// Simulated ms per real ms.
+    pub speed: f64,
+    /// The one API key it accepts.
+    pub credentials: Credentials,
+    /// The account's starting balances.
+    pub balances: Vec<(String, Decimal)>,
+    /// Maker and taker fees.
+    pub fees: Fees,
+    /// The synthetic book's shape.
+    pub book: BookShape,
+}
+
+struct Sim {
+    engine: Engine,
+    symbols: HashMap<String, SimSymbol>,
+    clock: SimClock,
+    started: Instant,
+    applied_ms: i64,
+    credentials: Credentials,
+    weight: (i64, u32),
+    next_generated_id: u64,
+}
+
+/// The simulator's shared state.
+#[derive(Clone)]
+pub struct SimState(Arc<Mutex<Sim>>);
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl SimState {
+    /// A simulator from `config`; its simulated clock starts at the first candle.
+    pub fn new(config: SimConfig) -> Result<Self, String> {
+        let mut engine = Engine::new(config.fees);
+        let start =
+            config.symbols.iter().map(|s| s.replay.start_ms()).min().ok_or("no symbols to simulate")?;
+        for s in &config.symbols {
+            engine.add_market(s.rules.clone(), config.book.clone());
+        }
+        for (asset, amount) in &config.balances {
+            engine.adjust(asset, *amount)?;
+        }
+        let symbols = config.symbols.into_iter().map(|s| (s.rules.symbol.clone(), s)).collect();
+        let sim = Sim {
+            engine,
+            symbols,
+            clock: SimClock { start_ms: start, speed: config.speed },
+            started: Instant::now(),
+            applied_ms: start - 1,
+            credentials: config.credentials,
+            weight: (0, 0),
+            next_generated_id: 1,
+        };
+        let state = Self(Arc::new(Mutex::new(sim)));
+        state.lock().advance();
+        Ok(state)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sim> {
+        // A handler that panicked left the state as it was between two whole operations.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves the market to the simulated clock's present (a background task calls this often,
+    /// so resting orders fill between requests).
+    pub fn tick(&self) {
+        self.lock().advance();
+    }
+}
+
+/// Path points per candle the market walks through between two ticks.
+const POINTS_PER_CANDLE: i64 = 30;
+
+impl Sim {
+    fn now_ms(&self) -> i64 {
+        self.clock.now(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Applies every path point from the last one applied to now (at most a few thousand: at
+    /// `--speed max` a client sees big steps rather than a frozen server).
+    fn advance(&mut self) {
+        let now = self.now_ms();
+        let steps: Vec<(String, i64, i64, Decimal)> = self
+            .symbols
+            .values()
+            .map(|s| (s.rules.symbol.clone(), s.replay.step_ms(), s.replay.end_ms(), s.rules.price.step))
+            .collect();
+        for (symbol, step_ms, end_ms, tick) in steps {
+            // Trades happen on the tick.
+            let on_tick = |p: Decimal| if tick.is_zero() { p } else { (p / tick).round() * tick };
+            let point = (step_ms / POINTS_PER_CANDLE).max(1);
+            let mut t = (self.applied_ms / point + 1) * point;
+            let until = now.min(end_ms - 1);
+            if until - t > point * 3000 {
+                t = until - point * 3000;
+            }
+            while t <= until {
+                if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(t)) {
+                    self.engine.set_price(&symbol, on_tick(price), t);
+                }
+                t += point;
+            }
+            if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(until)) {
+                self.engine.set_price(&symbol, on_tick(price), until);
+            }
+        }
+        self.applied_ms = now;
+    }
+}
+
+/// The simulator's router: Binance's `/api/v3` endpoints.
+pub fn router(state: SimState) -> Router {
+    Router::new()
+        .route("/api/v3/ping", get(|| async { json_ok(json!({})) }))
+        .route("/api/v3/time", get(|| async { json_ok(json!({"serverTime": wall_ms()})) }))
+        .route("/api/v3/exchangeInfo", get(exchange_info))
+        .route("/api/v3/depth", get(depth))
+        .route("/api/v3/ticker/price", get(ticker_price))
+        .route("/api/v3/ticker/bookTicker", get(book_ticker))
+        .route("/api/v3/ticker/24hr", get(ticker_24hr))
+        .route("/api/v3/klines", get(klines))
+        .route("/api/v3/account", get(signed))
+        .route("/api/v3/order", get(signed).post(signed).delete(signed))
+        .route("/api/v3/order/test", axum::routing::post(signed))
+        .route("/api/v3/openOrders", get(signed).delete(signed))
+        .route("/api/v3/allOrders", get(signed))
+        .route("/api/v3/myTrades", get(signed))
+        .fallback(|| async { binance_error(StatusCode::NOT_FOUND, -1000, "Unknown endpoint.") })
+        .with_state(state)
+}
+
+fn json_ok(body: Value) -> Response {
+    axum::Json(body).into_response()
+}
+
+/// An answer in Binance's error format: `{"code": -1102, "msg": "…"}` with its HTTP status.
+struct ApiError {
+    status: StatusCode,
+    code: i64,
+    msg: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"code": self.code, "msg": self.msg}))).into_response()
+    }
+}
+
+fn binance_error(status: StatusCode, code: i64, msg: &str) -> ApiError {
+    ApiError { status, code, msg: msg.to_owned() }
+}
+
+fn exchange_error(e: &ExchangeError) -> ApiError {
+    match e {
+        ExchangeError::Rejected { code, reason, kind } => {
+            let status = if *kind == RejectKind::Unauthorized {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            binance_error(status, *code, reason)
+        }
+        ExchangeError::Blocked(v) => binance_error(StatusCode::BAD_REQUEST, -1013, &v.to_string()),
+        other => binance_error(StatusCode::INTERNAL_SERVER_ERROR, -1001, &other.to_string()),
+    }
+}
+
+type Params = HashMap<String, String>;
+
+fn params(query: Option<&str>) -> Params {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn param<'a>(p: &'a Params, name: &str) -> Result<&'a str, ApiError> {
+    p.get(name).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| {
+        binance_error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            &format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+        )
+    })
+}
+
+fn decimal(p: &Params, name: &str) -> Result<Decimal, ApiError> {
+    param(p, name)?.parse().map_err(|_| {
+        binance_error(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            &format!("Illegal characters found in parameter '{name}'."),
+        )
+    })
+}
+
+fn symbol_of<'a>(sim: &'a Sim, p: &Params) -> Result<&'a SimSymbol, ApiError> {
+    let name = param(p, "symbol")?;
+    sim.symbols.get(name).ok_or_else(|| binance_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol."))
+}
+
+fn with_weight(sim: &mut Sim, weight: u32, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    let minute = wall_ms() / 60_000;
+    if sim.weight.0 != minute {
+        sim.weight = (minute, 0);
+    }
+    sim.weight.1 += weight;
+    if let Ok(v) = HeaderValue::from_str(&sim.weight.1.to_string()) {
+        response.headers_mut().insert("x-mbx-used-weight-1m", v);
+    }
+    response
+}
+
+fn filters(r: &ExchangeRules) -> Value {
+    json!([
+        {"filterType": "PRICE_FILTER", "minPrice": r.price.min.to_string(), "maxPrice": r.price.max.to_string(), "tickSize": r.price.step.to_string()},
+        {"filterType": "LOT_SIZE", "minQty": r.lot.min.to_string(), "maxQty": r.lot.max.to_string(), "stepSize": r.lot.step.to_string()},
+        {"filterType": "MARKET_LOT_SIZE", "minQty": r.market_lot.min.to_string(), "maxQty": r.market_lot.max.to_string(), "stepSize": r.market_lot.step.to_string()},
+        {"filterType": "NOTIONAL", "minNotional": r.notional.min.to_string(), "applyMinToMarket": r.notional.min_applies_to_market,
+         "maxNotional": r.notional.max.to_string(), "applyMaxToMarket": r.notional.max_applies_to_market, "avgPriceMins": 5},
+    ])
+}
+
+async fn exchange_info(State(state): State<SimState>) -> Response {
+    let mut sim = state.lock();
+    let mut symbols: Vec<&SimSymbol> = sim.symbols.values().collect();
+    symbols.sort_by(|a, b| a.rules.symbol.cmp(&b.rules.symbol));
+    let symbols: Vec<Value> = symbols
+        .iter()
+        .map(|s| {
+            let r = &s.rules;
+            json!({
+                "symbol": r.symbol, "status": if r.trading { "TRADING" } else { "BREAK" },
+                "baseAsset": r.base_asset, "baseAssetPrecision": 8, "quoteAsset": r.quote_asset,
+                "quotePrecision": 8, "quoteAssetPrecision": 8, "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "MARKET"], "icebergAllowed": false, "ocoAllowed": false, "otoAllowed": false,
+                "quoteOrderQtyMarketAllowed": false, "allowTrailingStop": false, "cancelReplaceAllowed": false,
+                "amendAllowed": false, "isSpotTradingAllowed": true, "isMarginTradingAllowed": false,
+                "filters": filters(r), "permissions": [], "permissionSets": [["SPOT"]],
+                "defaultSelfTradePreventionMode": "NONE", "allowedSelfTradePreventionModes": ["NONE"],
+            })
+        })
+        .collect();
+    let body = json!({
+        "timezone": "UTC", "serverTime": wall_ms(),
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+        ],
+        "exchangeFilters": [], "symbols": symbols,
+    });
+    with_weight(&mut sim, 20, json_ok(body))
+}
+
+fn levels(levels: &[(Decimal, Decimal)], limit: usize) -> Value {
+    levels.iter().take(limit).map(|(p, q)| json!([p.to_string(), q.to_string()])).collect()
+}
+
+async fn depth(State(state): State<SimState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref());
+    let mut sim = state.lock();
+    sim.advance();
+    let symbol = match symbol_of(&sim, &p) {
+        Ok(s) => s.rules.symbol.clone(),
+        Err(e) => return e.into_response(),
+    };
+    let limit = p.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(5000);
+    let Some(book) = sim.engine.depth(&symbol) else {
+        return binance_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.").into_response();
+    };
+    let body = json!({"lastUpdateId": sim.applied_ms, "bids": levels(&book.bids, limit), "asks": levels(&book.asks, limit)});
+    with_weight(&mut sim, 5, json_ok(body))
+}
+
+/// The symbols a ticker request names (`symbol`, or all).
+fn ticker_symbols(sim: &Sim, p: &Params) -> Result<(Vec<String>, bool), ApiError> {
+    if p.contains_key("symbol") {
+        return Ok((vec![symbol_of(sim, p)?.rules.symbol.clone()], true));
+    }
+    let mut all: Vec<String> = sim.symbols.keys().cloned().collect();
+    all.sort();
+    Ok((all, false))
+}
+
+fn one_or_all(values: Vec<Value>, one: bool) -> Value {
+    if one { values.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(values) }
+}
+
+async fn ticker_price(State(state): State<SimState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref());
+    let mut sim = state.lock();
+    sim.advance();
+    let (names, one) = match ticker_symbols(&sim, &p) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let values = names
+        .iter()
+        .map(|s| json!({"symbol": s, "price": sim.engine.price(s).map(|p| p.round_dp(8).to_string())}))
+        .collect();
+    with_weight(&mut sim, if one { 2 } else { 4 }, json_ok(one_or_all(values, one)))
+}
+
+async fn book_ticker(State(state): State<SimState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref());
+    let mut sim = state.lock();
+    sim.advance();
+    let (names, one) = match ticker_symbols(&sim, &p) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let values = names
+        .iter()
+        .filter_map(|s| {
+            let book = sim.engine.depth(s)?;
+            let (bid, ask) = (book.bids.first()?, book.asks.first()?);
+            Some(json!({"symbol": s, "bidPrice": bid.0.to_string(), "bidQty": bid.1.to_string(),
+                "askPrice": ask.0.to_string(), "askQty": ask.1.to_string()}))
+        })
+        .collect();
+    with_weight(&mut sim, if one { 2 } else { 4 }, json_ok(one_or_all(values, one)))
+}
+
+async fn ticker_24hr(State(state): State<SimState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref());
+    let mut sim = state.lock();
+    sim.advance();
+    let (names, one) = match ticker_symbols(&sim, &p) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let now = sim.now_ms();
+    let values = names
+        .iter()
+        .filter_map(|name| {
+            let s = sim.symbols.get(name)?;
+            let day = s.replay.klines(Some(now - 86_400_000), None, now, usize::MAX);
+            let (first, last) = (day.first()?, day.last()?);
+            let high = day.iter().map(|k| k.high).max()?;
+            let low = day.iter().map(|k| k.low).min()?;
+            let volume: Decimal = day.iter().map(|k| k.volume).sum();
+            let change = last.close - first.open;
+            let pct = if first.open.is_zero() { Decimal::ZERO } else { (change / first.open * Decimal::from(100)).round_dp(3) };
+            let book = sim.engine.depth(name)?;
+            Some(json!({
+                "symbol": name, "priceChange": change.round_dp(8).to_string(), "priceChangePercent": pct.to_string(),
+                "weightedAvgPrice": ((high + low) / Decimal::TWO).round_dp(8).to_string(),
+                "prevClosePrice": first.open.to_string(), "lastPrice": last.close.round_dp(8).to_string(), "lastQty": "0",
+                "bidPrice": book.bids.first().map(|b| b.0.to_string()), "bidQty": book.bids.first().map(|b| b.1.to_string()),
+                "askPrice": book.asks.first().map(|a| a.0.to_string()), "askQty": book.asks.first().map(|a| a.1.to_string()),
+                "openPrice": first.open.to_string(), "highPrice": high.round_dp(8).to_string(), "lowPrice": low.round_dp(8).to_string(),
+                "volume": volume.to_string(), "quoteVolume": (volume * last.close).round_dp(8).to_string(),
+                "openTime": first.open_ms, "closeTime": now, "firstId": -1, "lastId": -1, "count": 0,
+            }))
+        })
+        .collect();
+    with_weight(&mut sim, if one { 2 } else { 80 }, json_ok(one_or_all(values, one)))
+}
+
+async fn klines(State(state): State<SimState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref());
+    let mut sim = state.lock();
+    sim.advance();
+    let now = sim.now_ms();
+    let s = match symbol_of(&sim, &p) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let interval = match param(&p, "interval") {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    if interval != s.interval {
+        return binance_error(StatusCode::BAD_REQUEST, -1120, "Invalid interval.").into_response();
+    }
+    let num = |name: &str| p.get(name).and_then(|v| v.parse::<i64>().ok());
+    let limit = num("limit").map_or(500, |l| l.clamp(1, 1000)) as usize;
+    let rows: Vec<Value> = s
+        .replay
+        .klines(num("startTime"), num("endTime"), now, limit)
+        .iter()
+        .map(|k| {
+            json!([
+                k.open_ms,
+                k.open.to_string(),
+                k.high.round_dp(8).to_string(),
+                k.low.round_dp(8).to_string(),
+                k.close.round_dp(8).to_string(),
+                k.volume.to_string(),
+                k.close_ms,
+                (k.volume * k.close).round_dp(8).to_string(),
+                0,
+                "0",
+                "0",
+                "0"
+            ])
+        })
+        .collect();
+    with_weight(&mut sim, 2, json_ok(Value::Array(rows)))
+}
+
+/// A signed request's parameters, checked: the API key header, the signature over the query
+/// string and the body, the timestamp within `recvWindow`.
+fn check_signed(sim: &Sim, headers: &HeaderMap, query: &str, body: &str) -> Result<Params, ApiError> {
+    let key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if key.is_empty() || key != sim.credentials.api_key() {
+        return Err(binance_error(
+            StatusCode::UNAUTHORIZED,
+            -2015,
+            "Invalid API-key, IP, or permissions for action.",
+        ));
+    }
+    let total = match (query.is_empty(), body.is_empty()) {
+        (false, false) => format!("{query}{body}"),
+        (false, true) => query.to_owned(),
+        _ => body.to_owned(),
+    };
+    let Some((payload, signature)) =
+        total.rsplit_once("&signature=").or_else(|| total.strip_prefix("signature=").map(|s| ("", s)))
+    else {
+        return Err(binance_error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.",
+        ));
+    };
+    let signature: String =
+        form_urlencoded::parse(format!("s={signature}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
+    if !sim.credentials.verify(payload, &signature) {
+        return Err(binance_error(
+            StatusCode::BAD_REQUEST,
+            -1022,
+            "Signature for this request is not valid.",
+        ));
+    }
+    let params: Params = form_urlencoded::parse(payload.as_bytes()).into_owned().collect();
+    let timestamp: i64 = param(&params, "timestamp")?.parse().map_err(|_| {
+        binance_error(StatusCode::BAD_REQUEST, -1100, "Illegal characters found in parameter 'timestamp'.")
+    })?;
+    let window: i64 = params.get("recvWindow").and_then(|w| w.parse().ok()).unwrap_or(5000);
+    if !(1..=60_000).contains(&window) {
+        return Err(binance_error(StatusCode::BAD_REQUEST, -1131, "recvWindow must be less than 60000"));
+    }
+    let now = wall_ms();
+    if timestamp > now + 1000 || now - timestamp > window {
+        return Err(binance_error(
+            StatusCode::BAD_REQUEST,
+            -1021,
+            "Timestamp for this request is outside of the recvWindow.",
+        ));
+    }
+    Ok(params)
+}
+
+fn order_json(o: &Order, fills: Option<&[Fill]>, transact: bool) -> Value {
+    let (price, tif) = match o.kind {
+        OrderKind::Limit { price, time_in_force } => {
+            (price, if time_in_force == TimeInForce::Ioc { "IOC" } else { "GTC" })
+        }
+        OrderKind::Market => (Decimal::ZERO, "GTC"),
+    };
+    let mut v = json!({
+        "symbol": o.symbol, "orderId": o.exchange_id, "orderListId": -1, "clientOrderId": o.client_id.as_str(),
+        "price": price.to_string(), "origQty": o.quantity.to_string(), "executedQty": o.filled_quantity.to_string(),
+        "origQuoteOrderQty": "0", "cummulativeQuoteQty": o.filled_quote.to_string(), "status": status_name(o.status),
+        "timeInForce": tif, "type": if o.kind == OrderKind::Market { "MARKET" } else { "LIMIT" },
+        "side": side_name(o.side), "workingTime": o.created_ms, "selfTradePreventionMode": "NONE",
+    });
+    if let Some(map) = v.as_object_mut() {
+        if transact {
+            map.insert("transactTime".into(), json!(o.updated_ms));
+        } else {
+            map.extend([
+                ("stopPrice".to_owned(), json!("0")),
+                ("icebergQty".to_owned(), json!("0")),
+                ("time".to_owned(), json!(o.created_ms)),
+                ("updateTime".to_owned(), json!(o.updated_ms)),
+                ("isWorking".to_owned(), json!(true)),
+            ]);
+        }
+        if let Some(fills) = fills {
+            let fills: Vec<Value> = fills
+                .iter()
+                .map(|f| json!({"price": f.price.to_string(), "qty": f.quantity.to_string(), "commission": f.fee.to_string(),
+                    "commissionAsset": f.fee_asset, "tradeId": f.trade_id}))
+                .collect();
+            map.insert("fills".into(), Value::Array(fills));
+        }
+    }
+    v
+}
+
+fn request_of(sim: &mut Sim, p: &Params) -> Result<OrderRequest, ApiError> {
+    let symbol = symbol_of(sim, p)?.rules.symbol.clone();
+    let bad = |code, msg: &str| binance_error(StatusCode::BAD_REQUEST, code, msg);
+    let side = match param(p, "side")? {
+        "BUY" => Side::Buy,
+        "SELL" => Side::Sell,
+        _ => return Err(bad(-1100, "Illegal characters found in parameter 'side'.")),
+    };
+    let kind = match param(p, "type")? {
+        "MARKET" => OrderKind::Market,
+        "LIMIT" => {
+            let time_in_force = match param(p, "timeInForce")? {
+                "GTC" => TimeInForce::Gtc,
+                "IOC" => TimeInForce::Ioc,
+                _ => return Err(bad(-1115, "Invalid timeInForce.")),
+            };
+            OrderKind::Limit { price: decimal(p, "price")?, time_in_force }
+        }
+        _ => return Err(bad(-1116, "Invalid orderType.")),
+    };
+    if p.contains_key("quoteOrderQty") {
+        return Err(bad(
+            -1104,
+            "Not all sent parameters were read; quoteOrderQty is not supported by the simulator.",
+        ));
+    }
+    let client_id = match p.get("newClientOrderId").filter(|v| !v.is_empty()) {
+        Some(id) => ClientOrderId::new(id.clone())
+            .map_err(|_| bad(-1100, "Illegal characters found in parameter 'newClientOrderId'."))?,
+        None => {
+            sim.next_generated_id += 1;
+            ClientOrderId::new(format!("sim-{}", sim.next_generated_id)).map_err(|_| bad(-1000, "id"))?
+        }
+    };
+    Ok(OrderRequest { symbol, side, kind, quantity: decimal(p, "quantity")?, client_id })
+}
+
+fn find_order<'a>(sim: &'a Sim, p: &Params, symbol: &str) -> Result<&'a Order, ApiError> {
+    let found = if let Some(id) = p.get("origClientOrderId") {
+        ClientOrderId::new(id.clone()).ok().and_then(|id| sim.engine.order(symbol, &id).ok())
+    } else if let Some(id) = p.get("orderId").and_then(|i| i.parse::<u64>().ok()) {
+        sim.engine.all_orders(Some(symbol)).into_iter().find(|o| o.exchange_id == id)
+    } else {
+        return Err(binance_error(
+            StatusCode::BAD_REQUEST,
+            -1102,
+            "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+        ));
+    };
+    found.ok_or_else(|| binance_error(StatusCode::BAD_REQUEST, -2013, "Order does not exist."))
+}
+
+async fn signed(
+    State(state): State<SimState>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let mut sim = state.lock();
+    sim.advance();
+    let body = String::from_utf8_lossy(&body);
+    let p = match check_signed(&sim, &headers, query.as_deref().unwrap_or_default(), &body) {
+        Ok(p) => p,
+        Err(e) => return with_weight(&mut sim, 1, e),
+    };
+    let now = sim.now_ms();
+    let path = uri.path();
+    let (weight, response) = match (method.as_str(), path) {
+        ("GET", "/api/v3/account") => {
+            let balances: Vec<Value> = sim
+                .engine
+                .balances()
+                .iter()
+                .map(
+                    |b| json!({"asset": b.asset, "free": b.free.to_string(), "locked": b.locked.to_string()}),
+                )
+                .collect();
+            let body = json!({
+                "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
+                "canTrade": true, "canWithdraw": false, "canDeposit": false, "brokered": false,
+                "requireSelfTradePrevention": false, "preventSor": false, "updateTime": now,
+                "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"], "uid": 1,
+            });
+            (20, json_ok(body))
+        }
+        ("POST", "/api/v3/order") | ("POST", "/api/v3/order/test") => {
+            let request = match request_of(&mut sim, &p) {
+                Ok(r) => r,
+                Err(e) => return with_weight(&mut sim, 1, e),
+            };
+            if path.ends_with("/test") {
+                let Some(price) = sim.engine.price(&request.symbol) else { return json_ok(json!({})) };
+                let checked = sim.symbols.get(&request.symbol).map(|s| s.rules.check(&request, price));
+                return match checked {
+                    Some(Err(v)) => {
+                        with_weight(&mut sim, 1, exchange_error(&super::matching::filter_failure(&v)))
+                    }
+                    _ => with_weight(&mut sim, 1, json_ok(json!({}))),
+                };
+            }
+            match sim.engine.place(&request, now) {
+                Ok((order, fills)) => {
+                    let body = match p.get("newOrderRespType").map(String::as_str) {
+                        Some("ACK") => {
+                            json!({"symbol": order.symbol, "orderId": order.exchange_id, "orderListId": -1,
+                            "clientOrderId": order.client_id.as_str(), "transactTime": order.updated_ms})
+                        }
+                        Some("RESULT") => order_json(&order, None, true),
+                        _ => order_json(&order, Some(&fills), true),
+                    };
+                    (1, json_ok(body))
+                }
+                Err(e) => (1, exchange_error(&e).into_response()),
+            }
+        }
+        ("GET", "/api/v3/order") => {
+            let symbol = match symbol_of(&sim, &p) {
+                Ok(s) => s.rules.symbol.clone(),
+                Err(e) => return e.into_response(),
+            };
+            (
+                4,
+                find_order(&sim, &p, &symbol)
+                    .map_or_else(IntoResponse::into_response, |o| json_ok(order_json(o, None, false))),
+            )
+        }
+        ("DELETE", "/api/v3/order") => {
+            let symbol = match symbol_of(&sim, &p) {
+                Ok(s) => s.rules.symbol.clone(),
+                Err(e) => return e.into_response(),
+            };
+            let id = match find_order(&sim, &p, &symbol) {
+                Ok(o) => o.client_id.clone(),
+                Err(_) => {
+                    return with_weight(
+                        &mut sim,
+                        1,
+                        binance_error(StatusCode::BAD_REQUEST, -2011, "Unknown order sent."),
+                    );
+                }
+            };
+            match sim.engine.cancel(&symbol, &id, now) {
+                Ok(o) => {
+                    let mut body = order_json(&o, None, true);
+                    if let Some(map) = body.as_object_mut() {
+                        map.insert("origClientOrderId".into(), json!(o.client_id.as_str()));
+                        let cancel_id = p
+                            .get("newClientOrderId")
+                            .cloned()
+                            .unwrap_or_else(|| format!("cancel-{}", o.exchange_id));
+                        map.insert("clientOrderId".into(), json!(cancel_id));
+                    }
+                    (1, json_ok(body))
+                }
+                Err(e) => (1, exchange_error(&e).into_response()),
+            }
+        }
+        ("GET", "/api/v3/openOrders") => {
+            let symbol = if p.contains_key("symbol") {
+                match symbol_of(&sim, &p) {
+                    Ok(s) => Some(s.rules.symbol.clone()),
+                    Err(e) => return e.into_response(),
+                }
+            } else {
+                None
+            };
+            let open: Vec<Value> = sim
+                .engine
+                .open_orders(symbol.as_deref())
+                .iter()
+                .map(|o| order_json(o, None, false))
+                .collect();
+            (if symbol.is_some() { 6 } else { 80 }, json_ok(Value::Array(open)))
+        }
+        ("DELETE", "/api/v3/openOrders") => {
+            let symbol = match symbol_of(&sim, &p) {
+                Ok(s) => s.rules.symbol.clone(),
+                Err(e) => return e.into_response(),
+            };
+            match sim.engine.cancel_all(&symbol, now) {
+                Ok(all) => {
+                    let body: Vec<Value> = all
+                        .iter()
+                        .map(|o| {
+                            let mut v = order_json(o, None, true);
+                            if let Some(map) = v.as_object_mut() {
+                                map.insert("origClientOrderId".into(), json!(o.client_id.as_str()));
+                            }
+                            v
+                        })
+                        .collect();
+                    (1, json_ok(Value::Array(body)))
+                }
+                Err(e) => (1, exchange_error(&e).into_response()),
+            }
+        }
+        ("GET", "/api/v3/allOrders") => {
+            let symbol = match symbol_of(&sim, &p) {
+                Ok(s) => s.rules.symbol.clone(),
+                Err(e) => return e.into_response(),
+            };
+            let all: Vec<Value> =
+                sim.engine.all_orders(Some(&symbol)).iter().map(|o| order_json(o, None, false)).collect();
+            (20, json_ok(Value::Array(all)))
+        }
+        ("GET", "/api/v3/myTrades") => {
+            let symbol = match symbol_of(&sim, &p) {
+                Ok(s) => s.rules.symbol.clone(),
+                Err(e) => return e.into_response(),
+            };
+            let trades: Vec<Value> = sim
+                .engine
+                .fills()
+                .iter()
+                .filter(|f| f.symbol == symbol)
+                .map(|f| {
+                    json!({"symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "orderListId": -1,
+                        "price": f.price.to_string(), "qty": f.quantity.to_string(), "quoteQty": (f.price * f.quantity).to_string(),
+                        "commission": f.fee.to_string(), "commissionAsset": f.fee_asset, "time": f.time_ms,
+                        "isBuyer": f.side == Side::Buy, "isMaker": f.maker, "isBestMatch": true})
+                })
+                .collect();
+            (20, json_ok(Value::Array(trades)))
+        }
+        _ => (1, binance_error(StatusCode::NOT_FOUND, -1000, "Unknown endpoint.").into_response()),
+    };
+    with_weight(&mut sim, weight, response)
+}

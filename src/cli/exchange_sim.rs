@@ -1,0 +1,209 @@
+//! `kuant exchange-sim`: a Binance-spot-compatible exchange in one process, replaying candles.
+//!
+//! Exit codes: 0 after Ctrl-C or SIGTERM, 2 bad flags, data or keys file, 1 when the address
+//! cannot be bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kuant_agents::data::{DataSource, Span};
+use kuant_crds::Timeframe;
+use kuant_exchanges::ExchangeRules;
+use kuant_exchanges::binance::Credentials;
+use kuant_exchanges::sim::{BookShape, Fees, Replay, SimConfig, SimState, SimSymbol, router};
+use rust_decimal::Decimal;
+
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+
+/// The flags of `kuant exchange-sim`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    kuant exchange-sim --data ../shared/data/BTCUSDT-1h.csv --symbol BTCUSDT --speed 100\n  \
+    kuant exchange-sim --keys sim-keys.yaml --balance USDT=50000 --balance BTC=1\n\n\
+    Clients use the printed URL as Binance's base URL (REST /api/v3/...) with the printed key and secret.")]
+pub struct ExchangeSimArgs {
+    /// Candles to replay: a CSV file in one of the backtest's formats. Without it, synthetic
+    /// candles (`--seed`).
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// The symbol it lists; BTCUSDT and ETHUSDT trade with Binance's published filters.
+    #[arg(long, default_value = "BTCUSDT")]
+    symbol: String,
+    /// The candles' interval: 1m, 5m, 15m, 1h, 4h or 1d.
+    #[arg(long, default_value = "1h")]
+    interval: String,
+    /// Simulated time per real time: 1 is real time, 100 a hundred times as fast.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    listen: SocketAddr,
+    /// The API key and secret it accepts: YAML with `apiKey` and `apiSecret` (the file `kuant
+    /// session --credentials` reads). Without it, a fresh pair is made and printed.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// A starting balance, `ASSET=AMOUNT`; repeat for more assets.
+    #[arg(long = "balance", value_name = "ASSET=AMOUNT", default_values = ["USDT=10000"])]
+    balances: Vec<String>,
+    /// Seed of the synthetic candles.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Synthetic candles to generate.
+    #[arg(long, default_value_t = 8_760)]
+    bars: u64,
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn timeframe(name: &str) -> Result<Timeframe, String> {
+    Timeframe::ALL.into_iter().find(|t| t.as_str() == name).ok_or_else(|| {
+        let names: Vec<&str> = Timeframe::ALL.iter().map(|t| t.as_str()).collect();
+        format!("--interval {name:?} is not one of {}", names.join(", "))
+    })
+}
+
+fn balances(flags: &[String]) -> Result<Vec<(String, Decimal)>, String> {
+    flags
+        .iter()
+        .map(|flag| {
+            let (asset, amount) =
+                flag.split_once('=').ok_or_else(|| format!("--balance {flag:?} is not ASSET=AMOUNT"))?;
+            let amount: Decimal = amount
+                .trim()
+                .parse()
+                .map_err(|_| format!("--balance {flag:?}: {amount:?} is not a number"))?;
+            if amount.is_sign_negative() || asset.trim().is_empty() {
+                return Err(format!("--balance {flag:?}: an asset and an amount of zero or more"));
+            }
+            Ok((asset.trim().to_uppercase(), amount))
+        })
+        .collect()
+}
+
+/// Builds the simulator from the flags; the key and, when it made it, the secret to print.
+fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>), String> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err(format!("--speed {} must be a positive number", args.speed));
+    }
+    let interval = timeframe(&args.interval)?;
+    let rules = ExchangeRules::binance_default(&args.symbol).ok_or_else(|| {
+        format!("--symbol {}: the simulator knows the rules of BTCUSDT and ETHUSDT", args.symbol)
+    })?;
+    let series = match &args.data {
+        Some(path) => {
+            kuant_agents::data::csv::CsvSource::new(path).load(&args.symbol, interval, Span::default())
+        }
+        None => {
+            let settings = kuant_crds::backtest::SyntheticData {
+                seed: args.seed,
+                bars: args.bars,
+                start_price: if args.symbol == "ETHUSDT" { 3_000.0 } else { 60_000.0 },
+                ..Default::default()
+            };
+            kuant_agents::data::synthetic::SyntheticSource::new(settings).load(
+                &args.symbol,
+                interval,
+                Span::default(),
+            )
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let step_ms = i64::try_from(interval.seconds() * 1000).map_err(|e| e.to_string())?;
+    let replay = Replay::from_series(&series, step_ms)?;
+    let (credentials, key, secret) = match &args.keys {
+        Some(path) => {
+            let c = Credentials::from_file(path).map_err(|e| e.to_string())?;
+            let key = c.api_key().to_owned();
+            (c, key, None)
+        }
+        None => {
+            let fresh =
+                |what: &str| kuant_ops_api::auth::fresh_token().map_err(|e| format!("making {what}: {e}"));
+            let (key, secret) = (fresh("an API key")?, fresh("a secret")?);
+            (Credentials::hmac(&key, &secret), key, Some(secret))
+        }
+    };
+    let config = SimConfig {
+        symbols: vec![SimSymbol { rules, replay, interval: interval.as_str().to_owned() }],
+        speed: args.speed,
+        credentials,
+        balances: balances(&args.balances)?,
+        fees: Fees::default(),
+        book: BookShape::default(),
+    };
+    Ok((config, key, secret))
+}
+
+/// Runs the simulator until Ctrl-C or SIGTERM.
+pub fn run(args: &ExchangeSimArgs) -> ExitCode {
+    let (config, key, secret) = match config(args) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let state = match SimState::new(config) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_INTERNAL, format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let addr = listener.local_addr().unwrap_or(args.listen);
+        println!(
+            "kuant exchange-sim: Binance spot API at http://{addr} ({} at {}x)",
+            args.symbol, args.speed
+        );
+        println!("key: {key}");
+        match &secret {
+            Some(secret) => println!("secret: {secret}"),
+            None => println!(
+                "secret: the apiSecret of {}",
+                args.keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
+        }
+        // Resting orders fill as the market moves, also between requests.
+        let ticker = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+            loop {
+                every.tick().await;
+                ticker.tick();
+            }
+        });
+        let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_INTERNAL, format!("serving: {e}")),
+        }
+    })
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
