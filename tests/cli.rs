@@ -158,7 +158,7 @@ fn json_output_is_identical_on_every_run_but_for_timings() {
 fn help_lists_every_subcommand() {
     let out = kuant(&["--help"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for sub in ["crd", "operator", "agent", "ops-api", "backtest"] {
+    for sub in ["crd", "operator", "agent", "ops-api", "backtest", "exchange-sim"] {
         assert!(stdout.contains(sub), "{sub} missing from --help:\n{stdout}");
     }
 }
@@ -622,4 +622,27 @@ fn no_store_skips_saving() {
     let out = kuant(&["backtest", "-f", &example("btc-sma-crossover.yaml"), "--no-store"]);
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("saved to"));
+}
+
+#[test]
+fn exchange_sim_refuses_bad_flags_with_exit_2_and_says_why() {
+    for (args, says) in [
+        (&["--speed", "0"][..], "--speed 0 must be a positive number"),
+        (
+            &["--symbol", "DOGEUSDT"][..],
+            "--symbol DOGEUSDT: the simulator knows the rules of BTCUSDT and ETHUSDT",
+        ),
+        (&["--interval", "2h"][..], "--interval \"2h\" is not one of 1m, 5m, 15m, 1h, 4h, 1d"),
+        (&["--balance", "USDT"][..], "--balance \"USDT\" is not ASSET=AMOUNT"),
+        (&["--balance", "USDT=-5"][..], "an asset and an amount of zero or more"),
+        (&["--keys", "/nonexistent/keys.yaml"][..], "reading the credentials file /nonexistent/keys.yaml"),
+        (&["--data", "/nonexistent/btc.csv"][..], "/nonexistent/btc.csv: cannot read"),
+    ] {
+        let mut all = vec!["exchange-sim", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let out = kuant(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} says {says:?}: {stderr}");
+    }
 }

@@ -19,7 +19,7 @@ use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 /// The flags of `kuant exchange-sim`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
-    kuant exchange-sim --data ../shared/data/BTCUSDT-1h.csv --symbol BTCUSDT --speed 100\n  \
+    kuant exchange-sim --data ../shared/data/coinbase_btcusd_1h.csv --symbol BTCUSDT --speed 100\n  \
     kuant exchange-sim --keys sim-keys.yaml --balance USDT=50000 --balance BTC=1\n\n\
     Clients use the printed URL as Binance's base URL (REST /api/v3/...) with the printed key and secret.")]
 pub struct ExchangeSimArgs {
