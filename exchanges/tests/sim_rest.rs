@@ -4,56 +4,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{H, KEY, SECRET, d};
 use kuant_exchanges::binance::{Credentials, classify, sign, wire};
-use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, router};
 use kuant_exchanges::{ExchangeError, ExchangeRules, OrderStatus, RejectKind};
 use rust_decimal::Decimal;
 
-const KEY: &str = "sim-test-key";
-const SECRET: &str = "sim-test-secret";
-const H: i64 = 3_600_000;
-
-fn d(s: &str) -> Decimal {
-    s.parse().expect("decimal")
-}
-
-/// Starts a simulator of BTCUSDT over 48 hourly candles around 60,000 on a free port.
 fn start() -> String {
-    let candles = (0..48)
-        .map(|i| {
-            let open = Decimal::from(60_000 + 10 * i);
-            Candle {
-                open_ms: 1_700_000_000_000 - 1_700_000_000_000 % H + i * H,
-                open,
-                high: open + Decimal::from(50),
-                low: open - Decimal::from(50),
-                close: open + Decimal::from(10),
-                volume: d("12.5"),
-            }
-        })
-        .collect();
-    let replay = Replay::new(candles, H).expect("replay");
-    let rules = ExchangeRules::binance_default("BTCUSDT").expect("rules");
-    let config = SimConfig {
-        symbols: vec![SimSymbol { rules, replay, interval: "1h".into() }],
-        speed: 1.0,
-        credentials: Credentials::hmac(KEY, SECRET),
-        balances: vec![("USDT".into(), d("10000")), ("BTC".into(), d("0.5"))],
-        fees: Fees::default(),
-        book: BookShape::default(),
-    };
-    let state = SimState::new(config).expect("a simulator");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, router(state)).await.expect("serve");
-        });
-    });
-    format!("http://{addr}")
+    common::start(1.0).0
 }
 
 fn now_ms() -> String {

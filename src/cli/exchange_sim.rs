@@ -52,6 +52,25 @@ pub struct ExchangeSimArgs {
     /// Synthetic candles to generate.
     #[arg(long, default_value_t = 8_760)]
     bars: u64,
+    /// Faults to inject on a schedule: YAML, a list of `{at: SECONDS, kind: …}` with the
+    /// fields of `POST /_sim/faults` (e.g. `- {at: 60, kind: silence, seconds: 300}`).
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+}
+
+fn schedule(path: &std::path::Path) -> Result<Vec<kuant_exchanges::sim::Scheduled>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading --faults {}: {e}", path.display()))?;
+    let schedule: Vec<kuant_exchanges::sim::Scheduled> =
+        serde_yaml::from_str(&text).map_err(|e| format!("--faults {}: {e}", path.display()))?;
+    if let Some(bad) = schedule.iter().find(|s| !(s.at.is_finite() && s.at >= 0.0)) {
+        return Err(format!(
+            "--faults {}: at {} is not a number of seconds from start",
+            path.display(),
+            bad.at
+        ));
+    }
+    Ok(schedule)
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -144,6 +163,10 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
+    let schedule = match args.faults.as_deref().map(schedule).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
     let state = match SimState::new(config) {
         Ok(s) => s,
         Err(e) => return fail(EXIT_BAD_INPUT, e),
@@ -179,6 +202,16 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
                 ticker.tick();
             }
         });
+        for entry in schedule {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(entry.at)).await;
+                match state.inject(&entry.fault) {
+                    Ok(()) => tracing::info!(at = entry.at, fault = ?entry.fault, "fault injected"),
+                    Err(e) => tracing::warn!(at = entry.at, error = %e, "scheduled fault refused"),
+                }
+            });
+        }
         let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await;
         match served {
             Ok(()) => ExitCode::SUCCESS,

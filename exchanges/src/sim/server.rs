@@ -15,8 +15,10 @@ use axum::routing::get;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use super::faults::{Fault, Faults, HttpVerdict, OrderVerdict};
 use super::matching::{BookShape, Engine, Fees};
 use super::replay::{Replay, SimClock};
+use super::streams::{MarketTick, StreamKind, message, parse_stream};
 use crate::binance::Credentials;
 use crate::binance::wire::{side_name, status_name};
 use crate::error::{ExchangeError, RejectKind};
@@ -56,13 +58,19 @@ struct Sim {
     started: Instant,
     applied_ms: i64,
     credentials: Credentials,
+    market: tokio::sync::broadcast::Sender<Arc<MarketTick>>,
+    tick_id: u64,
     weight: (i64, u32),
     next_generated_id: u64,
 }
 
 /// The simulator's shared state.
 #[derive(Clone)]
-pub struct SimState(Arc<Mutex<Sim>>);
+pub struct SimState {
+    sim: Arc<Mutex<Sim>>,
+    faults: Arc<Mutex<Faults>>,
+    market: tokio::sync::broadcast::Sender<Arc<MarketTick>>,
+}
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -83,6 +91,7 @@ impl SimState {
             engine.adjust(asset, *amount)?;
         }
         let symbols = config.symbols.into_iter().map(|s| (s.rules.symbol.clone(), s)).collect();
+        let (market, _) = tokio::sync::broadcast::channel(4096);
         let sim = Sim {
             engine,
             symbols,
@@ -90,17 +99,29 @@ impl SimState {
             started: Instant::now(),
             applied_ms: start - 1,
             credentials: config.credentials,
+            market: market.clone(),
+            tick_id: 0,
             weight: (0, 0),
             next_generated_id: 1,
         };
-        let state = Self(Arc::new(Mutex::new(sim)));
+        let state =
+            Self { sim: Arc::new(Mutex::new(sim)), faults: Arc::new(Mutex::new(Faults::default())), market };
         state.lock().advance();
         Ok(state)
     }
 
     fn lock(&self) -> MutexGuard<'_, Sim> {
         // A handler that panicked left the state as it was between two whole operations.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts `fault` in force now (the admin API and the schedule file call this).
+    pub fn inject(&self, fault: &Fault) -> Result<(), String> {
+        self.faults().apply(fault, Instant::now())
     }
 
     /// Moves the market to the simulated clock's present (a background task calls this often,
@@ -114,6 +135,35 @@ impl SimState {
 const POINTS_PER_CANDLE: i64 = 30;
 
 impl Sim {
+    /// Tells the market streams about `symbol`'s move at `t` (when anyone listens).
+    fn emit(&mut self, symbol: &str, t: i64) {
+        if self.market.receiver_count() == 0 {
+            return;
+        }
+        let Some(s) = self.symbols.get(symbol) else { return };
+        let (Some(price), Some(kline), Some(book)) =
+            (self.engine.price(symbol), s.replay.kline_at(t), self.engine.depth(symbol))
+        else {
+            return;
+        };
+        let (Some(&bid), Some(&ask)) = (book.bids.first(), book.asks.first()) else { return };
+        self.tick_id += 1;
+        let buyer_maker = kline.close < kline.open;
+        let tick = MarketTick {
+            symbol: symbol.to_owned(),
+            interval: s.interval.clone(),
+            time_ms: t,
+            id: self.tick_id,
+            price,
+            quantity: (kline.volume / Decimal::from(POINTS_PER_CANDLE)).round_dp(5).max(Decimal::new(1, 5)),
+            buyer_maker,
+            bid,
+            ask,
+            kline,
+        };
+        let _ = self.market.send(Arc::new(tick));
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
@@ -137,8 +187,16 @@ impl Sim {
                 t = until - point * 3000;
             }
             while t <= until {
+                // A candle's last moment first, so its closed kline is streamed.
+                if t % step_ms == 0
+                    && let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(t - 1))
+                {
+                    self.engine.set_price(&symbol, on_tick(price), t - 1);
+                    self.emit(&symbol, t - 1);
+                }
                 if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(t)) {
                     self.engine.set_price(&symbol, on_tick(price), t);
+                    self.emit(&symbol, t);
                 }
                 t += point;
             }
@@ -167,6 +225,12 @@ pub fn router(state: SimState) -> Router {
         .route("/api/v3/openOrders", get(signed).delete(signed))
         .route("/api/v3/allOrders", get(signed))
         .route("/api/v3/myTrades", get(signed))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_faults))
+        .route("/ws/{stream}", get(raw_stream))
+        .route("/stream", get(combined_stream))
+        .route("/_sim/faults", get(faults_shown).post(fault_injected).delete(faults_cleared))
+        .route("/_sim/balance", axum::routing::post(balance_moved))
+        .route("/_sim/trade", axum::routing::post(outside_trade))
         .fallback(|| async { binance_error(StatusCode::NOT_FOUND, -1000, "Unknown endpoint.") })
         .with_state(state)
 }
@@ -633,7 +697,24 @@ async fn signed(
                     _ => with_weight(&mut sim, 1, json_ok(json!({}))),
                 };
             }
+            let verdict = state.faults().order();
+            if verdict == OrderVerdict::Reject {
+                return with_weight(
+                    &mut sim,
+                    1,
+                    binance_error(StatusCode::BAD_REQUEST, -2010, "New order rejected."),
+                );
+            }
             match sim.engine.place(&request, now) {
+                Ok(_) if verdict == OrderVerdict::PlaceThenTimeOut => (
+                    1,
+                    binance_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        -1007,
+                        "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+                    )
+                    .into_response(),
+                ),
                 Ok((order, fills)) => {
                     let body = match p.get("newOrderRespType").map(String::as_str) {
                         Some("ACK") => {
@@ -760,4 +841,225 @@ async fn signed(
         _ => (1, binance_error(StatusCode::NOT_FOUND, -1000, "Unknown endpoint.").into_response()),
     };
     with_weight(&mut sim, weight, response)
+}
+
+/// REST faults: injected errors (with `Retry-After`) and latency.
+async fn http_faults(
+    State(state): State<SimState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let verdict = state.faults().http(Instant::now());
+    match verdict {
+        HttpVerdict::Fail { status, retry_after } => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (code_number, msg) = match status {
+                429 => (
+                    -1003,
+                    "Too much request weight used; current limit is 6000 request weight per 1 MINUTE.",
+                ),
+                418 => (-1003, "Way too much request weight used; IP banned until further notice."),
+                _ => (-1001, "Internal error; unable to process your request. Please try again."),
+            };
+            let mut response = binance_error(code, code_number, msg).into_response();
+            if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+                response.headers_mut().insert("retry-after", v);
+            }
+            response
+        }
+        HttpVerdict::Serve(latency) => {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            next.run(request).await
+        }
+    }
+}
+
+async fn faults_shown(State(state): State<SimState>) -> Response {
+    json_ok(state.faults().describe(Instant::now()))
+}
+
+async fn fault_injected(State(state): State<SimState>, body: Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": format!("not a fault: {e}")})))
+                .into_response();
+        }
+    };
+    match state.inject(&fault) {
+        Ok(()) => json_ok(state.faults().describe(Instant::now())),
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response(),
+    }
+}
+
+async fn faults_cleared(State(state): State<SimState>) -> Response {
+    state.faults().clear();
+    json_ok(state.faults().describe(Instant::now()))
+}
+
+fn admin_error(message: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": message.to_string()}))).into_response()
+}
+
+/// `{"asset": "USDT", "delta": "-100"}`: a balance moved from outside (a deposit, a withdrawal,
+/// drift for a reconciliation to find).
+async fn balance_moved(State(state): State<SimState>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else { return admin_error("not JSON") };
+    let asset = v["asset"].as_str().unwrap_or_default().to_uppercase();
+    let delta: Option<Decimal> = v["delta"].as_str().and_then(|d| d.parse().ok());
+    let (false, Some(delta)) = (asset.is_empty(), delta) else {
+        return admin_error("expected {\"asset\": \"USDT\", \"delta\": \"-100\"} (delta a decimal string)");
+    };
+    match state.lock().engine.adjust(&asset, delta) {
+        Ok(b) => {
+            json_ok(json!({"asset": b.asset, "free": b.free.to_string(), "locked": b.locked.to_string()}))
+        }
+        Err(e) => admin_error(e),
+    }
+}
+
+/// `{"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01"}`: a market order placed from
+/// outside the API (as on the exchange's website), which a session's ledger never saw.
+async fn outside_trade(State(state): State<SimState>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else { return admin_error("not JSON") };
+    let mut sim = state.lock();
+    sim.advance();
+    sim.next_generated_id += 1;
+    let side = match v["side"].as_str() {
+        Some("BUY") => Side::Buy,
+        Some("SELL") => Side::Sell,
+        _ => return admin_error("side is BUY or SELL"),
+    };
+    let quantity: Option<Decimal> = v["quantity"].as_str().and_then(|q| q.parse().ok());
+    let (Some(symbol), Some(quantity)) = (v["symbol"].as_str(), quantity) else {
+        return admin_error("expected symbol, side and quantity (a decimal string)");
+    };
+    let Ok(client_id) = ClientOrderId::new(format!("outside-{}", sim.next_generated_id)) else {
+        return admin_error("id");
+    };
+    let request =
+        OrderRequest { symbol: symbol.to_owned(), side, kind: OrderKind::Market, quantity, client_id };
+    let now = sim.now_ms();
+    match sim.engine.place(&request, now) {
+        Ok((order, fills)) => json_ok(order_json(&order, Some(&fills), true)),
+        Err(e) => admin_error(e),
+    }
+}
+
+async fn raw_stream(
+    State(state): State<SimState>,
+    axum::extract::Path(stream): axum::extract::Path<String>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    subscribe(state, vec![stream], false, upgrade)
+}
+
+async fn combined_stream(
+    State(state): State<SimState>,
+    RawQuery(q): RawQuery,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let p = params(q.as_deref());
+    let streams = p.get("streams").map(|s| s.split('/').map(str::to_owned).collect()).unwrap_or_default();
+    subscribe(state, streams, true, upgrade)
+}
+
+fn subscribe(
+    state: SimState,
+    names: Vec<String>,
+    combined: bool,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let mut streams = Vec::new();
+    for name in &names {
+        match parse_stream(name) {
+            Ok((symbol, kind)) => streams.push((name.clone(), symbol, kind)),
+            Err(e) => return binance_error(StatusCode::BAD_REQUEST, -1100, &e).into_response(),
+        }
+    }
+    if streams.is_empty() {
+        return binance_error(StatusCode::BAD_REQUEST, -1102, "No stream named.").into_response();
+    }
+    upgrade.on_upgrade(move |socket| serve_stream(state, socket, streams, combined))
+}
+
+/// Binance pings every 20 s and closes a connection after 24 h.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+async fn serve_stream(
+    state: SimState,
+    mut socket: axum::extract::ws::WebSocket,
+    streams: Vec<(String, String, StreamKind)>,
+    combined: bool,
+) {
+    use axum::extract::ws::Message;
+    let mut ticks = state.market.subscribe();
+    let epoch = state.faults().connection_epoch;
+    let opened = Instant::now();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut check = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut held: Option<String> = None;
+    loop {
+        tokio::select! {
+            tick = ticks.recv() => {
+                let tick = match tick {
+                    Ok(t) => t,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let (silent, duplicate, reorder) = {
+                    let f = state.faults();
+                    (f.silent(Instant::now()), f.duplicate, f.reorder)
+                };
+                if silent {
+                    continue;
+                }
+                for (name, symbol, kind) in &streams {
+                    let Some(data) = message(&tick, symbol, kind) else { continue };
+                    let text = if combined { json!({"stream": name, "data": data}).to_string() } else { data.to_string() };
+                    let mut out = Vec::new();
+                    if reorder {
+                        match held.take() {
+                            None => { held = Some(text); continue; }
+                            Some(first) => { out.push(text); out.push(first); }
+                        }
+                    } else {
+                        out.push(text);
+                    }
+                    for text in out {
+                        let copies = if duplicate { 2 } else { 1 };
+                        for _ in 0..copies {
+                            if socket.send(Message::Text(text.clone().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            incoming = socket.recv() => {
+                match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = check.tick() => {
+                // Dropped from outside: gone without a close frame, as a broken connection goes.
+                if state.faults().connection_epoch != epoch {
+                    return;
+                }
+                if opened.elapsed() >= CONNECTION_LIFETIME {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,64 @@
+//! A simulator on a free loopback port, for the tests over real HTTP and WebSocket.
+#![allow(dead_code)]
+
+use kuant_exchanges::ExchangeRules;
+use kuant_exchanges::binance::Credentials;
+use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, router};
+use rust_decimal::Decimal;
+
+pub const KEY: &str = "sim-test-key";
+pub const SECRET: &str = "sim-test-secret";
+pub const H: i64 = 3_600_000;
+
+pub fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+/// Starts a simulator of BTCUSDT over 2,000 hourly candles around 60,000, its clock at `speed`, with
+/// a background ticker as `kuant exchange-sim` has; its base URL and state.
+pub fn start(speed: f64) -> (String, SimState) {
+    let candles = (0..2000)
+        .map(|i| {
+            let open = Decimal::from(60_000 + 10 * (i % 48));
+            Candle {
+                open_ms: 1_700_000_000_000 - 1_700_000_000_000 % H + i * H,
+                open,
+                high: open + Decimal::from(50),
+                low: open - Decimal::from(50),
+                close: open + Decimal::from(10),
+                volume: d("12.5"),
+            }
+        })
+        .collect();
+    let replay = Replay::new(candles, H).expect("replay");
+    let rules = ExchangeRules::binance_default("BTCUSDT").expect("rules");
+    let config = SimConfig {
+        symbols: vec![SimSymbol { rules, replay, interval: "1h".into() }],
+        speed,
+        credentials: Credentials::hmac(KEY, SECRET),
+        balances: vec![("USDT".into(), d("10000")), ("BTC".into(), d("0.5"))],
+        fees: Fees::default(),
+        book: BookShape::default(),
+    };
+    let state = SimState::new(config).expect("a simulator");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let served = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let ticker = served.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+                loop {
+                    every.tick().await;
+                    ticker.tick();
+                }
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, router(served)).await.expect("serve");
+        });
+    });
+    (format!("http://{addr}"), state)
+}
