@@ -4,6 +4,7 @@
 
 pub mod codes;
 pub mod limits;
+pub mod rest;
 pub mod sign;
 pub mod wire;
 

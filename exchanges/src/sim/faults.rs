@@ -59,6 +59,12 @@ pub enum Fault {
         /// How many.
         count: u32,
     },
+    /// The exchange's clock runs `ms` ahead (negative: behind) of this machine's: `time` says so
+    /// and signed requests are judged by it (a client that does not measure it gets -1021).
+    ClockSkew {
+        /// Milliseconds.
+        ms: i64,
+    },
 }
 
 /// An HTTP error being injected.
@@ -84,6 +90,8 @@ pub struct Faults {
     pub reorder: bool,
     reject_orders: u32,
     timeout_orders: u32,
+    /// How far the exchange's clock is ahead of the machine's, in ms.
+    pub clock_skew_ms: i64,
 }
 
 /// What to do with a REST request, by the faults.
@@ -139,6 +147,7 @@ impl Faults {
             }
             Fault::RejectOrders { count } => self.reject_orders = *count,
             Fault::TimeoutAfterAccept { count } => self.timeout_orders = *count,
+            Fault::ClockSkew { ms } => self.clock_skew_ms = *ms,
         }
         Ok(())
     }
@@ -196,6 +205,7 @@ impl Faults {
             "reorder": self.reorder,
             "rejectOrders": self.reject_orders,
             "timeoutAfterAccept": self.timeout_orders,
+            "clockSkewMs": self.clock_skew_ms,
         })
     }
 }

@@ -119,6 +119,12 @@ impl SimState {
         self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How many orders the account has placed (open or not): tests check that an order was not
+    /// sent twice.
+    pub fn orders_placed(&self) -> usize {
+        self.lock().engine.all_orders(None).len()
+    }
+
     /// Puts `fault` in force now (the admin API and the schedule file call this).
     pub fn inject(&self, fault: &Fault) -> Result<(), String> {
         self.faults().apply(fault, Instant::now())
@@ -212,7 +218,7 @@ impl Sim {
 pub fn router(state: SimState) -> Router {
     Router::new()
         .route("/api/v3/ping", get(|| async { json_ok(json!({})) }))
-        .route("/api/v3/time", get(|| async { json_ok(json!({"serverTime": wall_ms()})) }))
+        .route("/api/v3/time", get(time))
         .route("/api/v3/exchangeInfo", get(exchange_info))
         .route("/api/v3/depth", get(depth))
         .route("/api/v3/ticker/price", get(ticker_price))
@@ -233,6 +239,11 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/trade", axum::routing::post(outside_trade))
         .fallback(|| async { binance_error(StatusCode::NOT_FOUND, -1000, "Unknown endpoint.") })
         .with_state(state)
+}
+
+async fn time(State(state): State<SimState>) -> Response {
+    let skew = state.faults().clock_skew_ms;
+    json_ok(json!({"serverTime": wall_ms() + skew}))
 }
 
 fn json_ok(body: Value) -> Response {
@@ -506,7 +517,13 @@ async fn klines(State(state): State<SimState>, RawQuery(q): RawQuery) -> Respons
 
 /// A signed request's parameters, checked: the API key header, the signature over the query
 /// string and the body, the timestamp within `recvWindow`.
-fn check_signed(sim: &Sim, headers: &HeaderMap, query: &str, body: &str) -> Result<Params, ApiError> {
+fn check_signed(
+    sim: &Sim,
+    headers: &HeaderMap,
+    query: &str,
+    body: &str,
+    skew_ms: i64,
+) -> Result<Params, ApiError> {
     let key = headers.get("x-mbx-apikey").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if key.is_empty() || key != sim.credentials.api_key() {
         return Err(binance_error(
@@ -546,7 +563,7 @@ fn check_signed(sim: &Sim, headers: &HeaderMap, query: &str, body: &str) -> Resu
     if !(1..=60_000).contains(&window) {
         return Err(binance_error(StatusCode::BAD_REQUEST, -1131, "recvWindow must be less than 60000"));
     }
-    let now = wall_ms();
+    let now = wall_ms() + skew_ms;
     if timestamp > now + 1000 || now - timestamp > window {
         return Err(binance_error(
             StatusCode::BAD_REQUEST,
@@ -658,7 +675,8 @@ async fn signed(
     let mut sim = state.lock();
     sim.advance();
     let body = String::from_utf8_lossy(&body);
-    let p = match check_signed(&sim, &headers, query.as_deref().unwrap_or_default(), &body) {
+    let skew = state.faults().clock_skew_ms;
+    let p = match check_signed(&sim, &headers, query.as_deref().unwrap_or_default(), &body, skew) {
         Ok(p) => p,
         Err(e) => return with_weight(&mut sim, 1, e),
     };
