@@ -144,3 +144,68 @@ async fn a_skewed_clock_is_measured_again_after_minus_1021() {
     api.balances().await.expect("answered after measuring the clock again");
     assert!((api.clock_offset_ms() - 30_000).abs() < 1_000, "offset {}", api.clock_offset_ms());
 }
+
+/// Everything the adapter logs, captured.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn no_key_or_secret_appears_in_a_log_line_or_an_error() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let errors = tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (base, _state) = common::start(1.0);
+            let api = client(&base);
+            let rules = rules(&api).await;
+            let price = api.price("BTCUSDT").await.expect("a price");
+            let mut errors = Vec::new();
+            for fault in [
+                r#"{"kind": "http", "status": 429, "count": 1, "retryAfter": 1}"#,
+                r#"{"kind": "timeout-after-accept", "count": 1}"#,
+                r#"{"kind": "clock-skew", "ms": 20000}"#,
+                r#"{"kind": "reject-orders", "count": 1}"#,
+            ] {
+                inject(&base, fault);
+                let id = format!("s-{}", errors.len());
+                match api.place(&order(&id, Side::Buy, OrderKind::Market, "0.01"), &rules, price).await {
+                    Ok(_) => {}
+                    Err(e) => errors.push(format!("{e} {e:?}")),
+                }
+            }
+            // A wrong secret, and a server that is not there.
+            let wrong =
+                BinanceRest::new(&base, Some(Credentials::hmac(KEY, "wrong-secret-value"))).expect("client");
+            errors.push(format!("{:?}", wrong.balances().await.expect_err("refused")));
+            let gone =
+                BinanceRest::new("http://127.0.0.1:9", Some(Credentials::hmac(KEY, SECRET))).expect("client");
+            let order = order("s-gone", Side::Buy, OrderKind::Market, "0.01");
+            errors.push(format!("{:?}", gone.place(&order, &rules, price).await.expect_err("no server")));
+            errors
+        })
+    });
+    let logs = String::from_utf8(captured.0.lock().expect("logs").clone()).expect("utf-8");
+    assert!(logs.contains("rate limit"), "the adapter logged its wait:\n{logs}");
+    assert!(logs.contains("clock"), "and the clock:\n{logs}");
+    for text in errors.iter().chain(std::iter::once(&logs)) {
+        for secret in [KEY, SECRET, "wrong-secret-value", "signature="] {
+            assert!(!text.contains(secret), "{secret:?} appears in:\n{text}");
+        }
+    }
+}
