@@ -226,6 +226,8 @@ pub enum AccountUpdate {
 pub struct BookTicker {
     /// E.g. `BTCUSDT`.
     pub symbol: String,
+    /// The book's update id (a later update has a larger one).
+    pub update_id: u64,
     /// Best bid price and quantity.
     pub bid: (Decimal, Decimal),
     /// Best ask price and quantity.

@@ -6,6 +6,7 @@ pub mod codes;
 pub mod limits;
 pub mod rest;
 pub mod sign;
+pub mod stream;
 pub mod wire;
 
 pub use codes::classify;

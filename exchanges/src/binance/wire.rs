@@ -374,6 +374,7 @@ struct TradeWire {
 
 #[derive(Deserialize)]
 struct BookTickerWire {
+    u: u64,
     s: String,
     b: Decimal,
     #[serde(rename = "B")]
@@ -437,6 +438,7 @@ pub fn market_event(text: &str) -> Result<Option<MarketEvent>, WireError> {
                 let b: BookTickerWire = serde_json::from_value(v).map_err(err)?;
                 MarketEvent::BookTicker(BookTicker {
                     symbol: b.s,
+                    update_id: b.u,
                     bid: (b.b, b.bid_qty),
                     ask: (b.a, b.ask_qty),
                 })
