@@ -7,6 +7,7 @@
 pub mod binance;
 pub mod error;
 pub mod model;
+pub mod paper;
 pub mod rules;
 pub mod sim;
 
