@@ -209,3 +209,29 @@ fn no_key_or_secret_appears_in_a_log_line_or_an_error() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ed25519_key_signs_orders_the_simulator_accepts() {
+    // A throwaway key made with `openssl genpkey -algorithm ed25519`.
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAHGgk+LkgCCbu6iUH86BQynBLAn24nUQlnNVdW0hq3g\n-----END PRIVATE KEY-----\n";
+    let yaml = format!("apiKey: ed-key\nprivateKey: |\n  {}", pem.replace('\n', "\n  "));
+    let server_side = Credentials::from_yaml(&yaml).expect("an Ed25519 key");
+    let (base, _state) = common::start_with(1.0, server_side);
+    let api = BinanceRest::new(&base, Some(Credentials::from_yaml(&yaml).expect("key"))).expect("client");
+    let rules = rules(&api).await;
+    let price = api.price("BTCUSDT").await.expect("a price");
+    // The base64 signature holds '+', '/' and '=': it must arrive percent-encoded and intact.
+    for i in 0..5 {
+        let id = format!("ed-{i}");
+        let (placed, _) = api
+            .place(&order(&id, Side::Buy, OrderKind::Market, "0.01"), &rules, price)
+            .await
+            .expect("placed");
+        assert_eq!(placed.status, OrderStatus::Filled);
+    }
+    let other = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICquQ51Qgyhh3yJl/Ua5tzYJmYN/PeSMtXkJhw/WtP1u\n-----END PRIVATE KEY-----\n";
+    let wrong = Credentials::ed25519("ed-key", other).expect("another key");
+    let refused =
+        BinanceRest::new(&base, Some(wrong)).expect("client").balances().await.expect_err("refused");
+    assert!(matches!(refused, ExchangeError::Rejected { code: -1022, .. }), "{refused}");
+}

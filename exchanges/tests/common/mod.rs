@@ -17,6 +17,11 @@ pub fn d(s: &str) -> Decimal {
 /// Starts a simulator of BTCUSDT over 2,000 hourly candles around 60,000, its clock at `speed`, with
 /// a background ticker as `kuant exchange-sim` has; its base URL and state.
 pub fn start(speed: f64) -> (String, SimState) {
+    start_with(speed, Credentials::hmac(KEY, SECRET))
+}
+
+/// [`start`] with the key pair the simulator accepts.
+pub fn start_with(speed: f64, credentials: Credentials) -> (String, SimState) {
     let candles = (0..2000)
         .map(|i| {
             let open = Decimal::from(60_000 + 10 * (i % 48));
@@ -35,7 +40,7 @@ pub fn start(speed: f64) -> (String, SimState) {
     let config = SimConfig {
         symbols: vec![SimSymbol { rules, replay, interval: "1h".into() }],
         speed,
-        credentials: Credentials::hmac(KEY, SECRET),
+        credentials,
         balances: vec![("USDT".into(), d("10000")), ("BTC".into(), d("0.5"))],
         fees: Fees::default(),
         book: BookShape::default(),
