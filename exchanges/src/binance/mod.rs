@@ -7,6 +7,7 @@ pub mod limits;
 pub mod rest;
 pub mod sign;
 pub mod stream;
+pub mod user_stream;
 pub mod wire;
 
 pub use codes::classify;

@@ -142,9 +142,10 @@ impl MarketStream {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> Result<Socket, String> {
+pub(crate) async fn connect(url: &str) -> Result<Socket, String> {
     let connector = if url.starts_with("wss://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
         use rustls_platform_verifier::ConfigVerifierExt as _;

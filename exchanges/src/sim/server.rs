@@ -22,7 +22,7 @@ use super::streams::{MarketTick, StreamKind, message, parse_stream};
 use crate::binance::Credentials;
 use crate::binance::wire::{side_name, status_name};
 use crate::error::{ExchangeError, RejectKind};
-use crate::model::{ClientOrderId, Fill, Order, OrderKind, OrderRequest, Side, TimeInForce};
+use crate::model::{ClientOrderId, Fill, Order, OrderKind, OrderRequest, OrderStatus, Side, TimeInForce};
 use crate::rules::ExchangeRules;
 
 /// One symbol of the simulator: its rules and its market data.
@@ -59,6 +59,7 @@ struct Sim {
     applied_ms: i64,
     credentials: Credentials,
     market: tokio::sync::broadcast::Sender<Arc<MarketTick>>,
+    account: tokio::sync::broadcast::Sender<Arc<Value>>,
     tick_id: u64,
     weight: (i64, u32),
     next_generated_id: u64,
@@ -70,6 +71,8 @@ pub struct SimState {
     sim: Arc<Mutex<Sim>>,
     faults: Arc<Mutex<Faults>>,
     market: tokio::sync::broadcast::Sender<Arc<MarketTick>>,
+    account: tokio::sync::broadcast::Sender<Arc<Value>>,
+    next_subscription: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn wall_ms() -> i64 {
@@ -92,6 +95,7 @@ impl SimState {
         }
         let symbols = config.symbols.into_iter().map(|s| (s.rules.symbol.clone(), s)).collect();
         let (market, _) = tokio::sync::broadcast::channel(4096);
+        let (account, _) = tokio::sync::broadcast::channel(4096);
         let sim = Sim {
             engine,
             symbols,
@@ -100,12 +104,18 @@ impl SimState {
             applied_ms: start - 1,
             credentials: config.credentials,
             market: market.clone(),
+            account: account.clone(),
             tick_id: 0,
             weight: (0, 0),
             next_generated_id: 1,
         };
-        let state =
-            Self { sim: Arc::new(Mutex::new(sim)), faults: Arc::new(Mutex::new(Faults::default())), market };
+        let state = Self {
+            sim: Arc::new(Mutex::new(sim)),
+            faults: Arc::new(Mutex::new(Faults::default())),
+            market,
+            account,
+            next_subscription: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
         state.lock().advance();
         Ok(state)
     }
@@ -141,6 +151,84 @@ impl SimState {
 const POINTS_PER_CANDLE: i64 = 30;
 
 impl Sim {
+    /// Tells the user data stream what happened to `order`: `execution` is Binance's execution
+    /// type (NEW, TRADE, CANCELED, EXPIRED, REJECTED); a TRADE carries its fill. Then the
+    /// balances of the symbol's assets (`outboundAccountPosition`).
+    fn report(&self, order: &Order, fills: &[Fill], execution: &str, now: i64) {
+        if self.account.receiver_count() == 0 {
+            return;
+        }
+        let (price, tif) = match order.kind {
+            OrderKind::Limit { price, time_in_force } => {
+                (price, if time_in_force == TimeInForce::Ioc { "IOC" } else { "GTC" })
+            }
+            OrderKind::Market => (Decimal::ZERO, "GTC"),
+        };
+        let base = json!({
+            "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_id.as_str(),
+            "S": side_name(order.side), "o": if order.kind == OrderKind::Market { "MARKET" } else { "LIMIT" },
+            "f": tif, "q": order.quantity.to_string(), "p": price.to_string(), "P": "0", "F": "0", "g": -1,
+            "C": "", "r": "NONE", "i": order.exchange_id, "I": 0, "w": order.status.is_open(), "M": false,
+            "O": order.created_ms, "Y": "0", "Q": "0", "V": "NONE",
+        });
+        let send = |exec: &str, status: OrderStatus, fill: Option<&Fill>, filled: Decimal, quote: Decimal| {
+            let mut v = base.clone();
+            if let Some(map) = v.as_object_mut() {
+                map.extend([
+                    ("x".to_owned(), json!(exec)),
+                    ("X".to_owned(), json!(status_name(status))),
+                    ("l".to_owned(), json!(fill.map_or(Decimal::ZERO, |f| f.quantity).to_string())),
+                    ("z".to_owned(), json!(filled.to_string())),
+                    ("L".to_owned(), json!(fill.map_or(Decimal::ZERO, |f| f.price).to_string())),
+                    ("n".to_owned(), json!(fill.map_or(Decimal::ZERO, |f| f.fee).to_string())),
+                    ("N".to_owned(), fill.map_or(Value::Null, |f| json!(f.fee_asset))),
+                    ("T".to_owned(), json!(fill.map_or(now, |f| f.time_ms))),
+                    ("t".to_owned(), json!(fill.map_or(-1, |f| i64::try_from(f.trade_id).unwrap_or(-1)))),
+                    ("m".to_owned(), json!(fill.is_some_and(|f| f.maker))),
+                    ("Z".to_owned(), json!(quote.to_string())),
+                ]);
+            }
+            let _ = self.account.send(Arc::new(v));
+        };
+        // The order's state before these fills, then after each.
+        let before: Decimal = fills.iter().map(|f| f.quantity).sum();
+        let (mut filled, mut quote) = (
+            order.filled_quantity - before,
+            order.filled_quote - fills.iter().map(|f| f.price * f.quantity).sum::<Decimal>(),
+        );
+        if execution == "NEW" {
+            send("NEW", OrderStatus::New, None, filled, quote);
+        }
+        for (i, fill) in fills.iter().enumerate() {
+            filled += fill.quantity;
+            quote += fill.price * fill.quantity;
+            let status = if i + 1 == fills.len() && order.status != OrderStatus::Expired {
+                order.status
+            } else {
+                OrderStatus::PartiallyFilled
+            };
+            send("TRADE", status, Some(fill), filled, quote);
+        }
+        if matches!(execution, "CANCELED" | "EXPIRED" | "REJECTED") || order.status == OrderStatus::Expired {
+            let exec = if order.status == OrderStatus::Expired { "EXPIRED" } else { execution };
+            send(exec, order.status, None, order.filled_quantity, order.filled_quote);
+        }
+        let assets = self
+            .symbols
+            .get(&order.symbol)
+            .map(|s| [s.rules.base_asset.clone(), s.rules.quote_asset.clone()]);
+        let balances: Vec<Value> = self
+            .engine
+            .balances()
+            .iter()
+            .filter(|b| assets.as_ref().is_some_and(|a| a.contains(&b.asset)))
+            .map(|b| json!({"a": b.asset, "f": b.free.to_string(), "l": b.locked.to_string()}))
+            .collect();
+        let _ = self
+            .account
+            .send(Arc::new(json!({"e": "outboundAccountPosition", "E": now, "u": now, "B": balances})));
+    }
+
     /// Tells the market streams about `symbol`'s move at `t` (when anyone listens).
     fn emit(&mut self, symbol: &str, t: i64) {
         if self.market.receiver_count() == 0 {
@@ -201,7 +289,10 @@ impl Sim {
                     self.emit(&symbol, t - 1);
                 }
                 if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(t)) {
-                    self.engine.set_price(&symbol, on_tick(price), t);
+                    let changes = self.engine.set_price(&symbol, on_tick(price), t);
+                    for (order, fills) in &changes.orders {
+                        self.report(order, fills, "TRADE", t);
+                    }
                     self.emit(&symbol, t);
                 }
                 t += point;
@@ -234,6 +325,7 @@ pub fn router(state: SimState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_faults))
         .route("/ws/{stream}", get(raw_stream))
         .route("/stream", get(combined_stream))
+        .route("/ws-api/v3", get(ws_api))
         .route("/_sim/faults", get(faults_shown).post(fault_injected).delete(faults_cleared))
         .route("/_sim/balance", axum::routing::post(balance_moved))
         .route("/_sim/trade", axum::routing::post(outside_trade))
@@ -723,7 +815,11 @@ async fn signed(
                     binance_error(StatusCode::BAD_REQUEST, -2010, "New order rejected."),
                 );
             }
-            match sim.engine.place(&request, now) {
+            let placed = sim.engine.place(&request, now);
+            if let Ok((order, fills)) = &placed {
+                sim.report(order, fills, "NEW", now);
+            }
+            match placed {
                 Ok(_) if verdict == OrderVerdict::PlaceThenTimeOut => (
                     1,
                     binance_error(
@@ -775,6 +871,7 @@ async fn signed(
             };
             match sim.engine.cancel(&symbol, &id, now) {
                 Ok(o) => {
+                    sim.report(&o, &[], "CANCELED", now);
                     let mut body = order_json(&o, None, true);
                     if let Some(map) = body.as_object_mut() {
                         map.insert("origClientOrderId".into(), json!(o.client_id.as_str()));
@@ -813,6 +910,9 @@ async fn signed(
             };
             match sim.engine.cancel_all(&symbol, now) {
                 Ok(all) => {
+                    for o in &all {
+                        sim.report(o, &[], "CANCELED", now);
+                    }
                     let body: Vec<Value> = all
                         .iter()
                         .map(|o| {
@@ -961,7 +1061,10 @@ async fn outside_trade(State(state): State<SimState>, body: Bytes) -> Response {
         OrderRequest { symbol: symbol.to_owned(), side, kind: OrderKind::Market, quantity, client_id };
     let now = sim.now_ms();
     match sim.engine.place(&request, now) {
-        Ok((order, fills)) => json_ok(order_json(&order, Some(&fills), true)),
+        Ok((order, fills)) => {
+            sim.report(&order, &fills, "NEW", now);
+            json_ok(order_json(&order, Some(&fills), true))
+        }
         Err(e) => admin_error(e),
     }
 }
@@ -1075,6 +1178,118 @@ async fn serve_stream(
                 }
                 if opened.elapsed() >= CONNECTION_LIFETIME {
                     let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The WebSocket API (`/ws-api/v3`): `ping`, `time`, and the user data stream subscription
+/// `userDataStream.subscribe.signature` (with `userDataStream.unsubscribe`), after which account
+/// events arrive as `{"subscriptionId": N, "event": {…}}`.
+async fn ws_api(State(state): State<SimState>, upgrade: axum::extract::ws::WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| serve_ws_api(state, socket))
+}
+
+fn ws_answer(id: &Value, status: u16, result: Result<Value, (i64, &str)>) -> String {
+    match result {
+        Ok(result) => json!({"id": id, "status": status, "result": result}).to_string(),
+        Err((code, msg)) => {
+            json!({"id": id, "status": status, "error": {"code": code, "msg": msg}}).to_string()
+        }
+    }
+}
+
+/// Checks a signed WebSocket API request: its params sorted by name, joined as a query string
+/// (without `signature`), signed with the key.
+fn check_ws_signature(
+    state: &SimState,
+    params: &serde_json::Map<String, Value>,
+) -> Result<(), (i64, &'static str)> {
+    let skew = state.faults().clock_skew_ms;
+    let sim = state.lock();
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    if params.get("apiKey").map(text).as_deref() != Some(sim.credentials.api_key()) {
+        return Err((-2015, "Invalid API-key, IP, or permissions for action."));
+    }
+    let signature = params.get("signature").map(text).unwrap_or_default();
+    let mut pairs: Vec<(&String, String)> =
+        params.iter().filter(|(k, _)| *k != "signature").map(|(k, v)| (k, text(v))).collect();
+    pairs.sort();
+    let mut payload = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &pairs {
+        payload.append_pair(k, v);
+    }
+    if !sim.credentials.verify(&payload.finish(), &signature) {
+        return Err((-1022, "Signature for this request is not valid."));
+    }
+    let timestamp = params.get("timestamp").and_then(Value::as_i64).unwrap_or_default();
+    let window = params.get("recvWindow").and_then(Value::as_i64).unwrap_or(5000);
+    let now = wall_ms() + skew;
+    if timestamp > now + 1000 || now - timestamp > window {
+        return Err((-1021, "Timestamp for this request is outside of the recvWindow."));
+    }
+    Ok(())
+}
+
+async fn serve_ws_api(state: SimState, mut socket: axum::extract::ws::WebSocket) {
+    use axum::extract::ws::Message;
+    let mut events = state.account.subscribe();
+    let mut subscription: Option<u64> = None;
+    let epoch = state.faults().connection_epoch;
+    let mut check = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(request) = serde_json::from_str::<Value>(&text) else {
+                    let _ = socket.send(Message::Text(ws_answer(&Value::Null, 400, Err((-1100, "Malformed request."))).into())).await;
+                    continue;
+                };
+                let id = request.get("id").cloned().unwrap_or(Value::Null);
+                let params = request.get("params").and_then(Value::as_object).cloned().unwrap_or_default();
+                let answer = match request.get("method").and_then(Value::as_str) {
+                    Some("ping") => ws_answer(&id, 200, Ok(json!({}))),
+                    Some("time") => ws_answer(&id, 200, Ok(json!({"serverTime": wall_ms() + state.faults().clock_skew_ms}))),
+                    Some("userDataStream.subscribe.signature") => match check_ws_signature(&state, &params) {
+                        Ok(()) => {
+                            let n = state.next_subscription.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            subscription = Some(n);
+                            // Events from now on only.
+                            events = state.account.subscribe();
+                            ws_answer(&id, 200, Ok(json!({"subscriptionId": n})))
+                        }
+                        Err(e) => ws_answer(&id, if e.0 == -2015 { 401 } else { 400 }, Err(e)),
+                    },
+                    Some("userDataStream.unsubscribe") => {
+                        subscription = None;
+                        ws_answer(&id, 200, Ok(json!({})))
+                    }
+                    _ => ws_answer(&id, 400, Err((-1100, "Unknown method."))),
+                };
+                if socket.send(Message::Text(answer.into())).await.is_err() {
+                    return;
+                }
+            }
+            event = events.recv() => {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(n) = subscription else { continue };
+                let text = json!({"subscriptionId": n, "event": *event}).to_string();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = check.tick() => {
+                if state.faults().connection_epoch != epoch {
                     return;
                 }
             }
