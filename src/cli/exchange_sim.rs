@@ -181,6 +181,11 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
             Err(e) => return fail(EXIT_INTERNAL, format!("cannot listen on {}: {e}", args.listen)),
         };
         let addr = listener.local_addr().unwrap_or(args.listen);
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {addr}: anyone who reaches it can inject faults and move balances through /_sim (it has no authentication)"
+            );
+        }
         println!(
             "kuant exchange-sim: Binance spot API at http://{addr} ({} at {}x)",
             args.symbol, args.speed
