@@ -10,10 +10,10 @@ pub use kuant_agents::strategy::Side;
 
 /// A client order id: the order's identity on the exchange, chosen by kuant before it is sent, so
 /// that an order whose outcome is unknown is found again by asking for it, never sent twice.
-/// Binance's rule: 1 to 36 characters of `A-Z a-z 0-9 . : / _ -`.
+/// Binance's rule: 1 to 36 characters of `A-Z a-z 0-9 . : / _ -`. Cheap to clone (shared).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ClientOrderId(String);
+pub struct ClientOrderId(std::sync::Arc<str>);
 
 impl ClientOrderId {
     /// The longest id Binance accepts.
@@ -26,7 +26,7 @@ impl ClientOrderId {
         if id.is_empty() || id.len() > Self::MAX_LEN || !id.chars().all(allowed) {
             return Err(InvalidClientOrderId(id));
         }
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 
     /// The id as sent.
@@ -50,7 +50,7 @@ impl TryFrom<String> for ClientOrderId {
 
 impl From<ClientOrderId> for String {
     fn from(id: ClientOrderId) -> Self {
-        id.0
+        id.0.to_string()
     }
 }
 
