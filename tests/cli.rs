@@ -646,3 +646,70 @@ fn exchange_sim_refuses_bad_flags_with_exit_2_and_says_why() {
         assert!(stderr.contains(says), "{args:?} says {says:?}: {stderr}");
     }
 }
+
+#[test]
+fn exchange_sim_lists_every_symbol_it_is_given_and_prints_where_it_listens() {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args([
+            "exchange-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--symbol",
+            "BTCUSDT",
+            "--symbol",
+            "ETHUSDT",
+            "--bars",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("started");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let key = lines.next().and_then(Result::ok).unwrap_or_default();
+    let secret = lines.next().and_then(Result::ok).unwrap_or_default();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("it listens where it says");
+    write!(stream, "GET /api/v3/exchangeInfo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("sent");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("BTCUSDT, ETHUSDT"), "{first}");
+    assert!(
+        key.starts_with("key: ") && secret.starts_with("secret: ") && secret.len() > 40,
+        "{key} / {secret}"
+    );
+    assert!(
+        answer.contains("\"symbol\":\"BTCUSDT\"") && answer.contains("\"symbol\":\"ETHUSDT\""),
+        "{answer}"
+    );
+}
+
+#[test]
+fn exchange_sim_needs_one_data_file_per_symbol() {
+    let out = kuant(&[
+        "exchange-sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--symbol",
+        "BTCUSDT",
+        "--symbol",
+        "ETHUSDT",
+        "--data",
+        "a.csv",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 --data files for 2 --symbol"));
+    let out =
+        kuant(&["exchange-sim", "--listen", "127.0.0.1:0", "--symbol", "BTCUSDT", "--symbol", "BTCUSDT"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--symbol BTCUSDT is given twice"));
+}

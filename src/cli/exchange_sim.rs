@@ -20,16 +20,17 @@ use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:\n  \
     kuant exchange-sim --data ../shared/data/coinbase_btcusd_1h.csv --symbol BTCUSDT --speed 100\n  \
-    kuant exchange-sim --keys sim-keys.yaml --balance USDT=50000 --balance BTC=1\n\n\
+    kuant exchange-sim --symbol BTCUSDT --symbol ETHUSDT --keys sim-keys.yaml --balance USDT=50000 --balance BTC=1\n\n\
     Clients use the printed URL as Binance's base URL (REST /api/v3/...) with the printed key and secret.")]
 pub struct ExchangeSimArgs {
-    /// Candles to replay: a CSV file in one of the backtest's formats. Without it, synthetic
-    /// candles (`--seed`).
+    /// Candles to replay: a CSV file in one of the backtest's formats, one per `--symbol`, in
+    /// the same order. Without it, synthetic candles (`--seed`).
     #[arg(long, value_name = "FILE")]
-    data: Option<PathBuf>,
-    /// The symbol it lists; BTCUSDT and ETHUSDT trade with Binance's published filters.
-    #[arg(long, default_value = "BTCUSDT")]
-    symbol: String,
+    data: Vec<PathBuf>,
+    /// A symbol it lists; repeat for more. BTCUSDT and ETHUSDT trade with Binance's published
+    /// filters.
+    #[arg(long, default_values = ["BTCUSDT"])]
+    symbol: Vec<String>,
     /// The candles' interval: 1m, 5m, 15m, 1h, 4h or 1d.
     #[arg(long, default_value = "1h")]
     interval: String,
@@ -109,30 +110,45 @@ fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>),
         return Err(format!("--speed {} must be a positive number", args.speed));
     }
     let interval = timeframe(&args.interval)?;
-    let rules = ExchangeRules::binance_default(&args.symbol).ok_or_else(|| {
-        format!("--symbol {}: the simulator knows the rules of BTCUSDT and ETHUSDT", args.symbol)
-    })?;
-    let series = match &args.data {
-        Some(path) => {
-            kuant_agents::data::csv::CsvSource::new(path).load(&args.symbol, interval, Span::default())
-        }
-        None => {
-            let settings = kuant_crds::backtest::SyntheticData {
-                seed: args.seed,
-                bars: args.bars,
-                start_price: if args.symbol == "ETHUSDT" { 3_000.0 } else { 60_000.0 },
-                ..Default::default()
-            };
-            kuant_agents::data::synthetic::SyntheticSource::new(settings).load(
-                &args.symbol,
-                interval,
-                Span::default(),
-            )
-        }
+    if !args.data.is_empty() && args.data.len() != args.symbol.len() {
+        return Err(format!(
+            "{} --data files for {} --symbol: give one file per symbol, in the same order",
+            args.data.len(),
+            args.symbol.len()
+        ));
     }
-    .map_err(|e| e.to_string())?;
     let step_ms = i64::try_from(interval.seconds() * 1000).map_err(|e| e.to_string())?;
-    let replay = Replay::from_series(&series, step_ms)?;
+    let mut symbols = Vec::new();
+    for (i, symbol) in args.symbol.iter().enumerate() {
+        if args.symbol[..i].contains(symbol) {
+            return Err(format!("--symbol {symbol} is given twice"));
+        }
+        let rules = ExchangeRules::binance_default(symbol).ok_or_else(|| {
+            format!("--symbol {symbol}: the simulator knows the rules of BTCUSDT and ETHUSDT")
+        })?;
+        let series = match args.data.get(i) {
+            Some(path) => {
+                kuant_agents::data::csv::CsvSource::new(path).load(symbol, interval, Span::default())
+            }
+            None => {
+                let settings = kuant_crds::backtest::SyntheticData {
+                    // Each symbol its own path.
+                    seed: args.seed.wrapping_add(i as u64),
+                    bars: args.bars,
+                    start_price: if symbol == "ETHUSDT" { 3_000.0 } else { 60_000.0 },
+                    ..Default::default()
+                };
+                kuant_agents::data::synthetic::SyntheticSource::new(settings).load(
+                    symbol,
+                    interval,
+                    Span::default(),
+                )
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let replay = Replay::from_series(&series, step_ms)?;
+        symbols.push(SimSymbol { rules, replay, interval: interval.as_str().to_owned() });
+    }
     let (credentials, key, secret) = match &args.keys {
         Some(path) => {
             let c = Credentials::from_file(path).map_err(|e| e.to_string())?;
@@ -147,7 +163,7 @@ fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>),
         }
     };
     let config = SimConfig {
-        symbols: vec![SimSymbol { rules, replay, interval: interval.as_str().to_owned() }],
+        symbols,
         speed: args.speed,
         credentials,
         balances: balances(&args.balances)?,
@@ -188,7 +204,7 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
         }
         println!(
             "kuant exchange-sim: Binance spot API at http://{addr} ({} at {}x)",
-            args.symbol, args.speed
+            args.symbol.join(", "), args.speed
         );
         println!("key: {key}");
         match &secret {
