@@ -151,6 +151,24 @@ pub struct Order {
 }
 
 impl Order {
+    /// `request` as an exchange has just accepted it, under `exchange_id` at `now_ms`: nothing
+    /// filled yet.
+    pub fn accepted(request: &OrderRequest, exchange_id: u64, now_ms: i64) -> Self {
+        Self {
+            symbol: request.symbol.clone(),
+            client_id: request.client_id.clone(),
+            exchange_id,
+            side: request.side,
+            kind: request.kind,
+            quantity: request.quantity,
+            filled_quantity: Decimal::ZERO,
+            filled_quote: Decimal::ZERO,
+            status: OrderStatus::New,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+
     /// The average fill price so far; `None` before the first fill.
     pub fn average_price(&self) -> Option<Decimal> {
         (!self.filled_quantity.is_zero()).then(|| self.filled_quote / self.filled_quantity)

@@ -113,19 +113,7 @@ impl PaperAccount {
                 RejectKind::InsufficientBalance,
             ));
         }
-        let order = Order {
-            symbol: request.symbol.clone(),
-            client_id: request.client_id.clone(),
-            exchange_id: self.next_order_id,
-            side: request.side,
-            kind: request.kind,
-            quantity: request.quantity,
-            filled_quantity: Decimal::ZERO,
-            filled_quote: Decimal::ZERO,
-            status: OrderStatus::New,
-            created_ms: now_ms,
-            updated_ms: now_ms,
-        };
+        let order = Order::accepted(request, self.next_order_id, now_ms);
         self.next_order_id += 1;
         self.orders.insert(order.client_id.clone(), order.clone());
         self.open.push(order.client_id.clone());

@@ -233,31 +233,10 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
                 }
             });
         }
-        let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await;
+        let served = axum::serve(listener, router(state)).with_graceful_shutdown(super::shutdown_signal()).await;
         match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_INTERNAL, format!("serving: {e}")),
         }
     })
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

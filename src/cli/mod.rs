@@ -10,3 +10,26 @@ pub mod store;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for an internal error.
 pub const EXIT_INTERNAL: u8 = 1;
+
+/// Resolves on Ctrl-C or SIGTERM: the servers of `ops-api` and `exchange-sim` stop on it.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

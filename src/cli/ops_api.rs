@@ -148,7 +148,7 @@ pub fn run(
             state = state.with_cluster(client);
         }
         let state = Arc::new(state);
-        let served = kuant_ops_api::serve(listener, state.clone(), shutdown_signal()).await;
+        let served = kuant_ops_api::serve(listener, state.clone(), super::shutdown_signal()).await;
         kuant_ops_api::launch::interrupt(&state).await;
         match served {
             Ok(()) => ExitCode::SUCCESS,
@@ -158,26 +158,4 @@ pub fn run(
     // A backtest thread still simulating is not waited for: its run is marked interrupted.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -421,19 +421,7 @@ impl Engine {
 
         let order_id = self.next_order_id;
         self.next_order_id += 1;
-        let mut order = Order {
-            symbol: request.symbol.clone(),
-            client_id: request.client_id.clone(),
-            exchange_id: order_id,
-            side: request.side,
-            kind: request.kind,
-            quantity: request.quantity,
-            filled_quantity: Decimal::ZERO,
-            filled_quote: Decimal::ZERO,
-            status: OrderStatus::New,
-            created_ms: now_ms,
-            updated_ms: now_ms,
-        };
+        let mut order = Order::accepted(request, order_id, now_ms);
         let mut fills = Vec::new();
         for &(p, q) in &takes {
             fills.push(self.execute(&mut order, p, q, false, now_ms, &base, &quote, None));
