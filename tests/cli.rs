@@ -627,7 +627,7 @@ fn no_store_skips_saving() {
 #[test]
 fn exchange_sim_refuses_bad_flags_with_exit_2_and_says_why() {
     for (args, says) in [
-        (&["--speed", "0"][..], "--speed 0 must be a positive number"),
+        (&["--speed", "0"][..], "\"0\" is not a speed: a positive number (1 is real time) or max"),
         (
             &["--symbol", "DOGEUSDT"][..],
             "--symbol DOGEUSDT: the simulator knows the rules of BTCUSDT and ETHUSDT",
@@ -661,6 +661,8 @@ fn exchange_sim_lists_every_symbol_it_is_given_and_prints_where_it_listens() {
             "ETHUSDT",
             "--bars",
             "100",
+            "--speed",
+            "max",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -683,7 +685,7 @@ fn exchange_sim_lists_every_symbol_it_is_given_and_prints_where_it_listens() {
     stream.read_to_string(&mut answer).expect("read");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(first.contains("BTCUSDT, ETHUSDT"), "{first}");
+    assert!(first.contains("BTCUSDT, ETHUSDT at max speed"), "{first}");
     assert!(
         key.starts_with("key: ") && secret.starts_with("secret: ") && secret.len() > 40,
         "{key} / {secret}"

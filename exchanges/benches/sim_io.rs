@@ -1,6 +1,6 @@
 //! `kuant exchange-sim` measured from a client over loopback: the REST order round trip (a signed
 //! market order, placed and answered with its fills) and the fan-out of one market stream to
-//! many WebSocket subscribers at a fast replay. Prints figures; asserts nothing.
+//! many WebSocket subscribers at `--speed max`. Prints figures; asserts nothing.
 //!
 //! `cargo bench -p kuant-exchanges --bench sim_io` (`KUANT_BENCH_ORDERS`, default 5,000;
 //! `KUANT_BENCH_SUBSCRIBERS`, default 1,000). The server runs in this process on its own
@@ -9,10 +9,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use kuant_exchanges::binance::{Credentials, sign};
+use kuant_exchanges::sim::Speed;
 
 fn quantile(sorted: &[Duration], q: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
@@ -64,60 +66,102 @@ fn rest_round_trip(orders: usize) {
     );
 }
 
+/// The trade id (`"t":N`) of a trade message, read without parsing the rest.
+fn trade_id(text: &str) -> Option<u64> {
+    let at = text.find("\"t\":")? + 4;
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn fan_out(subscribers: usize) {
-    // An hourly candle every 10 ms of real time: a message every 0.33 ms per stream.
-    let (base, _state) = common::start(360_000.0);
+    // `--speed max`: the clock steps as fast as the slowest subscriber takes the messages.
+    let (base, state) = common::start_with(Speed::Max, Credentials::hmac(common::KEY, common::SECRET));
     let addr = base.trim_start_matches("http://").to_owned();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     rt.block_on(async move {
-        let mut sockets = Vec::with_capacity(subscribers);
+        // Each subscriber reads from the moment it connects, as a real client does; the
+        // measurement starts once all are connected.
+        let window = Duration::from_secs(5);
+        let start: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+        let mut tasks = Vec::with_capacity(subscribers);
         for _ in 0..subscribers {
             let stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-            let (socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/btcusdt@trade"), stream)
-                .await
-                .expect("handshake");
-            sockets.push(socket);
-        }
-        let window = Duration::from_secs(5);
-        let started = Instant::now();
-        let tasks: Vec<_> = sockets
-            .into_iter()
-            .map(|mut socket| {
-                tokio::spawn(async move {
-                    let (mut count, mut delays) = (0u64, Vec::new());
-                    let mut first: Option<(Instant, i64)> = None;
-                    while started.elapsed() < window {
-                        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(200), socket.next()).await else {
-                            continue;
-                        };
-                        let Ok(text) = msg.into_text() else { continue };
-                        count += 1;
-                        // Delay: how far this message's simulated time runs behind the first
-                        // one's, converted back to real time.
-                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                        let sim_ms = v["E"].as_i64().unwrap_or_default();
-                        let now = Instant::now();
-                        let (t0, s0) = *first.get_or_insert((now, sim_ms));
-                        let expected = Duration::from_secs_f64(((sim_ms - s0) as f64 / 360_000.0).max(0.0) / 1000.0);
-                        delays.push(now.saturating_duration_since(t0).saturating_sub(expected));
+            let (mut socket, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/ws/btcusdt@trade"), stream)
+                    .await
+                    .expect("handshake");
+            let start = start.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    if start.get().is_some_and(|s| s.elapsed() >= window) {
+                        return seen;
                     }
-                    (count, delays)
-                })
-            })
-            .collect();
-        let (mut total, mut delays) = (0u64, Vec::new());
+                    let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(200), socket.next()).await else {
+                        continue;
+                    };
+                    let Some(started) = start.get() else { continue };
+                    let Ok(text) = msg.into_text() else { continue };
+                    if let (Some(id), now) = (trade_id(&text), Instant::now()) {
+                        if now.saturating_duration_since(*started) < window {
+                            seen.push((id, now));
+                        }
+                    }
+                }
+            }));
+        }
+        let started = Instant::now();
+        let _ = start.set(started);
+        // When each move was published: an in-process receiver on its own thread.
+        let mut moves = state.market_moves();
+        let published = std::thread::spawn(move || {
+            let mut at = std::collections::HashMap::new();
+            // Polled (a blocking receive would wait forever once the candles are done).
+            while started.elapsed() < window {
+                match moves.try_recv() {
+                    Ok(tick) => {
+                        at.insert(tick.id, Instant::now());
+                    }
+                    Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            at
+        });
+        let mut all = Vec::new();
         for t in tasks {
-            if let Ok((count, d)) = t.await {
-                total += count;
-                delays.extend(d);
+            if let Ok(seen) = t.await {
+                all.push(seen);
             }
         }
+        let published = published.join().unwrap_or_default();
+        let total: usize = all.iter().map(Vec::len).sum();
+        // Gaps: ids a subscriber skipped between its first and last message.
+        let skipped: u64 = all
+            .iter()
+            .map(|seen| match (seen.first(), seen.last()) {
+                (Some(a), Some(b)) => (b.0 - a.0 + 1).saturating_sub(seen.len() as u64),
+                _ => 0,
+            })
+            .sum();
+        let mut delays: Vec<Duration> = all
+            .iter()
+            .flatten()
+            .filter_map(|(id, got)| published.get(id).map(|p| got.saturating_duration_since(*p)))
+            .collect();
         delays.sort();
+        let fewest = all.iter().map(Vec::len).min().unwrap_or(0);
         println!(
-            "WebSocket fan-out of btcusdt@trade to {subscribers} subscribers: {:.0} messages/s delivered in all, {:.0} per subscriber; lag behind the replay p50 {:.1} ms, p99 {:.1} ms",
+            "WebSocket fan-out of btcusdt@trade to {subscribers} subscribers at --speed max: {} moves published in {:.0} s; {:.0} messages/s delivered in all, {:.0} per subscriber (the slowest {:.0}), {skipped} skipped; delay from publication p50 {:.1} ms, p99 {:.1} ms",
+            published.len(),
+            window.as_secs_f64(),
             total as f64 / window.as_secs_f64(),
             total as f64 / window.as_secs_f64() / subscribers as f64,
+            fewest as f64 / window.as_secs_f64(),
             quantile(&delays, 0.5) / 1000.0,
             quantile(&delays, 0.99) / 1000.0
         );

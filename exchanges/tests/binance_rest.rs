@@ -216,7 +216,7 @@ async fn an_ed25519_key_signs_orders_the_simulator_accepts() {
     let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAHGgk+LkgCCbu6iUH86BQynBLAn24nUQlnNVdW0hq3g\n-----END PRIVATE KEY-----\n";
     let yaml = format!("apiKey: ed-key\nprivateKey: |\n  {}", pem.replace('\n', "\n  "));
     let server_side = Credentials::from_yaml(&yaml).expect("an Ed25519 key");
-    let (base, _state) = common::start_with(1.0, server_side);
+    let (base, _state) = common::start_with(kuant_exchanges::sim::Speed::Times(1.0), server_side);
     let api = BinanceRest::new(&base, Some(Credentials::from_yaml(&yaml).expect("key"))).expect("client");
     let rules = rules(&api).await;
     let price = api.price("BTCUSDT").await.expect("a price");

@@ -96,3 +96,46 @@ async fn duplicated_and_reordered_messages_never_reach_the_reader() {
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {ids:?}");
 }
+
+fn latest_open(base: &str) -> i64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let body = agent
+        .get(format!("{base}/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=1"))
+        .call()
+        .expect("answered")
+        .body_mut()
+        .read_to_string()
+        .expect("body");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v[0][0].as_i64().expect("an open time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_speed_the_clock_waits_for_subscribers_and_skips_nothing() {
+    use kuant_exchanges::binance::Credentials;
+    use kuant_exchanges::sim::Speed;
+    let (base, _state) = common::start_with(Speed::Max, Credentials::hmac(common::KEY, common::SECRET));
+    // Nobody subscribes: the clock holds still.
+    let first = latest_open(&base);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(latest_open(&base), first, "no subscriber, no progress");
+    // A subscriber: every trade, in order, and candle after candle closes.
+    let mut rx = stream(&base, &["btcusdt@trade", "btcusdt@kline_1h"]);
+    let (mut ids, mut closed) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while closed.len() < 20 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(StreamEvent::Market(MarketEvent::Trade { id, .. }))) => ids.push(id),
+            Ok(Some(StreamEvent::Market(MarketEvent::Kline { kline, .. }))) if kline.closed => {
+                closed.push(kline.open_ms)
+            }
+            Ok(Some(_)) => {}
+            other => panic!("{other:?} after {} closed candles", closed.len()),
+        }
+    }
+    assert!(closed.windows(2).all(|w| w[1] == w[0] + common::H), "one candle after another: {closed:?}");
+    assert!(ids.len() > 500, "{} trades", ids.len());
+    // A trade id per market move: none skipped for this reader.
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "every move, in order");
+    assert!(latest_open(&base) >= first + 20 * common::H);
+}

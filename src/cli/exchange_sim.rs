@@ -11,7 +11,7 @@ use kuant_agents::data::{DataSource, Span};
 use kuant_crds::Timeframe;
 use kuant_exchanges::ExchangeRules;
 use kuant_exchanges::binance::Credentials;
-use kuant_exchanges::sim::{BookShape, Fees, Replay, SimConfig, SimState, SimSymbol, router};
+use kuant_exchanges::sim::{BookShape, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
 use rust_decimal::Decimal;
 
 use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
@@ -34,9 +34,11 @@ pub struct ExchangeSimArgs {
     /// The candles' interval: 1m, 5m, 15m, 1h, 4h or 1d.
     #[arg(long, default_value = "1h")]
     interval: String,
-    /// Simulated time per real time: 1 is real time, 100 a hundred times as fast.
-    #[arg(long, default_value_t = 1.0)]
-    speed: f64,
+    /// Simulated time per real time: 1 is real time, 100 a hundred times as fast; `max` steps
+    /// as fast as the market streams' subscribers keep up (and holds still while nobody
+    /// subscribes).
+    #[arg(long, default_value = "1")]
+    speed: Speed,
     /// Where to listen.
     #[arg(long, default_value = "127.0.0.1:9100")]
     listen: SocketAddr,
@@ -106,9 +108,6 @@ fn balances(flags: &[String]) -> Result<Vec<(String, Decimal)>, String> {
 
 /// Builds the simulator from the flags; the key and, when it made it, the secret to print.
 fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>), String> {
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        return Err(format!("--speed {} must be a positive number", args.speed));
-    }
     let interval = timeframe(&args.interval)?;
     if !args.data.is_empty() && args.data.len() != args.symbol.len() {
         return Err(format!(
@@ -203,7 +202,7 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
             );
         }
         println!(
-            "kuant exchange-sim: Binance spot API at http://{addr} ({} at {}x)",
+            "kuant exchange-sim: Binance spot API at http://{addr} ({} at {})",
             args.symbol.join(", "), args.speed
         );
         println!("key: {key}");
@@ -214,15 +213,8 @@ pub fn run(args: &ExchangeSimArgs) -> ExitCode {
                 args.keys.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
             ),
         }
-        // Resting orders fill as the market moves, also between requests.
-        let ticker = state.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
-            loop {
-                every.tick().await;
-                ticker.tick();
-            }
-        });
+        // The market moves (and resting orders fill) between requests too.
+        tokio::spawn(state.clone().drive());
         for entry in schedule {
             let state = state.clone();
             tokio::spawn(async move {

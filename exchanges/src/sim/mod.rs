@@ -8,5 +8,5 @@ pub mod streams;
 
 pub use faults::{Fault, Faults, Scheduled};
 pub use matching::{BookShape, Changes, Depth, Engine, Fees};
-pub use replay::{Candle, Replay, SimClock};
+pub use replay::{Candle, Replay, SimClock, Speed};
 pub use server::{SimConfig, SimState, SimSymbol, router};

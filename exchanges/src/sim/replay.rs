@@ -169,6 +169,39 @@ impl Replay {
     }
 }
 
+/// How fast the simulated clock runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Speed {
+    /// Simulated milliseconds per real millisecond (1 is real time).
+    Times(f64),
+    /// Stepped as fast as the market streams' subscribers keep up: the clock moves on when every
+    /// subscriber has taken what was sent, and holds still while nobody subscribes.
+    Max,
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(Self::Max);
+        }
+        match text.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(Self::Times(x)),
+            _ => Err(format!("{text:?} is not a speed: a positive number (1 is real time) or max")),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Times(x) => write!(f, "{x}x"),
+            Self::Max => f.write_str("max speed"),
+        }
+    }
+}
+
 /// The simulated clock: simulated time runs `speed` times as fast as real time from `start_ms`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SimClock {
@@ -249,5 +282,16 @@ mod tests {
         assert!(Replay::new(Vec::new(), H).is_err());
         let clock = SimClock { start_ms: 1_000, speed: 100.0 };
         assert_eq!(clock.now(50), 6_000);
+    }
+
+    #[test]
+    fn speeds_are_positive_numbers_or_max() {
+        assert_eq!("100".parse(), Ok(Speed::Times(100.0)));
+        assert_eq!("0.5".parse(), Ok(Speed::Times(0.5)));
+        assert_eq!("MAX".parse(), Ok(Speed::Max));
+        for bad in ["0", "-1", "inf", "NaN", "fast", ""] {
+            assert!(bad.parse::<Speed>().is_err(), "{bad}");
+        }
+        assert_eq!(Speed::Times(100.0).to_string(), "100x");
     }
 }

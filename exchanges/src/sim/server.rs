@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
+use futures::SinkExt;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::faults::{Fault, Faults, HttpVerdict, OrderVerdict};
 use super::matching::{BookShape, Engine, Fees};
-use super::replay::{Replay, SimClock};
-use super::streams::{MarketTick, StreamKind, message, parse_stream};
+use super::replay::{Replay, SimClock, Speed};
+use super::streams::{MarketTick, StreamKind, parse_stream, text};
 use crate::binance::Credentials;
 use crate::binance::wire::{side_name, status_name};
 use crate::error::{ExchangeError, RejectKind};
@@ -39,8 +40,8 @@ pub struct SimSymbol {
 pub struct SimConfig {
     /// The symbols it lists.
     pub symbols: Vec<SimSymbol>,
-    /// Simulated ms per real ms.
-    pub speed: f64,
+    /// How fast its clock runs.
+    pub speed: Speed,
     /// The one API key it accepts.
     pub credentials: Credentials,
     /// The account's starting balances.
@@ -55,6 +56,9 @@ struct Sim {
     engine: Engine,
     symbols: HashMap<String, SimSymbol>,
     clock: SimClock,
+    speed: Speed,
+    /// `--speed max`: the simulated present, moved by [`SimState::step`].
+    stepped_ms: i64,
     started: Instant,
     applied_ms: i64,
     credentials: Credentials,
@@ -99,7 +103,12 @@ impl SimState {
         let sim = Sim {
             engine,
             symbols,
-            clock: SimClock { start_ms: start, speed: config.speed },
+            clock: SimClock {
+                start_ms: start,
+                speed: if let Speed::Times(x) = config.speed { x } else { 1.0 },
+            },
+            speed: config.speed,
+            stepped_ms: start,
             started: Instant::now(),
             applied_ms: start - 1,
             credentials: config.credentials,
@@ -145,7 +154,63 @@ impl SimState {
     pub fn tick(&self) {
         self.lock().advance();
     }
+
+    /// `--speed max`: moves the clock `points` path points on (the smallest symbol's, a thirtieth
+    /// of its candle) and the market with it. False once every symbol's candles are done (or at
+    /// another speed, where real time moves the clock).
+    pub fn step(&self, points: i64) -> bool {
+        let mut sim = self.lock();
+        if sim.speed != Speed::Max {
+            return false;
+        }
+        let (point, end) = sim.symbols.values().fold((i64::MAX, i64::MIN), |(p, e), s| {
+            (p.min((s.replay.step_ms() / POINTS_PER_CANDLE).max(1)), e.max(s.replay.end_ms() - 1))
+        });
+        if sim.stepped_ms >= end {
+            return false;
+        }
+        sim.stepped_ms = (sim.stepped_ms + point * points).min(end);
+        sim.advance();
+        true
+    }
+
+    /// Runs the clock until the process ends: at a `--speed` factor the market moves to the
+    /// present every 20 ms (resting orders fill between requests); at `--speed max` it steps
+    /// while every market-stream subscriber has taken all but [`MAX_BACKLOG`] messages, and
+    /// holds still while nobody subscribes.
+    pub async fn drive(self) {
+        let speed = self.lock().speed;
+        if speed != Speed::Max {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
+            loop {
+                every.tick().await;
+                self.tick();
+            }
+        }
+        loop {
+            if self.market.receiver_count() == 0 || self.market.len() >= MAX_BACKLOG {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
+            }
+            if self.step(8) {
+                tokio::task::yield_now().await;
+            } else {
+                // The candles are done: the market stays at their end.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// A receiver of every market move as it is made (what the streams send; benchmarks time
+    /// their subscribers against it).
+    pub fn market_moves(&self) -> tokio::sync::broadcast::Receiver<Arc<MarketTick>> {
+        self.market.subscribe()
+    }
 }
+
+/// `--speed max` steps on while fewer market moves than this wait for their slowest subscriber
+/// (the channel holds 4,096: nobody is skipped).
+pub const MAX_BACKLOG: usize = 256;
 
 /// Path points per candle the market walks through between two ticks.
 const POINTS_PER_CANDLE: i64 = 30;
@@ -254,12 +319,18 @@ impl Sim {
             bid,
             ask,
             kline,
+            rendered: Default::default(),
         };
         let _ = self.market.send(Arc::new(tick));
     }
 
     fn now_ms(&self) -> i64 {
-        self.clock.now(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+        match self.speed {
+            Speed::Max => self.stepped_ms,
+            Speed::Times(_) => {
+                self.clock.now(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+            }
+        }
     }
 
     /// Applies every path point from the last one applied to now (at most a few thousand: at
@@ -1122,15 +1193,23 @@ async fn serve_stream(
     let opened = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut check = tokio::time::interval(std::time::Duration::from_millis(100));
-    let mut held: Option<String> = None;
+    let mut held: Option<axum::extract::ws::Utf8Bytes> = None;
     loop {
         tokio::select! {
             tick = ticks.recv() => {
-                let tick = match tick {
-                    Ok(t) => t,
+                let mut batch = match tick {
+                    Ok(t) => vec![t],
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
+                // What is ready too goes out in the same write.
+                while batch.len() < 64 {
+                    match ticks.try_recv() {
+                        Ok(t) => batch.push(t),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                        Err(_) => break,
+                    }
+                }
                 let (silent, duplicate, reorder) = {
                     let f = state.faults();
                     (f.silent(Instant::now()), f.duplicate, f.reorder)
@@ -1138,26 +1217,35 @@ async fn serve_stream(
                 if silent {
                     continue;
                 }
-                for (name, symbol, kind) in &streams {
-                    let Some(data) = message(&tick, symbol, kind) else { continue };
-                    let text = if combined { json!({"stream": name, "data": data}).to_string() } else { data.to_string() };
-                    let mut out = Vec::new();
-                    if reorder {
-                        match held.take() {
-                            None => { held = Some(text); continue; }
-                            Some(first) => { out.push(text); out.push(first); }
+                for tick in &batch {
+                    for (name, symbol, kind) in &streams {
+                        let Some(data) = text(tick, symbol, kind) else { continue };
+                        let text = if combined {
+                            format!("{{\"stream\":{},\"data\":{}}}", Value::from(name.as_str()), data.as_str()).into()
+                        } else {
+                            data
+                        };
+                        let mut out = Vec::new();
+                        if reorder {
+                            match held.take() {
+                                None => { held = Some(text); continue; }
+                                Some(first) => { out.push(text); out.push(first); }
+                            }
+                        } else {
+                            out.push(text);
                         }
-                    } else {
-                        out.push(text);
-                    }
-                    for text in out {
-                        let copies = if duplicate { 2 } else { 1 };
-                        for _ in 0..copies {
-                            if socket.send(Message::Text(text.clone().into())).await.is_err() {
-                                return;
+                        for text in out {
+                            let copies = if duplicate { 2 } else { 1 };
+                            for _ in 0..copies {
+                                if socket.feed(Message::Text(text.clone())).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
+                }
+                if socket.flush().await.is_err() {
+                    return;
                 }
             }
             incoming = socket.recv() => {

@@ -2,6 +2,9 @@
 //! and `<symbol>@kline_<interval>`, raw (`/ws/<stream>`) or combined (`/stream?streams=a/b`,
 //! each message wrapped as `{"stream": …, "data": …}`).
 
+use std::sync::OnceLock;
+
+use axum::extract::ws::Utf8Bytes;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -30,6 +33,44 @@ pub struct MarketTick {
     pub ask: (Decimal, Decimal),
     /// The candle as formed by now.
     pub kline: Kline,
+    /// Its messages, rendered once for every connection that sends them.
+    pub rendered: Rendered,
+}
+
+/// A tick's messages as text, made on first use (a cache: equal whatever it holds).
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    trade: OnceLock<Utf8Bytes>,
+    book: OnceLock<Utf8Bytes>,
+    kline: OnceLock<Utf8Bytes>,
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+/// The text of stream `kind`'s message for `tick` (rendered once per tick however many
+/// connections send it; a clone shares it), or `None` when the stream is not for it.
+pub fn text(tick: &MarketTick, symbol: &str, kind: &StreamKind) -> Option<Utf8Bytes> {
+    let cell = match kind {
+        StreamKind::Trade => &tick.rendered.trade,
+        StreamKind::BookTicker => &tick.rendered.book,
+        StreamKind::Kline(_) => &tick.rendered.kline,
+    };
+    if let Some(done) = cell.get() {
+        // A kline cell holds the tick's own interval; other intervals have no message.
+        return match kind {
+            StreamKind::Kline(i) if *i != tick.interval => None,
+            _ if tick.symbol != symbol => None,
+            _ => Some(done.clone()),
+        };
+    }
+    let rendered = Utf8Bytes::from(message(tick, symbol, kind)?.to_string());
+    Some(cell.get_or_init(|| rendered).clone())
 }
 
 /// What a stream name asks for.
@@ -122,6 +163,7 @@ mod tests {
                 close_ms: 7_199_999,
                 closed: true,
             },
+            rendered: Rendered::default(),
         }
     }
 
@@ -152,6 +194,13 @@ mod tests {
             }
         }
         assert_eq!(message(&t, "ETHUSDT", &StreamKind::Trade), None);
+        // Rendered once, and only for the streams it belongs to.
+        let trade = text(&t, "BTCUSDT", &StreamKind::Trade).map(|t| t.as_str().to_owned());
+        assert_eq!(trade, message(&t, "BTCUSDT", &StreamKind::Trade).map(|v| v.to_string()));
+        assert_eq!(text(&t, "BTCUSDT", &StreamKind::Trade).map(|t| t.as_str().to_owned()), trade);
+        assert_eq!(text(&t, "ETHUSDT", &StreamKind::Trade), None);
+        assert!(text(&t, "BTCUSDT", &StreamKind::Kline("1h".into())).is_some());
+        assert_eq!(text(&t, "BTCUSDT", &StreamKind::Kline("1m".into())), None);
         assert_eq!(message(&t, "BTCUSDT", &StreamKind::Kline("1m".into())), None);
     }
 }

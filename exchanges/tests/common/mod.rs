@@ -3,7 +3,7 @@
 
 use kuant_exchanges::ExchangeRules;
 use kuant_exchanges::binance::Credentials;
-use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, router};
+use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
 use rust_decimal::Decimal;
 
 pub const KEY: &str = "sim-test-key";
@@ -17,11 +17,11 @@ pub fn d(s: &str) -> Decimal {
 /// Starts a simulator of BTCUSDT over 2,000 hourly candles around 60,000, its clock at `speed`, with
 /// a background ticker as `kuant exchange-sim` has; its base URL and state.
 pub fn start(speed: f64) -> (String, SimState) {
-    start_with(speed, Credentials::hmac(KEY, SECRET))
+    start_with(Speed::Times(speed), Credentials::hmac(KEY, SECRET))
 }
 
 /// [`start`] with the key pair the simulator accepts.
-pub fn start_with(speed: f64, credentials: Credentials) -> (String, SimState) {
+pub fn start_with(speed: Speed, credentials: Credentials) -> (String, SimState) {
     let candles = (0..2000)
         .map(|i| {
             let open = Decimal::from(60_000 + 10 * (i % 48));
@@ -53,14 +53,7 @@ pub fn start_with(speed: f64, credentials: Credentials) -> (String, SimState) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
-            let ticker = served.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_millis(20));
-                loop {
-                    every.tick().await;
-                    ticker.tick();
-                }
-            });
+            tokio::spawn(served.clone().drive());
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             axum::serve(listener, router(served)).await.expect("serve");
         });
