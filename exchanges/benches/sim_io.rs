@@ -103,10 +103,11 @@ fn fan_out(subscribers: usize) {
                     };
                     let Some(started) = start.get() else { continue };
                     let Ok(text) = msg.into_text() else { continue };
-                    if let (Some(id), now) = (trade_id(&text), Instant::now()) {
-                        if now.saturating_duration_since(*started) < window {
-                            seen.push((id, now));
-                        }
+                    let now = Instant::now();
+                    if let Some(id) = trade_id(&text)
+                        && now.saturating_duration_since(*started) < window
+                    {
+                        seen.push((id, now));
                     }
                 }
             }));

@@ -6,14 +6,16 @@
 
 pub mod binance;
 pub mod error;
+pub mod exchange;
 pub mod model;
 pub mod paper;
 pub mod rules;
 pub mod sim;
 
 pub use error::{ExchangeError, RejectKind};
+pub use exchange::{BinanceEndpoints, BinanceExchange, Exchange, MarketFeed};
 pub use model::{
     AccountUpdate, Balance, BookTicker, ClientOrderId, Fill, Kline, Order, OrderKind, OrderRequest,
-    OrderStatus, Side, TimeInForce,
+    OrderStatus, Side, TimeInForce, Trade,
 };
 pub use rules::{ExchangeRules, RuleViolation};

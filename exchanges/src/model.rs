@@ -202,6 +202,49 @@ pub struct Fill {
     pub time_ms: i64,
 }
 
+/// One of the account's trades as the exchange lists them afterwards (Binance's `myTrades`):
+/// the order's exchange id, not its client id (ask for the order to learn that).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trade {
+    /// E.g. `BTCUSDT`.
+    pub symbol: String,
+    /// The exchange's id of the trade (unique per symbol).
+    pub trade_id: u64,
+    /// The exchange's id of the order.
+    pub order_id: u64,
+    /// Whether the account bought.
+    pub side: Side,
+    /// Price.
+    pub price: Decimal,
+    /// Base quantity.
+    pub quantity: Decimal,
+    /// Fee charged.
+    pub fee: Decimal,
+    /// The asset the fee was charged in.
+    pub fee_asset: String,
+    /// Whether the account's order was resting on the book.
+    pub maker: bool,
+    /// When, Unix ms.
+    pub time_ms: i64,
+}
+
+impl From<&Fill> for Trade {
+    fn from(f: &Fill) -> Self {
+        Self {
+            symbol: f.symbol.clone(),
+            trade_id: f.trade_id,
+            order_id: f.order_id,
+            side: f.side,
+            price: f.price,
+            quantity: f.quantity,
+            fee: f.fee,
+            fee_asset: f.fee_asset.clone(),
+            maker: f.maker,
+            time_ms: f.time_ms,
+        }
+    }
+}
+
 /// One asset of an account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {

@@ -4,16 +4,26 @@
 //! backtest of the same candles fill at the same prices and pay the same fees. Fees are charged
 //! in the quote asset, as the backtest charges them.
 //!
-//! Pure: the caller feeds it candles.
+//! [`PaperAccount`] is pure: the caller feeds it candles. [`PaperExchange`] is the same account
+//! behind the [`Exchange`] interface, fed by a real exchange's (or the simulator's) candles and
+//! recording its balances in the store, so a reconciliation reads them as it reads an exchange's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use kuant_agents::execution::{Costs, execution_price};
 use rust_decimal::Decimal;
 
+use tokio::sync::{broadcast, mpsc};
+
+use crate::binance::stream::StreamEvent;
+use crate::binance::user_stream::UserEvent;
+use crate::binance::wire::MarketEvent;
 use crate::error::{ExchangeError, RejectKind};
+use crate::exchange::{Exchange, MarketFeed};
 use crate::model::{
-    Balance, ClientOrderId, Fill, Kline, Order, OrderKind, OrderRequest, OrderStatus, Side, TimeInForce,
+    AccountUpdate, Balance, ClientOrderId, Fill, Kline, Order, OrderKind, OrderRequest, OrderStatus, Side,
+    TimeInForce, Trade,
 };
 use crate::rules::ExchangeRules;
 
@@ -23,6 +33,8 @@ pub struct PaperAccount {
     costs: Costs,
     rules: HashMap<String, ExchangeRules>,
     last_price: HashMap<String, Decimal>,
+    /// The open time of the latest candle seen per symbol: the market's "now".
+    market_time: HashMap<String, i64>,
     orders: HashMap<ClientOrderId, Order>,
     /// Open orders, oldest first.
     open: Vec<ClientOrderId>,
@@ -43,6 +55,7 @@ impl PaperAccount {
             costs,
             rules: HashMap::new(),
             last_price: HashMap::new(),
+            market_time: HashMap::new(),
             orders: HashMap::new(),
             open: Vec::new(),
             fills: Vec::new(),
@@ -62,6 +75,17 @@ impl PaperAccount {
             .iter()
             .map(|(a, f)| Balance { asset: a.clone(), free: *f, locked: Decimal::ZERO })
             .collect()
+    }
+
+    /// The market's time for `symbol`: the open time of the latest candle seen. An order taken
+    /// now fills on the candle after it.
+    pub fn market_time(&self, symbol: &str) -> Option<i64> {
+        self.market_time.get(symbol).copied()
+    }
+
+    /// The latest price of `symbol` (a candle's close, or [`PaperAccount::mark`]).
+    pub fn last_price(&self, symbol: &str) -> Option<Decimal> {
+        self.last_price.get(symbol).copied()
     }
 
     /// Every fill, oldest first.
@@ -232,7 +256,266 @@ impl PaperAccount {
         }
         self.open = still_open;
         self.last_price.insert(symbol.to_owned(), candle.close);
+        let time = self.market_time.entry(symbol.to_owned()).or_insert(candle.open_ms);
+        *time = (*time).max(candle.open_ms);
         changed
+    }
+}
+
+/// Where a [`PaperExchange`] records its balances: the store and the session (run) they belong
+/// to (the run's row must exist).
+#[derive(Clone, Debug)]
+pub struct BalanceRecorder {
+    /// The store.
+    pub store: kuant_store::Store,
+    /// The session's run id.
+    pub run_id: String,
+}
+
+impl BalanceRecorder {
+    async fn record(&self, balances: &[Balance], at_ms: i64) -> Result<(), kuant_store::SqlError> {
+        let rows: Vec<kuant_store::PaperBalance> = balances
+            .iter()
+            .map(|b| kuant_store::PaperBalance {
+                asset: b.asset.clone(),
+                free: b.free,
+                locked: b.locked,
+                at_ms,
+            })
+            .collect();
+        self.store.record_paper_balances(&self.run_id, &rows).await.map(|_| ())
+    }
+}
+
+/// A [`PaperAccount`] behind the [`Exchange`] interface. Market data, rules and prices come from
+/// `market` (Binance's public data, or a simulator); orders never leave the process and fill as
+/// `market`'s candles of `interval` arrive (the first update of the candle after the order: its
+/// open). Every change is announced on [`Exchange::account_updates`] and the balances are
+/// recorded (with a [`BalanceRecorder`]) at the start and after every fill.
+pub struct PaperExchange<M: Exchange> {
+    market: Arc<M>,
+    account: Arc<Mutex<PaperAccount>>,
+    updates: broadcast::Sender<AccountUpdate>,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+impl<M: Exchange> Drop for PaperExchange<M> {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+fn locked(account: &Mutex<PaperAccount>) -> std::sync::MutexGuard<'_, PaperAccount> {
+    // Every change to the account is whole before the lock is let go.
+    account.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<M: Exchange> PaperExchange<M> {
+    /// Trades `account` on `symbols` (their rules read from `market`), filling on `market`'s
+    /// candles of `interval`: the current candle is read first (the account's price and time),
+    /// then the stream is followed. Records the opening balances when `recorder` is given (a
+    /// store that cannot be written then is an error; later failures are logged and the next
+    /// change writes every asset again).
+    pub async fn start(
+        market: Arc<M>,
+        mut account: PaperAccount,
+        symbols: &[String],
+        interval: &str,
+        recorder: Option<BalanceRecorder>,
+    ) -> Result<Self, ExchangeError> {
+        let rules = market.symbol_rules().await?;
+        for symbol in symbols {
+            let r = rules.iter().find(|r| r.symbol == *symbol).ok_or_else(|| ExchangeError::Rejected {
+                code: -1121,
+                reason: format!("Invalid symbol: {} does not list {symbol}.", market.name()),
+                kind: RejectKind::Other,
+            })?;
+            account.add_symbol(r.clone());
+            if let Some(current) = market.klines(symbol, interval, None, None, 1).await?.pop() {
+                account.on_candle(symbol, &current);
+            }
+        }
+        let opening = (account.balances(), symbols.iter().filter_map(|s| account.market_time(s)).max());
+        if let Some(recorder) = &recorder {
+            recorder.record(&opening.0, opening.1.unwrap_or_default()).await.map_err(|e| {
+                ExchangeError::Unavailable(format!("recording the paper account's opening balances: {e}"))
+            })?;
+        }
+        let account = Arc::new(Mutex::new(account));
+        let (updates, _) = broadcast::channel(1024);
+        let feeds: Vec<MarketFeed> =
+            symbols.iter().map(|s| MarketFeed::Klines(s.clone(), interval.to_owned())).collect();
+        let stream = market.market_stream(&feeds);
+        let feed = tokio::spawn(feed(stream, account.clone(), updates.clone(), recorder));
+        Ok(Self { market, account, updates, feed })
+    }
+
+    /// The account's fills so far, oldest first.
+    pub fn fills(&self) -> Vec<Fill> {
+        locked(&self.account).fills().to_vec()
+    }
+}
+
+/// Feeds `market`'s candles to the account, announces what changed and records the balances.
+async fn feed(
+    mut market: mpsc::Receiver<StreamEvent>,
+    account: Arc<Mutex<PaperAccount>>,
+    updates: broadcast::Sender<AccountUpdate>,
+    recorder: Option<BalanceRecorder>,
+) {
+    while let Some(event) = market.recv().await {
+        let StreamEvent::Market(MarketEvent::Kline { symbol, kline, .. }) = event else { continue };
+        let (changed, balances) = {
+            let mut a = locked(&account);
+            let changed = a.on_candle(&symbol, &kline);
+            let filled = changed.iter().any(|(_, fill)| fill.is_some());
+            (changed, filled.then(|| a.balances()))
+        };
+        for (order, fill) in changed {
+            let _ = updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
+        }
+        let Some(balances) = balances else { continue };
+        let _ = updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: kline.open_ms });
+        if let Some(recorder) = &recorder
+            && let Err(e) = recorder.record(&balances, kline.open_ms).await
+        {
+            tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
+        }
+    }
+}
+
+impl<M: Exchange> Exchange for PaperExchange<M> {
+    fn name(&self) -> &str {
+        "paper"
+    }
+
+    async fn symbol_rules(&self) -> Result<Vec<ExchangeRules>, ExchangeError> {
+        self.market.symbol_rules().await
+    }
+
+    async fn klines(
+        &self,
+        symbol: &str,
+        interval: &str,
+        start_ms: Option<i64>,
+        end_ms: Option<i64>,
+        limit: u16,
+    ) -> Result<Vec<Kline>, ExchangeError> {
+        self.market.klines(symbol, interval, start_ms, end_ms, limit).await
+    }
+
+    async fn latest_price(&self, symbol: &str) -> Result<Decimal, ExchangeError> {
+        self.market.latest_price(symbol).await
+    }
+
+    async fn balances(&self) -> Result<Vec<Balance>, ExchangeError> {
+        Ok(locked(&self.account).balances())
+    }
+
+    /// Checked against the account's own copy of the symbol's rules (the same `exchangeInfo`),
+    /// valued at the latest price it saw; `reference_price` is not needed.
+    async fn place(
+        &self,
+        order: &OrderRequest,
+        _rules: &ExchangeRules,
+        _reference_price: Decimal,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        let placed = {
+            let mut a = locked(&self.account);
+            let now = a.market_time(&order.symbol).unwrap_or_default();
+            match a.place(order, now) {
+                Ok(placed) => placed,
+                // The client order id is the idempotency key: the order it already names, as
+                // the Binance adapter answers a duplicate.
+                Err(ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. })
+                    if a.order(&order.client_id).is_some() =>
+                {
+                    let existing = a.order(&order.client_id).cloned();
+                    return existing.map(|o| (o, Vec::new())).ok_or_else(|| ExchangeError::UnknownOutcome {
+                        client_id: order.client_id.clone(),
+                        detail: "a duplicate of an order the account does not have".into(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let _ = self.updates.send(AccountUpdate::Order { order: placed.clone(), fill: None });
+        Ok((placed, Vec::new()))
+    }
+
+    async fn order(&self, _symbol: &str, client_id: &ClientOrderId) -> Result<Option<Order>, ExchangeError> {
+        Ok(locked(&self.account).order(client_id).cloned())
+    }
+
+    async fn cancel(&self, symbol: &str, client_id: &ClientOrderId) -> Result<Order, ExchangeError> {
+        let canceled = {
+            let mut a = locked(&self.account);
+            let now = a.market_time(symbol).unwrap_or_default();
+            a.cancel(client_id, now)?
+        };
+        let _ = self.updates.send(AccountUpdate::Order { order: canceled.clone(), fill: None });
+        Ok(canceled)
+    }
+
+    async fn cancel_all(&self, symbol: &str) -> Result<Vec<Order>, ExchangeError> {
+        let canceled: Vec<Order> = {
+            let mut a = locked(&self.account);
+            let now = a.market_time(symbol).unwrap_or_default();
+            let open: Vec<ClientOrderId> = a
+                .open_orders()
+                .into_iter()
+                .filter(|o| o.symbol == symbol)
+                .map(|o| o.client_id.clone())
+                .collect();
+            open.iter().filter_map(|id| a.cancel(id, now).ok()).collect()
+        };
+        for order in &canceled {
+            let _ = self.updates.send(AccountUpdate::Order { order: order.clone(), fill: None });
+        }
+        Ok(canceled)
+    }
+
+    async fn open_orders(&self, symbol: &str) -> Result<Vec<Order>, ExchangeError> {
+        Ok(locked(&self.account).open_orders().into_iter().filter(|o| o.symbol == symbol).cloned().collect())
+    }
+
+    async fn trades(&self, symbol: &str, since_ms: Option<i64>) -> Result<Vec<Trade>, ExchangeError> {
+        Ok(locked(&self.account)
+            .fills()
+            .iter()
+            .filter(|f| f.symbol == symbol && since_ms.is_none_or(|s| f.time_ms >= s))
+            .map(Trade::from)
+            .collect())
+    }
+
+    fn market_stream(&self, feeds: &[MarketFeed]) -> mpsc::Receiver<StreamEvent> {
+        self.market.market_stream(feeds)
+    }
+
+    /// Subscribed at once; every change of the account from then on.
+    fn account_updates(&self) -> Result<mpsc::Receiver<UserEvent>, ExchangeError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let mut updates = self.updates.subscribe();
+        tokio::spawn(async move {
+            if tx.send(UserEvent::Subscribed).await.is_err() {
+                return;
+            }
+            loop {
+                let event = match updates.recv().await {
+                    Ok(update) => UserEvent::Update(update),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // As after a reconnect: the reader asks for orders and balances again.
+                        tracing::warn!(missed, "a slow reader missed paper account updates");
+                        UserEvent::Subscribed
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }
 

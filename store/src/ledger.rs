@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{bound, decimal, render, with_pool};
+use crate::sql::{bound, decimal, insert_each, render, with_pool};
 
 /// What an account is, in double-entry terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +176,21 @@ pub struct ReconciliationRun {
     pub drifts: Vec<Drift>,
 }
 
+/// One asset of a paper account: what a paper session's "exchange" holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaperBalance {
+    /// Asset.
+    pub asset: String,
+    /// Available.
+    pub free: Decimal,
+    /// Held by open orders.
+    pub locked: Decimal,
+    /// As of, Unix ms.
+    pub at_ms: i64,
+}
+
 type ReconRow = (String, String, i64, Option<i64>, Option<String>);
+type PaperRow = (String, String, String, i64);
 
 impl Store {
     /// Opens `account`, or leaves it as it is when it exists. Returns whether it was new.
@@ -280,6 +294,50 @@ impl Store {
             balances.entry(account_id).or_insert((asset, Decimal::ZERO)).1 += decimal("amount", &amount)?;
         }
         Ok(balances.into_iter().map(|(account, (asset, balance))| (account, asset, balance)).collect())
+    }
+
+    /// Records a paper account's balances of session `run_id`; an asset's row is replaced only
+    /// by a newer state (a late write never undoes a newer one). Returns how many rows changed.
+    pub async fn record_paper_balances(
+        &self,
+        run_id: &str,
+        balances: &[PaperBalance],
+    ) -> Result<u64, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "INSERT INTO paper_balances (run_id, asset, free, locked, updated_at)
+             VALUES ($1, $2, {num $3}, {num $4}, {ts $5})
+             ON CONFLICT (run_id, asset) DO UPDATE
+               SET free = excluded.free, locked = excluded.locked, updated_at = excluded.updated_at
+               WHERE paper_balances.updated_at < excluded.updated_at",
+        );
+        Ok(insert_each!(self, sql, balances, |q, b| q
+            .bind(run_id)
+            .bind(&b.asset)
+            .bind(b.free.to_string())
+            .bind(b.locked.to_string())
+            .bind(bound(b.at_ms))))
+    }
+
+    /// The paper account's balances of session `run_id`, by asset (none: no paper account).
+    pub async fn paper_balances(&self, run_id: &str) -> Result<Vec<PaperBalance>, sqlx::Error> {
+        let sql = render(
+            self.backend(),
+            "SELECT asset, {text free}, {text locked}, {ms updated_at}
+             FROM paper_balances WHERE run_id = $1 ORDER BY asset",
+        );
+        let rows: Vec<PaperRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(run_id).fetch_all(pool).await?);
+        rows.into_iter()
+            .map(|(asset, free, locked, at_ms)| {
+                Ok(PaperBalance {
+                    asset,
+                    free: decimal("free", &free)?,
+                    locked: decimal("locked", &locked)?,
+                    at_ms,
+                })
+            })
+            .collect()
     }
 
     /// Registers `wallet`, or leaves it when the same exchange, account and asset exist.

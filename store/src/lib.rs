@@ -22,7 +22,7 @@ mod trading;
 
 pub use events::{EventFilter, StoredEvent};
 pub use ledger::{
-    AccountKind, Drift, LedgerAccount, LedgerError, LedgerTransaction, ReconciliationResult,
+    AccountKind, Drift, LedgerAccount, LedgerError, LedgerTransaction, PaperBalance, ReconciliationResult,
     ReconciliationRun, Wallet,
 };
 pub use market::{LlmCall, LlmUsage, StoredCandle, StoredTick};

@@ -830,3 +830,26 @@ async fn events_filter_by_run_chain_type_and_source_and_page_by_cursor() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_paper_accounts_balances_are_kept_per_asset_newest_first_and_exact() {
+    for store in stores("paper_balances").await {
+        store.upsert_run(&run("paper-1")).await.expect("run");
+        let b = |asset: &str, free: &str, locked: &str, at_ms: i64| kuant_store::PaperBalance {
+            asset: asset.into(),
+            free: dec(free),
+            locked: dec(locked),
+            at_ms,
+        };
+        let opening = [b("USDT", "10000", "0", 1_000), b("BTC", "0", "0", 1_000)];
+        assert_eq!(store.record_paper_balances("paper-1", &opening).await.expect("opening"), 2);
+        let after_fill = [b("USDT", "4987.4435000000001", "0", 2_000), b("BTC", "0.1", "0", 2_000)];
+        assert_eq!(store.record_paper_balances("paper-1", &after_fill).await.expect("fill"), 2);
+        // A late write of an older state changes nothing.
+        assert_eq!(store.record_paper_balances("paper-1", &opening).await.expect("late"), 0);
+        let read = store.paper_balances("paper-1").await.expect("read");
+        assert_eq!(read, vec![after_fill[1].clone(), after_fill[0].clone()], "{:?}", store.backend());
+        assert_eq!(read[1].free.to_string(), "4987.4435000000001", "exact digits");
+        assert!(store.paper_balances("nobody").await.expect("none").is_empty());
+    }
+}

@@ -21,7 +21,7 @@ use super::limits::{DEFAULT_WEIGHT_PER_MINUTE, RateGate, ServerClock, Wait};
 use super::sign::{Credentials, query, signed_query};
 use super::wire;
 use crate::error::{ExchangeError, RejectKind};
-use crate::model::{Balance, ClientOrderId, Fill, Kline, Order, OrderKind, OrderRequest, TimeInForce};
+use crate::model::{Balance, ClientOrderId, Fill, Kline, Order, OrderKind, OrderRequest, TimeInForce, Trade};
 use crate::rules::ExchangeRules;
 
 /// Binance spot's REST base URL.
@@ -44,7 +44,7 @@ fn local_ms() -> i64 {
 pub struct BinanceRest {
     base: String,
     http: reqwest::Client,
-    credentials: Option<Credentials>,
+    credentials: Option<std::sync::Arc<Credentials>>,
     gate: Mutex<RateGate>,
     clock: Mutex<ServerClock>,
     waits_logged: AtomicU64,
@@ -70,11 +70,16 @@ impl BinanceRest {
         Ok(Self {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
-            credentials,
+            credentials: credentials.map(std::sync::Arc::new),
             gate: Mutex::new(RateGate::new(DEFAULT_WEIGHT_PER_MINUTE)),
             clock: Mutex::new(ServerClock::default()),
             waits_logged: AtomicU64::new(0),
         })
+    }
+
+    /// The key it signs with, if any (the user data stream signs its subscription with it).
+    pub fn credentials(&self) -> Option<std::sync::Arc<Credentials>> {
+        self.credentials.clone()
     }
 
     /// Waits ordered by the rate gate so far (the `kuant_exchange_rate_limit_waits_total` metric).
@@ -253,6 +258,27 @@ impl BinanceRest {
     pub async fn open_orders(&self, symbol: &str) -> Result<Vec<Order>, ExchangeError> {
         let body = self.send(Method::Get, "/api/v3/openOrders", &[("symbol", symbol)], true, 6, None).await?;
         wire::orders(&body).map_err(|e| ExchangeError::Protocol(e.to_string()))
+    }
+
+    /// The account's trades of `symbol` (`myTrades`, up to 1,000): from `start_ms` on, or of
+    /// one order (`order_id`), or the latest.
+    pub async fn my_trades(
+        &self,
+        symbol: &str,
+        start_ms: Option<i64>,
+        order_id: Option<u64>,
+    ) -> Result<Vec<Trade>, ExchangeError> {
+        let (start, order) = (start_ms.map(|s| s.to_string()), order_id.map(|o| o.to_string()));
+        let mut params = vec![("symbol", symbol), ("limit", "1000")];
+        if let Some(o) = &order {
+            params.push(("orderId", o));
+        } else if let Some(s) = &start {
+            params.push(("startTime", s));
+        }
+        // Weight 20; 5 for one order's.
+        let weight = if order.is_some() { 5 } else { 20 };
+        let body = self.send(Method::Get, "/api/v3/myTrades", &params, true, weight, None).await?;
+        wire::my_trades(&body).map_err(|e| ExchangeError::Protocol(e.to_string()))
     }
 
     /// Waits until the gate lets a request of `weight` go.

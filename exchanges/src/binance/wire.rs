@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::model::{
     AccountUpdate, Balance, BookTicker, ClientOrderId, Fill, Kline, Order, OrderKind, OrderStatus, Side,
-    TimeInForce,
+    TimeInForce, Trade,
 };
 use crate::rules::{ExchangeRules, Notional, Range};
 
@@ -312,6 +312,41 @@ struct BalanceWire {
 pub fn account(text: &str) -> Result<Vec<Balance>, WireError> {
     let a: AccountWire = wire("account", text)?;
     Ok(a.balances.into_iter().map(|b| Balance { asset: b.asset, free: b.free, locked: b.locked }).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountTradeWire {
+    symbol: String,
+    id: u64,
+    order_id: u64,
+    price: Decimal,
+    qty: Decimal,
+    commission: Decimal,
+    commission_asset: String,
+    time: i64,
+    is_buyer: bool,
+    is_maker: bool,
+}
+
+/// The account's trades of `GET /api/v3/myTrades`.
+pub fn my_trades(text: &str) -> Result<Vec<Trade>, WireError> {
+    let all: Vec<AccountTradeWire> = wire("myTrades", text)?;
+    Ok(all
+        .into_iter()
+        .map(|t| Trade {
+            symbol: t.symbol,
+            trade_id: t.id,
+            order_id: t.order_id,
+            side: if t.is_buyer { Side::Buy } else { Side::Sell },
+            price: t.price,
+            quantity: t.qty,
+            fee: t.commission,
+            fee_asset: t.commission_asset,
+            maker: t.is_maker,
+            time_ms: t.time,
+        })
+        .collect())
 }
 
 /// `GET /api/v3/klines`: arrays of open time, OHLC, volume, close time and more.
@@ -641,6 +676,17 @@ mod tests {
         assert_eq!(candles[0].open_ms, 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000);
         assert_eq!((candles[0].high, candles[0].close_ms - candles[0].open_ms), (d("37150.00"), 3_599_999));
         assert!(klines("[[1, \"2\"]]").is_err());
+    }
+
+    #[test]
+    fn the_accounts_trades_read_with_their_side_and_fee_asset() {
+        let trades = my_trades(&fixture("my-trades")).expect("myTrades");
+        assert_eq!(trades.len(), 2);
+        let (bought, sold) = (&trades[0], &trades[1]);
+        assert_eq!((bought.side, bought.maker, bought.fee_asset.as_str()), (Side::Buy, false, "BTC"));
+        assert_eq!((bought.trade_id, bought.order_id, bought.quantity), (28457, 100234, d("0.012")));
+        assert_eq!((sold.side, sold.maker, sold.fee), (Side::Sell, true, d("0.7212")));
+        assert!(my_trades("{\"code\": -1102}").is_err());
     }
 
     #[test]

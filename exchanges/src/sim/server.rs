@@ -8,11 +8,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use futures::SinkExt;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::SinkExt;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -1013,11 +1013,51 @@ async fn signed(
                 Ok(s) => s.rules.symbol.clone(),
                 Err(e) => return e.into_response(),
             };
-            let trades: Vec<Value> = sim
+            // Binance's selectors: one order's, from a trade id, or in a time range; at most
+            // `limit` (500 unless asked, up to 1,000), the oldest first.
+            let number = |name: &str| -> Result<Option<i64>, ApiError> {
+                p.get(name)
+                    .map(|v| {
+                        v.parse::<i64>().map_err(|_| {
+                            binance_error(
+                                StatusCode::BAD_REQUEST,
+                                -1100,
+                                &format!("Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."),
+                            )
+                        })
+                    })
+                    .transpose()
+            };
+            let selectors = (
+                number("orderId"),
+                number("fromId"),
+                number("startTime"),
+                number("endTime"),
+                number("limit"),
+            );
+            let (order_id, from_id, start, end, limit) = match selectors {
+                (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+                (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _, _) | (.., Err(e), _) | (.., Err(e)) => {
+                    return e.into_response();
+                }
+            };
+            let limit = usize::try_from(limit.unwrap_or(500).clamp(1, 1000)).unwrap_or(500);
+            let trades = sim
                 .engine
                 .fills()
                 .iter()
                 .filter(|f| f.symbol == symbol)
+                .filter(|f| order_id.is_none_or(|o| i64::try_from(f.order_id).is_ok_and(|id| id == o)))
+                .filter(|f| from_id.is_none_or(|from| i64::try_from(f.trade_id).is_ok_and(|id| id >= from)))
+                .filter(|f| start.is_none_or(|s| f.time_ms >= s) && end.is_none_or(|e| f.time_ms <= e))
+                .collect::<Vec<_>>();
+            // From a start: the first `limit`; otherwise the latest.
+            let skip =
+                if from_id.is_some() || start.is_some() { 0 } else { trades.len().saturating_sub(limit) };
+            let trades: Vec<Value> = trades
+                .into_iter()
+                .skip(skip)
+                .take(limit)
                 .map(|f| {
                     json!({"symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "orderListId": -1,
                         "price": f.price.to_string(), "qty": f.quantity.to_string(), "quoteQty": (f.price * f.quantity).to_string(),
