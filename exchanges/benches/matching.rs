@@ -60,7 +60,7 @@ fn main() {
     println!(
         "matching engine: {count} orders in {elapsed:.2} s = {:.0} orders/s ({accepted} accepted, {} fills, {fills_before} resting-order fills, {} open at the end)",
         count as f64 / elapsed,
-        engine.fills().len(),
+        engine.fill_count(),
         engine.open_orders(None).len(),
     );
 }

@@ -126,8 +126,8 @@ impl OrderStatus {
 /// An order as the exchange reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
-    /// E.g. `BTCUSDT`.
-    pub symbol: String,
+    /// E.g. `BTCUSDT` (shared: an exchange keeps many orders of one symbol).
+    pub symbol: std::sync::Arc<str>,
     /// The id kuant chose.
     pub client_id: ClientOrderId,
     /// The exchange's id.
@@ -152,10 +152,16 @@ pub struct Order {
 
 impl Order {
     /// `request` as an exchange has just accepted it, under `exchange_id` at `now_ms`: nothing
-    /// filled yet.
-    pub fn accepted(request: &OrderRequest, exchange_id: u64, now_ms: i64) -> Self {
+    /// filled yet. `symbol` is the request's, shared.
+    pub fn accepted(
+        request: &OrderRequest,
+        symbol: std::sync::Arc<str>,
+        exchange_id: u64,
+        now_ms: i64,
+    ) -> Self {
+        debug_assert_eq!(*symbol, *request.symbol);
         Self {
-            symbol: request.symbol.clone(),
+            symbol,
             client_id: request.client_id.clone(),
             exchange_id,
             side: request.side,
@@ -178,8 +184,8 @@ impl Order {
 /// One execution of an order against another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fill {
-    /// E.g. `BTCUSDT`.
-    pub symbol: String,
+    /// E.g. `BTCUSDT` (shared: an exchange makes many fills of one symbol).
+    pub symbol: std::sync::Arc<str>,
     /// The order it belongs to.
     pub client_id: ClientOrderId,
     /// The exchange's id of the order.
@@ -194,8 +200,8 @@ pub struct Fill {
     pub quantity: Decimal,
     /// Fee charged.
     pub fee: Decimal,
-    /// The asset the fee was charged in.
-    pub fee_asset: String,
+    /// The asset the fee was charged in (shared, as the symbol).
+    pub fee_asset: std::sync::Arc<str>,
     /// Whether the order was resting on the book (maker).
     pub maker: bool,
     /// When it happened.
@@ -231,14 +237,14 @@ pub struct Trade {
 impl From<&Fill> for Trade {
     fn from(f: &Fill) -> Self {
         Self {
-            symbol: f.symbol.clone(),
+            symbol: f.symbol.to_string(),
             trade_id: f.trade_id,
             order_id: f.order_id,
             side: f.side,
             price: f.price,
             quantity: f.quantity,
             fee: f.fee,
-            fee_asset: f.fee_asset.clone(),
+            fee_asset: f.fee_asset.to_string(),
             maker: f.maker,
             time_ms: f.time_ms,
         }

@@ -137,7 +137,7 @@ impl PaperAccount {
                 RejectKind::InsufficientBalance,
             ));
         }
-        let order = Order::accepted(request, self.next_order_id, now_ms);
+        let order = Order::accepted(request, request.symbol.as_str().into(), self.next_order_id, now_ms);
         self.next_order_id += 1;
         self.orders.insert(order.client_id.clone(), order.clone());
         self.open.push(order.client_id.clone());
@@ -170,7 +170,7 @@ impl PaperAccount {
         for id in std::mem::take(&mut self.open) {
             let Some(mut order) = self.orders.get(&id).cloned() else { continue };
             // Only candles that open after the decision fill it.
-            if order.symbol != symbol || candle.open_ms <= order.created_ms {
+            if &*order.symbol != symbol || candle.open_ms <= order.created_ms {
                 still_open.push(id);
                 continue;
             }
@@ -237,7 +237,7 @@ impl PaperAccount {
             order.status = OrderStatus::Filled;
             order.updated_ms = candle.open_ms;
             let fill = Fill {
-                symbol: symbol.to_owned(),
+                symbol: symbol.into(),
                 client_id: order.client_id.clone(),
                 order_id: order.exchange_id,
                 trade_id: self.next_trade_id,
@@ -245,7 +245,7 @@ impl PaperAccount {
                 price,
                 quantity: order.quantity,
                 fee,
-                fee_asset: quote,
+                fee_asset: quote.into(),
                 maker: matches!(order.kind, OrderKind::Limit { .. }) && price != candle.open,
                 time_ms: candle.open_ms,
             };
@@ -464,7 +464,7 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
             let open: Vec<ClientOrderId> = a
                 .open_orders()
                 .into_iter()
-                .filter(|o| o.symbol == symbol)
+                .filter(|o| &*o.symbol == symbol)
                 .map(|o| o.client_id.clone())
                 .collect();
             open.iter().filter_map(|id| a.cancel(id, now).ok()).collect()
@@ -476,14 +476,19 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
     }
 
     async fn open_orders(&self, symbol: &str) -> Result<Vec<Order>, ExchangeError> {
-        Ok(locked(&self.account).open_orders().into_iter().filter(|o| o.symbol == symbol).cloned().collect())
+        Ok(locked(&self.account)
+            .open_orders()
+            .into_iter()
+            .filter(|o| &*o.symbol == symbol)
+            .cloned()
+            .collect())
     }
 
     async fn trades(&self, symbol: &str, since_ms: Option<i64>) -> Result<Vec<Trade>, ExchangeError> {
         Ok(locked(&self.account)
             .fills()
             .iter()
-            .filter(|f| f.symbol == symbol && since_ms.is_none_or(|s| f.time_ms >= s))
+            .filter(|f| &*f.symbol == symbol && since_ms.is_none_or(|s| f.time_ms >= s))
             .map(Trade::from)
             .collect())
     }

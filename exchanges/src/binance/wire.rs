@@ -264,7 +264,7 @@ fn order_from(w: OrderWire) -> Result<(Order, Vec<Fill>), WireError> {
     let created = w.time.or(w.transact_time).unwrap_or_default();
     let side = side(WHAT, &w.side)?;
     let order = Order {
-        symbol: w.symbol.clone(),
+        symbol: w.symbol.as_str().into(),
         client_id: id.clone(),
         exchange_id: w.order_id,
         side,
@@ -280,7 +280,7 @@ fn order_from(w: OrderWire) -> Result<(Order, Vec<Fill>), WireError> {
         .fills
         .into_iter()
         .map(|f| Fill {
-            symbol: w.symbol.clone(),
+            symbol: w.symbol.as_str().into(),
             client_id: id.clone(),
             order_id: w.order_id,
             trade_id: f.trade_id,
@@ -288,7 +288,7 @@ fn order_from(w: OrderWire) -> Result<(Order, Vec<Fill>), WireError> {
             price: f.price,
             quantity: f.qty,
             fee: f.commission,
-            fee_asset: f.commission_asset,
+            fee_asset: f.commission_asset.into(),
             maker: false,
             time_ms: created,
         })
@@ -556,7 +556,7 @@ pub fn account_update(text: &str) -> Result<Option<AccountUpdate>, WireError> {
             let id = client_id(WHAT, id)?;
             let side = side(WHAT, &r.side)?;
             let order = Order {
-                symbol: r.s.clone(),
+                symbol: r.s.as_str().into(),
                 client_id: id.clone(),
                 exchange_id: r.i,
                 side,
@@ -570,7 +570,7 @@ pub fn account_update(text: &str) -> Result<Option<AccountUpdate>, WireError> {
             };
             let fill = (r.x == "TRADE").then(|| {
                 Box::new(Fill {
-                    symbol: r.s,
+                    symbol: r.s.into(),
                     client_id: id,
                     order_id: r.i,
                     trade_id: u64::try_from(r.t).unwrap_or_default(),
@@ -578,7 +578,7 @@ pub fn account_update(text: &str) -> Result<Option<AccountUpdate>, WireError> {
                     price: r.last_price,
                     quantity: r.l,
                     fee: r.n,
-                    fee_asset: r.fee_asset.unwrap_or_default(),
+                    fee_asset: r.fee_asset.unwrap_or_default().into(),
                     maker: r.m,
                     time_ms: r.time,
                 })
@@ -708,7 +708,7 @@ mod tests {
         let update = account_update(&fixture("execution-report-trade")).expect("parsed").expect("an event");
         let AccountUpdate::Order { order, fill: Some(fill) } = update else { panic!("an order with a fill") };
         assert_eq!(order.status, OrderStatus::PartiallyFilled);
-        assert_eq!((fill.quantity, fill.price, fill.fee_asset.as_str()), (d("0.001"), d("60000"), "BNB"));
+        assert_eq!((fill.quantity, fill.price, &*fill.fee_asset), (d("0.001"), d("60000"), "BNB"));
         assert!(fill.maker);
         let update =
             account_update(&fixture("execution-report-canceled")).expect("parsed").expect("an event");

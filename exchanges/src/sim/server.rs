@@ -280,7 +280,7 @@ impl Sim {
         }
         let assets = self
             .symbols
-            .get(&order.symbol)
+            .get(&*order.symbol)
             .map(|s| [s.rules.base_asset.clone(), s.rules.quote_asset.clone()]);
         let balances: Vec<Value> = self
             .engine
@@ -1045,8 +1045,7 @@ async fn signed(
             let trades = sim
                 .engine
                 .fills()
-                .iter()
-                .filter(|f| f.symbol == symbol)
+                .filter(|f| *f.symbol == *symbol)
                 .filter(|f| order_id.is_none_or(|o| i64::try_from(f.order_id).is_ok_and(|id| id == o)))
                 .filter(|f| from_id.is_none_or(|from| i64::try_from(f.trade_id).is_ok_and(|id| id >= from)))
                 .filter(|f| start.is_none_or(|s| f.time_ms >= s) && end.is_none_or(|e| f.time_ms <= e))
