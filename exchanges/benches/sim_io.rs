@@ -75,7 +75,9 @@ fn trade_id(text: &str) -> Option<u64> {
 
 fn fan_out(subscribers: usize) {
     // `--speed max`: the clock steps as fast as the slowest subscriber takes the messages.
-    let (base, state) = common::start_with(Speed::Max, Credentials::hmac(common::KEY, common::SECRET));
+    // Enough candles that the replay outlasts the clients' connecting and the measurement.
+    let (base, state) =
+        common::start_sized(Speed::Max, Credentials::hmac(common::KEY, common::SECRET), 200_000);
     let addr = base.trim_start_matches("http://").to_owned();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");

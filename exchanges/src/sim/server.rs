@@ -192,7 +192,7 @@ impl SimState {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 continue;
             }
-            if self.step(8) {
+            if self.step(64) {
                 tokio::task::yield_now().await;
             } else {
                 // The candles are done: the market stays at their end.
@@ -210,7 +210,7 @@ impl SimState {
 
 /// `--speed max` steps on while fewer market moves than this wait for their slowest subscriber
 /// (the channel holds 4,096: nobody is skipped).
-pub const MAX_BACKLOG: usize = 256;
+pub const MAX_BACKLOG: usize = 512;
 
 /// Path points per candle the market walks through between two ticks.
 const POINTS_PER_CANDLE: i64 = 30;

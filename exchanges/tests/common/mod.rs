@@ -22,7 +22,12 @@ pub fn start(speed: f64) -> (String, SimState) {
 
 /// [`start`] with the key pair the simulator accepts.
 pub fn start_with(speed: Speed, credentials: Credentials) -> (String, SimState) {
-    let candles = (0..2000)
+    start_sized(speed, credentials, 2000)
+}
+
+/// [`start_with`] over `count` candles.
+pub fn start_sized(speed: Speed, credentials: Credentials, count: i64) -> (String, SimState) {
+    let candles = (0..count)
         .map(|i| {
             let open = Decimal::from(60_000 + 10 * (i % 48));
             Candle {
