@@ -10,4 +10,5 @@ pub mod execution;
 pub mod indicators;
 pub mod portfolio;
 pub mod price;
+pub mod risk;
 pub mod strategy;
