@@ -11,6 +11,7 @@ pub mod model;
 pub mod paper;
 pub mod rules;
 pub mod sim;
+pub mod tracker;
 
 pub use error::{ExchangeError, RejectKind};
 pub use exchange::{BinanceEndpoints, BinanceExchange, Exchange, MarketFeed};
@@ -19,3 +20,4 @@ pub use model::{
     OrderStatus, Side, TimeInForce, Trade,
 };
 pub use rules::{ExchangeRules, RuleViolation};
+pub use tracker::{Applied, OrderTracker};
