@@ -12,3 +12,4 @@ pub mod portfolio;
 pub mod price;
 pub mod risk;
 pub mod strategy;
+pub mod watchdog;
