@@ -68,7 +68,7 @@ pub enum TimeInForce {
     Ioc,
 }
 
-/// Market or limit.
+/// Market, limit, or a stop that becomes a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OrderKind {
     /// At the best prices available now.
@@ -80,6 +80,38 @@ pub enum OrderKind {
         /// How long it stays on the book.
         time_in_force: TimeInForce,
     },
+    /// Binance's `STOP_LOSS_LIMIT`: it waits on the exchange (its balance held) until the price
+    /// reaches `stop_price` — a sell when the price falls to it, a buy when it rises to it — and
+    /// then works as a limit order at `price`. A position stays protected while its trader is
+    /// down.
+    StopLossLimit {
+        /// The price that triggers it.
+        stop_price: Decimal,
+        /// The limit price once triggered.
+        price: Decimal,
+        /// How long it stays on the book once triggered.
+        time_in_force: TimeInForce,
+    },
+}
+
+impl OrderKind {
+    /// The limit price (of a limit, or of a stop once triggered); `None` for a market order.
+    pub fn limit_price(self) -> Option<Decimal> {
+        match self {
+            Self::Market => None,
+            Self::Limit { price, .. } | Self::StopLossLimit { price, .. } => Some(price),
+        }
+    }
+
+    /// How long it stays on the book; `None` for a market order.
+    pub fn time_in_force(self) -> Option<TimeInForce> {
+        match self {
+            Self::Market => None,
+            Self::Limit { time_in_force, .. } | Self::StopLossLimit { time_in_force, .. } => {
+                Some(time_in_force)
+            }
+        }
+    }
 }
 
 /// An order to place.

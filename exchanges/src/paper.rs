@@ -38,6 +38,8 @@ pub struct PaperAccount {
     orders: HashMap<ClientOrderId, Order>,
     /// Open orders, oldest first.
     open: Vec<ClientOrderId>,
+    /// Stop orders whose stop price was reached: they work as limits.
+    triggered: std::collections::HashSet<ClientOrderId>,
     fills: Vec<Fill>,
     next_order_id: u64,
     next_trade_id: u64,
@@ -58,6 +60,7 @@ impl PaperAccount {
             market_time: HashMap::new(),
             orders: HashMap::new(),
             open: Vec::new(),
+            triggered: std::collections::HashSet::new(),
             fills: Vec::new(),
             next_order_id: 1,
             next_trade_id: 1,
@@ -117,9 +120,9 @@ impl PaperAccount {
             .rules
             .get(&request.symbol)
             .ok_or_else(|| rejected(-1121, "Invalid symbol.", RejectKind::Other))?;
-        let reference = match request.kind {
-            OrderKind::Limit { price, .. } => price,
-            OrderKind::Market => self.last_price.get(&request.symbol).copied().ok_or_else(|| {
+        let reference = match request.kind.limit_price() {
+            Some(price) => price,
+            None => self.last_price.get(&request.symbol).copied().ok_or_else(|| {
                 rejected(-1013, "No price yet: a market order needs a candle first.", RejectKind::Filter)
             })?,
         };
@@ -174,30 +177,37 @@ impl PaperAccount {
                 still_open.push(id);
                 continue;
             }
-            let price = match order.kind {
+            // The price it fills at, if it does; and whether it is working as a limit (an IOC that
+            // did not fill then expires).
+            let (price, working) = match order.kind {
                 OrderKind::Market => {
-                    Some(execution_price(candle.open, order.side, &self.costs, &engine_rules))
+                    (Some(execution_price(candle.open, order.side, &self.costs, &engine_rules)), true)
                 }
                 OrderKind::Limit { price, time_in_force } => {
-                    let at_open = match order.side {
-                        Side::Buy => candle.open <= price,
-                        Side::Sell => candle.open >= price,
-                    };
-                    let within = match order.side {
-                        Side::Buy => candle.low <= price,
-                        Side::Sell => candle.high >= price,
-                    };
-                    if at_open {
-                        Some(candle.open)
-                    } else if within && time_in_force == TimeInForce::Gtc {
-                        Some(price)
+                    (limit_fill(order.side, price, time_in_force, candle), true)
+                }
+                OrderKind::StopLossLimit { stop_price, price, time_in_force } => {
+                    if self.triggered.contains(&id) {
+                        (limit_fill(order.side, price, time_in_force, candle), true)
                     } else {
-                        None
+                        match stop_trigger(order.side, stop_price, candle) {
+                            // Not reached: it keeps waiting, whatever its time in force.
+                            None => (None, false),
+                            Some(at) => {
+                                self.triggered.insert(id.clone());
+                                // At the trigger it is a limit at `price` facing the price `at`.
+                                let marketable = match order.side {
+                                    Side::Buy => at <= price,
+                                    Side::Sell => at >= price,
+                                };
+                                (marketable.then_some(at), true)
+                            }
+                        }
                     }
                 }
             };
             let Some(price) = price else {
-                if matches!(order.kind, OrderKind::Limit { time_in_force: TimeInForce::Ioc, .. }) {
+                if working && order.kind.time_in_force() == Some(TimeInForce::Ioc) {
                     order.status = OrderStatus::Expired;
                     order.updated_ms = candle.open_ms;
                     self.orders.insert(id, order.clone());
@@ -246,7 +256,7 @@ impl PaperAccount {
                 quantity: order.quantity,
                 fee,
                 fee_asset: quote.into(),
-                maker: matches!(order.kind, OrderKind::Limit { .. }) && price != candle.open,
+                maker: !matches!(order.kind, OrderKind::Market) && price != candle.open,
                 time_ms: candle.open_ms,
             };
             self.next_trade_id += 1;
@@ -260,6 +270,33 @@ impl PaperAccount {
         *time = (*time).max(candle.open_ms);
         changed
     }
+}
+
+/// Where a limit at `price` fills in `candle`: at the open when the open is at or better than
+/// it, at its price when the candle reaches it (GTC only: an IOC has only the open).
+fn limit_fill(side: Side, price: Decimal, time_in_force: TimeInForce, candle: &Kline) -> Option<Decimal> {
+    let (at_open, within) = match side {
+        Side::Buy => (candle.open <= price, candle.low <= price),
+        Side::Sell => (candle.open >= price, candle.high >= price),
+    };
+    if at_open {
+        Some(candle.open)
+    } else if within && time_in_force == TimeInForce::Gtc {
+        Some(price)
+    } else {
+        None
+    }
+}
+
+/// The price at which a stop at `stop_price` triggers in `candle`, if it does: the open when it
+/// opens beyond the stop (a gap), else the stop price when the candle reaches it (a sell's when
+/// the price falls to it, a buy's when it rises to it).
+fn stop_trigger(side: Side, stop_price: Decimal, candle: &Kline) -> Option<Decimal> {
+    let (at_open, within) = match side {
+        Side::Sell => (candle.open <= stop_price, candle.low <= stop_price),
+        Side::Buy => (candle.open >= stop_price, candle.high >= stop_price),
+    };
+    if at_open { Some(candle.open) } else { within.then_some(stop_price) }
 }
 
 /// Where a [`PaperExchange`] records its balances: the store and the session (run) they belong
@@ -643,5 +680,35 @@ mod tests {
             OrderStatus::Canceled
         );
         assert!(a.cancel(&ClientOrderId::new("c1").expect("id"), 3 * H).is_err());
+    }
+
+    #[test]
+    fn a_stop_loss_waits_then_sells_at_its_stop_or_rests_after_a_gap() {
+        let mut a = account();
+        a.on_candle("BTCUSDT", &candle(0, "50000", "50000", "50000", "50000"));
+        a.place(&request("m1", Side::Buy, OrderKind::Market, "0.15"), 0).expect("taken");
+        a.on_candle("BTCUSDT", &candle(1, "50000", "50100", "49900", "50000"));
+        let stop = |stop: &str, price: &str| OrderKind::StopLossLimit {
+            stop_price: d(stop),
+            price: d(price),
+            time_in_force: TimeInForce::Gtc,
+        };
+        a.place(&request("s1", Side::Sell, stop("49000", "48900"), "0.07"), H).expect("taken");
+        a.place(&request("s2", Side::Sell, stop("48000", "47900"), "0.07"), H).expect("taken");
+        assert!(
+            a.on_candle("BTCUSDT", &candle(2, "50000", "50200", "49500", "49800")).is_empty(),
+            "not reached"
+        );
+        // Falls through 49,000 within the candle: s1 sells at its stop (its limit is below it).
+        let changed = a.on_candle("BTCUSDT", &candle(3, "49800", "49800", "48500", "48600"));
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].1.as_ref().map(|f| f.price), Some(d("49000")));
+        // Opens below 48,000 and below its limit: triggered, it rests as a limit at 47,900...
+        assert!(a.on_candle("BTCUSDT", &candle(4, "47500", "47800", "47000", "47700")).is_empty());
+        assert_eq!(a.open_orders().len(), 1);
+        // ...and sells when the price comes back to it.
+        let changed = a.on_candle("BTCUSDT", &candle(5, "47700", "48000", "47600", "47950"));
+        assert_eq!(changed[0].1.as_ref().map(|f| f.price), Some(d("47900")));
+        assert!(a.open_orders().is_empty());
     }
 }

@@ -168,14 +168,21 @@ impl ExchangeRules {
         if quantity <= Decimal::ZERO {
             return Err(RuleViolation::NonPositiveQuantity(quantity));
         }
+        let price_check = |price: Decimal| match self.price.check(price) {
+            Some(Break::Below(min)) => Err(RuleViolation::PriceTooLow { price, min }),
+            Some(Break::Above(max)) => Err(RuleViolation::PriceTooHigh { price, max }),
+            Some(Break::Step(tick)) => Err(RuleViolation::PriceOffTick { price, tick }),
+            None => Ok(()),
+        };
         let (value, market) = match order.kind {
             OrderKind::Limit { price, .. } => {
-                match self.price.check(price) {
-                    Some(Break::Below(min)) => return Err(RuleViolation::PriceTooLow { price, min }),
-                    Some(Break::Above(max)) => return Err(RuleViolation::PriceTooHigh { price, max }),
-                    Some(Break::Step(tick)) => return Err(RuleViolation::PriceOffTick { price, tick }),
-                    None => {}
-                }
+                price_check(price)?;
+                (price * quantity, false)
+            }
+            // Both prices follow PRICE_FILTER; it is valued at its limit.
+            OrderKind::StopLossLimit { stop_price, price, .. } => {
+                price_check(stop_price)?;
+                price_check(price)?;
                 (price * quantity, false)
             }
             OrderKind::Market => (reference_price * quantity, true),

@@ -66,15 +66,22 @@ async fn orders_of_every_kind_live_their_lives_through_the_adapter() {
     assert_eq!(expired.status, OrderStatus::Expired);
     let far = OrderKind::Limit { price: d("90000"), time_in_force: TimeInForce::Gtc };
     api.place(&order("a-4", Side::Sell, far, "0.01"), &rules, price).await.expect("placed");
+    // A stop-loss below the market waits on the exchange, and reads back as one.
+    let stop_price = (price * d("0.9")).round_dp(2);
+    let stop =
+        OrderKind::StopLossLimit { stop_price, price: stop_price - d("10"), time_in_force: TimeInForce::Gtc };
+    let (waiting, _) =
+        api.place(&order("a-7", Side::Sell, stop, "0.01"), &rules, price).await.expect("placed");
+    assert_eq!((waiting.status, waiting.kind), (OrderStatus::New, stop));
 
-    assert_eq!(api.open_orders("BTCUSDT").await.expect("open").len(), 2);
+    assert_eq!(api.open_orders("BTCUSDT").await.expect("open").len(), 3);
     let found = api.order("BTCUSDT", &ClientOrderId::new("a-2").expect("id")).await.expect("asked");
     assert_eq!(found.map(|o| o.status), Some(OrderStatus::New));
     assert_eq!(api.order("BTCUSDT", &ClientOrderId::new("nope").expect("id")).await.expect("asked"), None);
     let cancelled = api.cancel("BTCUSDT", &ClientOrderId::new("a-2").expect("id")).await.expect("cancelled");
     assert_eq!(cancelled.status, OrderStatus::Canceled);
     let rest = api.cancel_all("BTCUSDT").await.expect("cancelled");
-    assert_eq!(rest.len(), 1);
+    assert_eq!(rest.len(), 2);
     assert!(api.open_orders("BTCUSDT").await.expect("open").is_empty());
     let unknown = api.cancel("BTCUSDT", &ClientOrderId::new("a-2").expect("id")).await.expect_err("gone");
     assert!(matches!(unknown, ExchangeError::Rejected { kind: RejectKind::UnknownOrder, .. }));

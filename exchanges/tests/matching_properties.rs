@@ -1,7 +1,7 @@
-//! Properties of the simulator's matching engine over random sequences of orders, cancels and
-//! price moves: balances never go negative, what is reserved is exactly what open orders hold,
-//! no order fills more than its quantity, and every asset's total is what the deposits and the
-//! fills make it.
+//! Properties of the simulator's matching engine over random sequences of orders (market, limit
+//! and stop-limit), cancels and price moves: balances never go negative, what is reserved is
+//! exactly what open orders hold, no order fills more than its quantity, and every asset's total
+//! is what the deposits and the fills make it.
 
 use std::collections::HashMap;
 
@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Place { buy: bool, market: bool, ioc: bool, quantity_steps: u32, price_offset_bp: i32 },
+    Place { buy: bool, market: bool, ioc: bool, quantity_steps: u32, price_offset_bp: i32, stop: bool },
     Cancel { which: usize },
     CancelAll,
     Move { bp: i32 },
@@ -20,8 +20,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (any::<bool>(), any::<bool>(), any::<bool>(), 1u32..200_000, -300i32..300).prop_map(
-            |(buy, market, ioc, quantity_steps, price_offset_bp)| Op::Place { buy, market, ioc, quantity_steps, price_offset_bp }
+        4 => (any::<bool>(), any::<bool>(), any::<bool>(), 1u32..200_000, -300i32..300, 0u8..4).prop_map(
+            |(buy, market, ioc, quantity_steps, price_offset_bp, stop)| Op::Place { buy, market, ioc, quantity_steps, price_offset_bp, stop: stop == 0 }
         ),
         1 => (0usize..64).prop_map(|which| Op::Cancel { which }),
         1 => Just(Op::CancelAll),
@@ -52,13 +52,18 @@ proptest! {
         for (t, op) in ops.into_iter().enumerate() {
             let now = i64::try_from(t).expect("small") + 1;
             match op {
-                Op::Place { buy, market, ioc, quantity_steps, price_offset_bp } => {
+                Op::Place { buy, market, ioc, quantity_steps, price_offset_bp, stop } => {
                     let id = ClientOrderId::new(format!("p{t}")).expect("id");
                     let limit = (price * (Decimal::ONE + bp(price_offset_bp))).round_dp(2);
+                    let time_in_force = if ioc { TimeInForce::Ioc } else { TimeInForce::Gtc };
                     let kind = if market {
                         OrderKind::Market
+                    } else if stop {
+                        // A stop beyond the market, its limit 0.1 % past the stop.
+                        let past = if buy { Decimal::new(1001, 3) } else { Decimal::new(999, 3) };
+                        OrderKind::StopLossLimit { stop_price: limit, price: (limit * past).round_dp(2), time_in_force }
                     } else {
-                        OrderKind::Limit { price: limit, time_in_force: if ioc { TimeInForce::Ioc } else { TimeInForce::Gtc } }
+                        OrderKind::Limit { price: limit, time_in_force }
                     };
                     let request = OrderRequest {
                         symbol: "BTCUSDT".into(),
@@ -94,8 +99,8 @@ proptest! {
             let (mut quote_held, mut base_held) = (Decimal::ZERO, Decimal::ZERO);
             for o in engine.open_orders(None) {
                 let rest = o.quantity - o.filled_quantity;
-                match (o.side, o.kind) {
-                    (Side::Buy, OrderKind::Limit { price, .. }) => quote_held += price * rest,
+                match (o.side, o.kind.limit_price()) {
+                    (Side::Buy, Some(price)) => quote_held += price * rest,
                     (Side::Sell, _) => base_held += rest,
                     _ => prop_assert!(false, "a market order left open: {o:?}"),
                 }

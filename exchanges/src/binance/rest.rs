@@ -208,15 +208,23 @@ impl BinanceRest {
             ("newClientOrderId", order.client_id.as_str()),
             ("newOrderRespType", "FULL"),
         ];
-        let price;
-        match order.kind {
-            OrderKind::Market => params.push(("type", "MARKET")),
-            OrderKind::Limit { price: p, time_in_force } => {
-                price = p.normalize().to_string();
-                params.push(("type", "LIMIT"));
-                params.push(("price", price.as_str()));
-                params.push(("timeInForce", if time_in_force == TimeInForce::Ioc { "IOC" } else { "GTC" }));
+        let (type_, stop) = match order.kind {
+            OrderKind::Market => ("MARKET", None),
+            OrderKind::Limit { .. } => ("LIMIT", None),
+            OrderKind::StopLossLimit { stop_price, .. } => {
+                ("STOP_LOSS_LIMIT", Some(stop_price.normalize().to_string()))
             }
+        };
+        params.push(("type", type_));
+        let price = order.kind.limit_price().map(|p| p.normalize().to_string());
+        if let Some(p) = &price {
+            params.push(("price", p.as_str()));
+        }
+        if let Some(s) = &stop {
+            params.push(("stopPrice", s.as_str()));
+        }
+        if let Some(tif) = order.kind.time_in_force() {
+            params.push(("timeInForce", if tif == TimeInForce::Ioc { "IOC" } else { "GTC" }));
         }
         let body = self.send(Method::Post, "/api/v3/order", &params, true, 1, Some(&order.client_id)).await?;
         wire::order(&body).map_err(|e| ExchangeError::Protocol(e.to_string()))

@@ -67,21 +67,25 @@ pub fn status_name(status: OrderStatus) -> &'static str {
     }
 }
 
-fn kind(what: &'static str, type_: &str, price: Decimal, tif: Option<&str>) -> Result<OrderKind, WireError> {
+fn kind(
+    what: &'static str,
+    type_: &str,
+    price: Decimal,
+    stop_price: Decimal,
+    tif: Option<&str>,
+) -> Result<OrderKind, WireError> {
+    let time_in_force = || match tif {
+        Some("IOC") => Ok(TimeInForce::Ioc),
+        Some("GTC") | None => Ok(TimeInForce::Gtc),
+        Some(other) => {
+            Err(WireError { what, problem: format!("time in force {other:?} is not used by kuant") })
+        }
+    };
     match type_ {
         "MARKET" => Ok(OrderKind::Market),
-        "LIMIT" => {
-            let time_in_force = match tif {
-                Some("IOC") => TimeInForce::Ioc,
-                Some("GTC") | None => TimeInForce::Gtc,
-                Some(other) => {
-                    return Err(WireError {
-                        what,
-                        problem: format!("time in force {other:?} is not used by kuant"),
-                    });
-                }
-            };
-            Ok(OrderKind::Limit { price, time_in_force })
+        "LIMIT" => Ok(OrderKind::Limit { price, time_in_force: time_in_force()? }),
+        "STOP_LOSS_LIMIT" => {
+            Ok(OrderKind::StopLossLimit { stop_price, price, time_in_force: time_in_force()? })
         }
         other => Err(WireError { what, problem: format!("order type {other:?} is not used by kuant") }),
     }
@@ -207,6 +211,9 @@ struct OrderWire {
     #[serde(default)]
     orig_client_order_id: Option<String>,
     price: Decimal,
+    /// Stop orders' trigger (absent or 0 otherwise).
+    #[serde(default)]
+    stop_price: Decimal,
     orig_qty: Decimal,
     executed_qty: Decimal,
     cummulative_quote_qty: Decimal,
@@ -268,7 +275,7 @@ fn order_from(w: OrderWire) -> Result<(Order, Vec<Fill>), WireError> {
         client_id: id.clone(),
         exchange_id: w.order_id,
         side,
-        kind: kind(WHAT, &w.type_, w.price, w.time_in_force.as_deref())?,
+        kind: kind(WHAT, &w.type_, w.price, w.stop_price, w.time_in_force.as_deref())?,
         quantity: w.orig_qty,
         filled_quantity: w.executed_qty,
         filled_quote: w.cummulative_quote_qty,
@@ -500,6 +507,9 @@ struct ExecutionReport {
     f: String,
     q: Decimal,
     p: Decimal,
+    /// Stop price.
+    #[serde(rename = "P", default)]
+    stop_price: Decimal,
     x: String,
     #[serde(rename = "X")]
     status: String,
@@ -560,7 +570,7 @@ pub fn account_update(text: &str) -> Result<Option<AccountUpdate>, WireError> {
                 client_id: id.clone(),
                 exchange_id: r.i,
                 side,
-                kind: kind(WHAT, &r.o, r.p, Some(&r.f))?,
+                kind: kind(WHAT, &r.o, r.p, r.stop_price, Some(&r.f))?,
                 quantity: r.q,
                 filled_quantity: r.z,
                 filled_quote: r.quote,
@@ -644,6 +654,19 @@ mod tests {
         assert_eq!(new.status, OrderStatus::New);
         assert_eq!(new.kind, OrderKind::Limit { price: d("59000"), time_in_force: TimeInForce::Gtc });
         assert_eq!(new.average_price(), None);
+
+        let (stop, _) = order(&fixture("order-query-stop-loss-limit")).expect("stop");
+        assert_eq!(
+            (stop.status, stop.kind),
+            (
+                OrderStatus::New,
+                OrderKind::StopLossLimit {
+                    stop_price: d("56000"),
+                    price: d("55900"),
+                    time_in_force: TimeInForce::Gtc
+                }
+            )
+        );
 
         let (partial, _) = order(&fixture("order-query-partially-filled")).expect("partial");
         assert_eq!(partial.status, OrderStatus::PartiallyFilled);

@@ -174,7 +174,7 @@ struct Names {
 struct Market {
     rules: ExchangeRules,
     /// The symbol and its assets, shared: every fill names them.
-    names: Names,
+    names: Arc<Names>,
     shape: BookShape,
     price: Option<Decimal>,
     /// The synthetic book at the current price: what a buy takes (asks) and a sell (bids).
@@ -240,6 +240,8 @@ pub struct Engine {
     orders: Orders,
     /// The resting (open) orders.
     resting: Map<ClientOrderId, Resting>,
+    /// Stop orders not yet triggered: (symbol, side, stop price), their balance held.
+    stops: Map<ClientOrderId, (Arc<str>, Side, Decimal)>,
     fills: Chunked<Fill>,
     scratch: Vec<(Decimal, Decimal)>,
     fees: Fees,
@@ -289,6 +291,7 @@ impl Engine {
             balances: BTreeMap::new(),
             orders: Orders::default(),
             resting: Map::default(),
+            stops: Map::default(),
             fills: Chunked::default(),
             scratch: Vec::new(),
             fees,
@@ -301,11 +304,11 @@ impl Engine {
     /// Adds a symbol with its rules and book shape (no price until [`Engine::set_price`]).
     pub fn add_market(&mut self, rules: ExchangeRules, shape: BookShape) {
         let market = Market {
-            names: Names {
+            names: Arc::new(Names {
                 symbol: rules.symbol.as_str().into(),
                 base: rules.base_asset.as_str().into(),
                 quote: rules.quote_asset.as_str().into(),
-            },
+            }),
             rules,
             shape,
             price: None,
@@ -380,12 +383,11 @@ impl Engine {
 
     /// The open orders of `symbol` (or all), oldest first.
     pub fn open_orders(&self, symbol: Option<&str>) -> Vec<&Order> {
-        let mut open: Vec<&Order> = self
-            .resting
-            .iter()
-            .filter(|(_, r)| symbol.is_none_or(|s| &*r.symbol == s))
-            .filter_map(|(id, _)| self.orders.get(id))
-            .collect();
+        let resting =
+            self.resting.iter().filter(|(_, r)| symbol.is_none_or(|s| &*r.symbol == s)).map(|(id, _)| id);
+        let stops =
+            self.stops.iter().filter(|(_, (s, ..))| symbol.is_none_or(|want| &**s == want)).map(|(id, _)| id);
+        let mut open: Vec<&Order> = resting.chain(stops).filter_map(|id| self.orders.get(id)).collect();
         open.sort_by_key(|o| o.exchange_id);
         open
     }
@@ -404,6 +406,7 @@ impl Engine {
     }
 
     fn unrest(&mut self, id: &ClientOrderId) {
+        self.stops.remove(id);
         let Some(r) = self.resting.remove(id) else { return };
         if let Some(m) = self.markets.get_mut(&*r.symbol) {
             match r.side {
@@ -435,24 +438,76 @@ impl Engine {
         if self.orders.contains_key(&request.client_id) {
             return Err(rejected(-2010, "Duplicate order sent.", RejectKind::DuplicateOrder));
         }
-        // A buffer kept between orders: one allocation less per order.
-        let mut takes = std::mem::take(&mut self.scratch);
-        takes.clear();
         let market = self.market(&request.symbol)?;
         let Some(price) = market.price else {
             return Err(rejected(-1013, "Market is closed.", RejectKind::Filter));
         };
         market.rules.check(request, price).map_err(|v| filter_failure(&v))?;
         let names = market.names.clone();
-        let (base, quote) = (names.base.clone(), names.quote.clone());
-        let limit = match request.kind {
-            OrderKind::Limit { price, .. } => Some(price),
-            OrderKind::Market => None,
+        let order = Order::accepted(request, names.symbol.clone(), self.next_order_id, now_ms);
+        let placed = match request.kind {
+            OrderKind::StopLossLimit { stop_price, .. } => {
+                self.hold_stop(order, &names, price, stop_price)?
+            }
+            _ => self.work(order, &names, now_ms)?,
         };
+        self.next_order_id += 1;
+        self.orders.insert(placed.0.client_id.clone(), placed.0.clone());
+        Ok(placed)
+    }
+
+    /// A stop order waits: refused when the price is already beyond its stop (Binance's answer),
+    /// else its balance is held (a buy at its limit price) until it triggers or is cancelled.
+    fn hold_stop(
+        &mut self,
+        order: Order,
+        names: &Names,
+        price: Decimal,
+        stop_price: Decimal,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        let now = match order.side {
+            Side::Sell => price <= stop_price,
+            Side::Buy => price >= stop_price,
+        };
+        if now {
+            return Err(rejected(-2010, "Stop price would trigger immediately.", RejectKind::Other));
+        }
+        let (asset, amount) = match order.side {
+            Side::Buy => (&names.quote, order.kind.limit_price().unwrap_or_default() * order.quantity),
+            Side::Sell => (&names.base, order.quantity),
+        };
+        let h = self.holding(asset);
+        if h.free < amount {
+            return Err(rejected(
+                -2010,
+                "Account has insufficient balance for requested action.",
+                RejectKind::InsufficientBalance,
+            ));
+        }
+        h.free -= amount;
+        h.locked += amount;
+        self.stops.insert(order.client_id.clone(), (names.symbol.clone(), order.side, stop_price));
+        Ok((order, Vec::new()))
+    }
+
+    /// Works `order` (a market or limit order, or a stop just triggered) against the book: what
+    /// it takes at once, then rest (GTC) or expiry. Refused when the free balance cannot cover
+    /// it. Not stored: the caller stores it.
+    fn work(
+        &mut self,
+        mut order: Order,
+        names: &Names,
+        now_ms: i64,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        // A buffer kept between orders: one allocation less per order.
+        let mut takes = std::mem::take(&mut self.scratch);
+        takes.clear();
+        let market = self.market(&order.symbol)?;
+        let limit = order.kind.limit_price();
         // What the order takes at once: the opposite side's levels up to its limit.
-        let mut left = request.quantity;
-        for &(level_price, level_qty) in market.levels(request.side) {
-            let crosses = match (request.side, limit) {
+        let mut left = order.quantity - order.filled_quantity;
+        for &(level_price, level_qty) in market.levels(order.side) {
+            let crosses = match (order.side, limit) {
                 (_, None) => true,
                 (Side::Buy, Some(l)) => level_price <= l,
                 (Side::Sell, Some(l)) => level_price >= l,
@@ -466,29 +521,26 @@ impl Engine {
         }
         // The balance it needs: a buy its cost (taken now, plus its limit for what rests), a
         // sell its quantity.
-        let rests = matches!(request.kind, OrderKind::Limit { time_in_force: TimeInForce::Gtc, .. });
-        let needed = match request.side {
+        let rests = order.kind.time_in_force() == Some(TimeInForce::Gtc);
+        let needed = match order.side {
             Side::Buy => {
                 let now: Decimal = takes.iter().map(|(p, q)| p * q).sum();
                 now + if rests { limit.unwrap_or_default() * left } else { Decimal::ZERO }
             }
-            Side::Sell => request.quantity - if rests { Decimal::ZERO } else { left },
+            Side::Sell => order.quantity - order.filled_quantity - if rests { Decimal::ZERO } else { left },
         };
-        let pay_asset = if request.side == Side::Buy { &quote } else { &base };
+        let pay_asset = if order.side == Side::Buy { &names.quote } else { &names.base };
         if self.balances.get(&**pay_asset).map_or(Decimal::ZERO, |h| h.free) < needed {
+            self.scratch = takes;
             return Err(rejected(
                 -2010,
                 "Account has insufficient balance for requested action.",
                 RejectKind::InsufficientBalance,
             ));
         }
-
-        let order_id = self.next_order_id;
-        self.next_order_id += 1;
-        let mut order = Order::accepted(request, names.symbol.clone(), order_id, now_ms);
         let mut fills = Vec::new();
         for &(p, q) in &takes {
-            fills.push(self.execute(&mut order, p, q, false, now_ms, &names, None));
+            fills.push(self.execute(&mut order, p, q, false, now_ms, names, None));
         }
         self.scratch = takes;
         let remaining = order.quantity - order.filled_quantity;
@@ -498,13 +550,13 @@ impl Engine {
             // Reserve what the rest needs.
             match order.side {
                 Side::Buy => {
-                    let h = self.holding(&quote);
+                    let h = self.holding(&names.quote);
                     let amount = limit.unwrap_or_default() * remaining;
                     h.free -= amount;
                     h.locked += amount;
                 }
                 Side::Sell => {
-                    let h = self.holding(&base);
+                    let h = self.holding(&names.base);
                     h.free -= remaining;
                     h.locked += remaining;
                 }
@@ -514,8 +566,55 @@ impl Engine {
         } else {
             OrderStatus::Expired
         };
-        self.orders.insert(order.client_id.clone(), order.clone());
         Ok((order, fills))
+    }
+
+    /// Stops of `symbol` the price `price` reached: their hold released, each works as a limit
+    /// order (what the balance no longer covers expires).
+    fn trigger_stops(
+        &mut self,
+        symbol: &str,
+        price: Decimal,
+        now_ms: i64,
+        names: &Names,
+        changes: &mut Changes,
+    ) {
+        let mut reached: Vec<ClientOrderId> = self
+            .stops
+            .iter()
+            .filter(|(_, (s, side, stop))| {
+                &**s == symbol
+                    && match side {
+                        Side::Sell => price <= *stop,
+                        Side::Buy => price >= *stop,
+                    }
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Oldest first.
+        reached.sort_by_key(|id| self.orders.get(id).map_or(u64::MAX, |o| o.exchange_id));
+        for id in reached {
+            self.stops.remove(&id);
+            let Some(order) = self.orders.get(&id).cloned() else { continue };
+            let (asset, amount) = match order.side {
+                Side::Buy => (&names.quote, order.kind.limit_price().unwrap_or_default() * order.quantity),
+                Side::Sell => (&names.base, order.quantity),
+            };
+            let h = self.holding(asset);
+            h.locked -= amount;
+            h.free += amount;
+            let (worked, fills) = match self.work(order.clone(), names, now_ms) {
+                Ok(done) => done,
+                Err(_) => {
+                    let mut expired = order;
+                    expired.status = OrderStatus::Expired;
+                    expired.updated_ms = now_ms;
+                    (expired, Vec::new())
+                }
+            };
+            self.orders.insert(id, worked.clone());
+            changes.orders.push((worked, fills));
+        }
     }
 
     /// One execution of `order` at `price` for `quantity`: balances moved, fee charged in the
@@ -599,8 +698,8 @@ impl Engine {
         let market = self.market(symbol)?;
         let (base, quote) = (market.names.base.clone(), market.names.quote.clone());
         let remaining = order.quantity - order.filled_quantity;
-        match (order.side, order.kind) {
-            (Side::Buy, OrderKind::Limit { price, .. }) => {
+        match (order.side, order.kind.limit_price()) {
+            (Side::Buy, Some(price)) => {
                 let h = self.holding(&quote);
                 h.locked -= price * remaining;
                 h.free += price * remaining;
@@ -610,7 +709,7 @@ impl Engine {
                 h.locked -= remaining;
                 h.free += remaining;
             }
-            (Side::Buy, OrderKind::Market) => {}
+            (Side::Buy, None) => {}
         }
         order.status = OrderStatus::Canceled;
         order.updated_ms = now_ms;
@@ -682,6 +781,7 @@ impl Engine {
             self.orders.insert(id, order.clone());
             changes.orders.push((order, vec![fill]));
         }
+        self.trigger_stops(symbol, price, now_ms, &names, &mut changes);
         if !changes.orders.is_empty() {
             changes.assets = vec![names.base.to_string(), names.quote.to_string()];
         }
@@ -732,6 +832,42 @@ mod tests {
             .iter()
             .find(|b| b.asset == asset)
             .map_or((Decimal::ZERO, Decimal::ZERO), |b| (b.free, b.locked))
+    }
+
+    fn held(e: &Engine, asset: &str) -> (Decimal, Decimal) {
+        e.balances().into_iter().find(|b| b.asset == asset).map(|b| (b.free, b.locked)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_stop_loss_waits_with_its_balance_held_then_sells_when_the_price_falls_to_it() {
+        let mut e = engine();
+        let stop = |stop: &str, price: &str| OrderKind::StopLossLimit {
+            stop_price: d(stop),
+            price: d(price),
+            time_in_force: TimeInForce::Gtc,
+        };
+        // Already beyond its stop: refused, as Binance refuses it.
+        let now = e.place(&request("s0", Side::Sell, stop("50500", "50400"), "0.4"), 1);
+        assert!(matches!(now, Err(ExchangeError::Rejected { code: -2010, .. })), "{now:?}");
+        let (placed, fills) =
+            e.place(&request("s1", Side::Sell, stop("49000", "48900"), "0.4"), 1).expect("placed");
+        assert_eq!((placed.status, fills.len()), (OrderStatus::New, 0));
+        assert_eq!(held(&e, "BTC"), (d("0.6"), d("0.4")), "its quantity held");
+        assert_eq!(e.open_orders(Some("BTCUSDT")).len(), 1);
+        assert!(e.set_price("BTCUSDT", d("49500"), 2).orders.is_empty(), "not reached");
+        // The price falls through the stop: it sells as a limit at 48,900 or better.
+        let changes = e.set_price("BTCUSDT", d("48950"), 3);
+        let (sold, fills) =
+            changes.orders.iter().find(|(o, _)| o.client_id.as_str() == "s1").expect("triggered");
+        assert_eq!(sold.status, OrderStatus::Filled);
+        assert!(fills.iter().all(|f| f.price >= d("48900") && f.side == Side::Sell), "{fills:?}");
+        assert_eq!(held(&e, "BTC"), (d("0.6"), d("0")));
+        assert!(e.open_orders(None).is_empty());
+        // A cancelled stop gives its hold back; a stop buy holds its limit's cost.
+        e.place(&request("b1", Side::Buy, stop("52000", "52100"), "0.1"), 4).expect("placed");
+        assert_eq!(held(&e, "USDT").1, d("5210"));
+        e.cancel("BTCUSDT", &ClientOrderId::new("b1").expect("id"), 5).expect("cancelled");
+        assert_eq!(held(&e, "USDT").1, d("0"));
     }
 
     #[test]

@@ -223,16 +223,11 @@ impl Sim {
         if self.account.receiver_count() == 0 {
             return;
         }
-        let (price, tif) = match order.kind {
-            OrderKind::Limit { price, time_in_force } => {
-                (price, if time_in_force == TimeInForce::Ioc { "IOC" } else { "GTC" })
-            }
-            OrderKind::Market => (Decimal::ZERO, "GTC"),
-        };
+        let (type_, price, stop, tif) = kind_fields(order.kind);
         let base = json!({
             "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_id.as_str(),
-            "S": side_name(order.side), "o": if order.kind == OrderKind::Market { "MARKET" } else { "LIMIT" },
-            "f": tif, "q": order.quantity.to_string(), "p": price.to_string(), "P": "0", "F": "0", "g": -1,
+            "S": side_name(order.side), "o": type_,
+            "f": tif, "q": order.quantity.to_string(), "p": price.to_string(), "P": stop.to_string(), "F": "0", "g": -1,
             "C": "", "r": "NONE", "i": order.exchange_id, "I": 0, "w": order.status.is_open(), "M": false,
             "O": order.created_ms, "Y": "0", "Q": "0", "V": "NONE",
         });
@@ -511,7 +506,7 @@ async fn exchange_info(State(state): State<SimState>) -> Response {
                 "symbol": r.symbol, "status": if r.trading { "TRADING" } else { "BREAK" },
                 "baseAsset": r.base_asset, "baseAssetPrecision": 8, "quoteAsset": r.quote_asset,
                 "quotePrecision": 8, "quoteAssetPrecision": 8, "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-                "orderTypes": ["LIMIT", "MARKET"], "icebergAllowed": false, "ocoAllowed": false, "otoAllowed": false,
+                "orderTypes": ["LIMIT", "MARKET", "STOP_LOSS_LIMIT"], "icebergAllowed": false, "ocoAllowed": false, "otoAllowed": false,
                 "quoteOrderQtyMarketAllowed": false, "allowTrailingStop": false, "cancelReplaceAllowed": false,
                 "amendAllowed": false, "isSpotTradingAllowed": true, "isMarginTradingAllowed": false,
                 "filters": filters(r), "permissions": [], "permissionSets": [["SPOT"]],
@@ -737,26 +732,39 @@ fn check_signed(
     Ok(params)
 }
 
-fn order_json(o: &Order, fills: Option<&[Fill]>, transact: bool) -> Value {
-    let (price, tif) = match o.kind {
-        OrderKind::Limit { price, time_in_force } => {
-            (price, if time_in_force == TimeInForce::Ioc { "IOC" } else { "GTC" })
-        }
-        OrderKind::Market => (Decimal::ZERO, "GTC"),
+/// Binance's fields of an order's kind: its type, price, stop price and time in force.
+fn kind_fields(kind: OrderKind) -> (&'static str, Decimal, Decimal, &'static str) {
+    let tif = match kind.time_in_force() {
+        Some(TimeInForce::Ioc) => "IOC",
+        _ => "GTC",
     };
+    let price = kind.limit_price().unwrap_or_default();
+    match kind {
+        OrderKind::Market => ("MARKET", price, Decimal::ZERO, tif),
+        OrderKind::Limit { .. } => ("LIMIT", price, Decimal::ZERO, tif),
+        OrderKind::StopLossLimit { stop_price, .. } => ("STOP_LOSS_LIMIT", price, stop_price, tif),
+    }
+}
+
+fn order_json(o: &Order, fills: Option<&[Fill]>, transact: bool) -> Value {
+    let (type_, price, stop, tif) = kind_fields(o.kind);
     let mut v = json!({
         "symbol": o.symbol, "orderId": o.exchange_id, "orderListId": -1, "clientOrderId": o.client_id.as_str(),
         "price": price.to_string(), "origQty": o.quantity.to_string(), "executedQty": o.filled_quantity.to_string(),
         "origQuoteOrderQty": "0", "cummulativeQuoteQty": o.filled_quote.to_string(), "status": status_name(o.status),
-        "timeInForce": tif, "type": if o.kind == OrderKind::Market { "MARKET" } else { "LIMIT" },
+        "timeInForce": tif, "type": type_,
         "side": side_name(o.side), "workingTime": o.created_ms, "selfTradePreventionMode": "NONE",
     });
     if let Some(map) = v.as_object_mut() {
         if transact {
             map.insert("transactTime".into(), json!(o.updated_ms));
+            // A conditional field: placement answers carry it for stop orders.
+            if !stop.is_zero() {
+                map.insert("stopPrice".into(), json!(stop.to_string()));
+            }
         } else {
             map.extend([
-                ("stopPrice".to_owned(), json!("0")),
+                ("stopPrice".to_owned(), json!(stop.to_string())),
                 ("icebergQty".to_owned(), json!("0")),
                 ("time".to_owned(), json!(o.created_ms)),
                 ("updateTime".to_owned(), json!(o.updated_ms)),
@@ -783,16 +791,19 @@ fn request_of(sim: &mut Sim, p: &Params) -> Result<OrderRequest, ApiError> {
         "SELL" => Side::Sell,
         _ => return Err(bad(-1100, "Illegal characters found in parameter 'side'.")),
     };
+    let time_in_force = || match param(p, "timeInForce")? {
+        "GTC" => Ok(TimeInForce::Gtc),
+        "IOC" => Ok(TimeInForce::Ioc),
+        _ => Err(bad(-1115, "Invalid timeInForce.")),
+    };
     let kind = match param(p, "type")? {
         "MARKET" => OrderKind::Market,
-        "LIMIT" => {
-            let time_in_force = match param(p, "timeInForce")? {
-                "GTC" => TimeInForce::Gtc,
-                "IOC" => TimeInForce::Ioc,
-                _ => return Err(bad(-1115, "Invalid timeInForce.")),
-            };
-            OrderKind::Limit { price: decimal(p, "price")?, time_in_force }
-        }
+        "LIMIT" => OrderKind::Limit { price: decimal(p, "price")?, time_in_force: time_in_force()? },
+        "STOP_LOSS_LIMIT" => OrderKind::StopLossLimit {
+            stop_price: decimal(p, "stopPrice")?,
+            price: decimal(p, "price")?,
+            time_in_force: time_in_force()?,
+        },
         _ => return Err(bad(-1116, "Invalid orderType.")),
     };
     if p.contains_key("quoteOrderQty") {
