@@ -1,0 +1,201 @@
+//! A trader against `kuant exchange-sim` over loopback, live (orders to the simulator) and on
+//! paper (the simulator's market data, orders filled by the paper account): signals become
+//! orders and fills, each counted once, and the risk desk's books end equal to the exchange's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kuant_agents::execution::Costs;
+use kuant_agents::risk::RiskLimits;
+use kuant_agents::strategy::{AnyStrategy, SmaCrossover};
+use kuant_exchanges::binance::Credentials;
+use kuant_exchanges::paper::{PaperAccount, PaperExchange};
+use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
+use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange, ExchangeRules, OrderStatus};
+use kuant_runtime::{Plan, Step, Trader};
+use rust_decimal::Decimal;
+
+const H: i64 = 3_600_000;
+
+fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+/// A simulator of BTCUSDT swinging around 60,000 (so a fast SMA crosses a slow one often), at
+/// `speed`; its base URL and state.
+fn simulator(speed: Speed) -> (String, SimState) {
+    let start = 1_700_000_000_000 - 1_700_000_000_000 % H;
+    let candles = (0..600)
+        .map(|i| {
+            let swing = (f64::from(i) / 3.0).sin() * 3_000.0;
+            let open = Decimal::from(60_000 + swing as i64);
+            Candle {
+                open_ms: start + i64::from(i) * H,
+                open,
+                high: open + Decimal::from(40),
+                low: open - Decimal::from(40),
+                close: open + Decimal::from(10),
+                volume: d("12.5"),
+            }
+        })
+        .collect();
+    let config = SimConfig {
+        symbols: vec![SimSymbol {
+            rules: ExchangeRules::binance_default("BTCUSDT").expect("rules"),
+            replay: Replay::new(candles, H).expect("replay"),
+            interval: "1h".into(),
+        }],
+        speed,
+        credentials: Credentials::hmac("k", "s"),
+        balances: vec![("USDT".into(), d("10000"))],
+        fees: Fees::default(),
+        book: BookShape::default(),
+    };
+    let state = SimState::new(config).expect("a simulator");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let served = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            tokio::spawn(served.clone().drive());
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, router(served)).await.expect("serve");
+        });
+    });
+    (format!("http://{addr}"), state)
+}
+
+fn plan() -> Plan {
+    Plan {
+        session_id: "it-session".into(),
+        symbol: "BTCUSDT".into(),
+        interval: "1h".into(),
+        interval_ms: H,
+        strategy: AnyStrategy::SmaCrossover(SmaCrossover::new(3, 8)),
+        allocation: d("0.5"),
+        costs: Costs::from_bps(10.0, 5.0).expect("costs"),
+        limits: RiskLimits {
+            max_position: Decimal::ONE,
+            max_order_notional: None,
+            max_open_orders: 5,
+            max_orders_per_minute: 6000,
+            max_daily_loss: Decimal::ONE,
+            max_drawdown: Decimal::ONE,
+        },
+        budget: d("10000"),
+        stale_after_ms: 30_000,
+        poll_every_ms: Some(5_000),
+        warm_up: 100,
+    }
+}
+
+/// Every submitted order filled, each fill counted once, and nothing blocked but by the data.
+fn check_chain(steps: &[Step]) -> usize {
+    let submitted: Vec<_> = steps
+        .iter()
+        .filter_map(|s| if let Step::Submitted(o) = s { Some(o.client_id.clone()) } else { None })
+        .collect();
+    assert!(submitted.len() >= 4, "orders: {steps:#?}");
+    for id in &submitted {
+        let filled = steps
+            .iter()
+            .any(|s| matches!(s, Step::Order(o) if o.client_id == *id && o.status == OrderStatus::Filled));
+        assert!(filled, "{id} filled: {steps:#?}");
+        assert!(id.as_str().starts_with("kq") && id.as_str().len() == 34, "{id}");
+    }
+    let mut trade_ids: Vec<u64> =
+        steps.iter().filter_map(|s| if let Step::Fill(f) = s { Some(f.trade_id) } else { None }).collect();
+    let all = trade_ids.len();
+    trade_ids.sort_unstable();
+    trade_ids.dedup();
+    assert_eq!(trade_ids.len(), all, "each fill once");
+    let blocked: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Blocked { .. })).collect();
+    assert!(blocked.is_empty(), "{blocked:#?}");
+    submitted.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_on_the_simulator_signals_become_orders_and_the_books_agree() {
+    let (base, state) = simulator(Speed::Times(360_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    let trader = Trader::start(exchange.clone(), plan()).await.expect("started");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
+    let orders = check_chain(trader.steps());
+    assert_eq!(state.orders_placed(), orders, "one order per decision, none twice");
+    // The desk's books are the exchange's, to the last decimal.
+    let balances = exchange.balances().await.expect("balances");
+    let total =
+        |asset: &str| balances.iter().find(|b| b.asset == asset).map(|b| b.total()).unwrap_or_default();
+    let desk = trader.desk();
+    assert_eq!(desk.position("BTCUSDT"), total("BTC"));
+    assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_paper_nothing_reaches_the_simulator_and_fills_come_from_the_paper_account() {
+    let (base, state) = simulator(Speed::Times(360_000.0));
+    let market = Arc::new(BinanceExchange::new(BinanceEndpoints::at(&base), None).expect("client"));
+    let costs = Costs::from_bps(10.0, 5.0).expect("costs");
+    let account = PaperAccount::new([("USDT".to_owned(), d("10000"))], costs);
+    let paper = Arc::new(
+        PaperExchange::start(market, account, &["BTCUSDT".into()], "1h", None).await.expect("paper"),
+    );
+    let trader = Trader::start(paper.clone(), plan()).await.expect("started");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
+    check_chain(trader.steps());
+    assert_eq!(state.orders_placed(), 0);
+    let balances = paper.balances().await.expect("balances");
+    let total =
+        |asset: &str| balances.iter().find(|b| b.asset == asset).map(|b| b.total()).unwrap_or_default();
+    let desk = trader.desk();
+    assert_eq!(desk.position("BTCUSDT"), total("BTC"));
+    assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stream_is_stale_within_its_limit_and_nothing_trades_until_it_returns() {
+    use kuant_agents::watchdog::Change;
+    // Ten candles a second: the trader keeps up, so silence at the server is silence here.
+    let (base, state) = simulator(Speed::Times(36_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    let plan = Plan { stale_after_ms: 500, ..plan() };
+    let trader = Trader::start(exchange, plan).await.expect("started");
+    let silenced = std::time::Instant::now() + Duration::from_secs(1);
+    let silencer = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(silenced.into()).await;
+        silencer.inject(&kuant_exchanges::sim::Fault::Silence { seconds: 1.5 }).expect("silence");
+    });
+    let silenced_ms = i64::try_from(
+        (std::time::SystemTime::now() + Duration::from_secs(1))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("now")
+            .as_millis(),
+    )
+    .expect("ms");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(6))).await.expect("ran");
+    let steps = trader.steps();
+    let stale = steps
+        .iter()
+        .position(|s| matches!(s, Step::Health { change: Change::BecameStale { .. }, .. }))
+        .expect("went stale");
+    let Step::Health { at_ms, .. } = &steps[stale] else { unreachable!("a health step") };
+    assert!(*at_ms - silenced_ms <= 500 + 1_000, "stale {} ms after the silence began", at_ms - silenced_ms);
+    let healthy = steps[stale..]
+        .iter()
+        .position(|s| matches!(s, Step::Health { change: Change::BecameHealthy { .. }, .. }))
+        .expect("healthy again")
+        + stale;
+    assert!(!steps[stale..healthy].iter().any(|s| matches!(s, Step::Submitted(_))), "no order on stale data");
+    assert!(
+        steps[healthy..].iter().any(|s| matches!(s, Step::Submitted(_))),
+        "trading resumed: {:#?}",
+        &steps[healthy..]
+    );
+}
