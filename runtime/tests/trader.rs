@@ -10,7 +10,9 @@ use kuant_agents::risk::RiskLimits;
 use kuant_agents::strategy::{AnyStrategy, SmaCrossover};
 use kuant_exchanges::binance::Credentials;
 use kuant_exchanges::paper::{PaperAccount, PaperExchange};
-use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
+use kuant_exchanges::sim::{
+    BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, serve_on_loopback,
+};
 use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange, ExchangeRules, OrderStatus};
 use kuant_runtime::{Plan, Step, Trader};
 use rust_decimal::Decimal;
@@ -52,19 +54,8 @@ fn simulator(speed: Speed) -> (String, SimState) {
         book: BookShape::default(),
     };
     let state = SimState::new(config).expect("a simulator");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let served = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            tokio::spawn(served.clone().drive());
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, router(served)).await.expect("serve");
-        });
-    });
-    (format!("http://{addr}"), state)
+    let base = serve_on_loopback(state.clone()).expect("served");
+    (base, state)
 }
 
 fn plan() -> Plan {
@@ -89,6 +80,16 @@ fn plan() -> Plan {
         poll_every_ms: Some(5_000),
         warm_up: 100,
     }
+}
+
+/// The desk's books are the exchange's, to the last decimal.
+async fn books_agree<E: Exchange, X: Exchange>(trader: &Trader<E>, exchange: &X) {
+    let balances = exchange.balances().await.expect("balances");
+    let total =
+        |asset: &str| balances.iter().find(|b| b.asset == asset).map(|b| b.total()).unwrap_or_default();
+    let desk = trader.desk();
+    assert_eq!(desk.position("BTCUSDT"), total("BTC"));
+    assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
 }
 
 /// Every submitted order filled, each fill counted once, and nothing blocked but by the data.
@@ -126,13 +127,7 @@ async fn live_on_the_simulator_signals_become_orders_and_the_books_agree() {
     let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
     let orders = check_chain(trader.steps());
     assert_eq!(state.orders_placed(), orders, "one order per decision, none twice");
-    // The desk's books are the exchange's, to the last decimal.
-    let balances = exchange.balances().await.expect("balances");
-    let total =
-        |asset: &str| balances.iter().find(|b| b.asset == asset).map(|b| b.total()).unwrap_or_default();
-    let desk = trader.desk();
-    assert_eq!(desk.position("BTCUSDT"), total("BTC"));
-    assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
+    books_agree(&trader, exchange.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,12 +143,7 @@ async fn on_paper_nothing_reaches_the_simulator_and_fills_come_from_the_paper_ac
     let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
     check_chain(trader.steps());
     assert_eq!(state.orders_placed(), 0);
-    let balances = paper.balances().await.expect("balances");
-    let total =
-        |asset: &str| balances.iter().find(|b| b.asset == asset).map(|b| b.total()).unwrap_or_default();
-    let desk = trader.desk();
-    assert_eq!(desk.position("BTCUSDT"), total("BTC"));
-    assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
+    books_agree(&trader, paper.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,4 +9,4 @@ pub mod streams;
 pub use faults::{Fault, Faults, Scheduled};
 pub use matching::{BookShape, Changes, Depth, Engine, Fees};
 pub use replay::{Candle, Replay, SimClock, Speed};
-pub use server::{SimConfig, SimState, SimSymbol, router};
+pub use server::{SimConfig, SimState, SimSymbol, router, serve_on_loopback};

@@ -371,6 +371,30 @@ impl Sim {
     }
 }
 
+/// Serves `state` on a free loopback port from a thread of its own (its own runtime, its clock
+/// driven), for tests and benchmarks in any crate; its base URL.
+pub fn serve_on_loopback(state: SimState) -> std::io::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(error = %e, "the simulator's runtime did not start"),
+        };
+        runtime.block_on(async move {
+            tokio::spawn(state.clone().drive());
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let _ = axum::serve(listener, router(state)).await;
+                }
+                Err(e) => tracing::error!(error = %e, "the simulator cannot listen"),
+            }
+        });
+    });
+    Ok(format!("http://{addr}"))
+}
+
 /// The simulator's router: Binance's `/api/v3` endpoints.
 pub fn router(state: SimState) -> Router {
     Router::new()

@@ -3,7 +3,9 @@
 
 use kuant_exchanges::ExchangeRules;
 use kuant_exchanges::binance::Credentials;
-use kuant_exchanges::sim::{BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
+use kuant_exchanges::sim::{
+    BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, serve_on_loopback,
+};
 use rust_decimal::Decimal;
 
 pub const KEY: &str = "sim-test-key";
@@ -51,17 +53,6 @@ pub fn start_sized(speed: Speed, credentials: Credentials, count: i64) -> (Strin
         book: BookShape::default(),
     };
     let state = SimState::new(config).expect("a simulator");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let served = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            tokio::spawn(served.clone().drive());
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, router(served)).await.expect("serve");
-        });
-    });
-    (format!("http://{addr}"), state)
+    let base = serve_on_loopback(state.clone()).expect("served");
+    (base, state)
 }
