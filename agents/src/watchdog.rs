@@ -71,13 +71,18 @@ impl Watchdog {
         self.health == Health::Healthy
     }
 
-    /// A message from the stream at `now_ms`.
-    pub fn on_stream_message(&mut self, now_ms: i64) -> Option<Change> {
-        self.last_message_ms = Some(now_ms);
+    /// A message from the stream, received at `received_ms` and handled at `now_ms` (a reader
+    /// behind its stream handles it later): it makes the data healthy only if it is itself less
+    /// than `stale_after` old.
+    pub fn on_stream_message(&mut self, received_ms: i64, now_ms: i64) -> Option<Change> {
+        self.last_message_ms = Some(self.last_message_ms.map_or(received_ms, |l| l.max(received_ms)));
+        if now_ms - received_ms >= self.stale_after_ms {
+            return self.tick(now_ms);
+        }
         let change = match self.health {
             Health::Healthy => None,
-            Health::Unknown => Some(Change::BecameHealthy { stale_ms: now_ms - self.started_ms }),
-            Health::Stale { since_ms } => Some(Change::BecameHealthy { stale_ms: now_ms - since_ms }),
+            Health::Unknown => Some(Change::BecameHealthy { stale_ms: received_ms - self.started_ms }),
+            Health::Stale { since_ms } => Some(Change::BecameHealthy { stale_ms: received_ms - since_ms }),
         };
         self.health = Health::Healthy;
         self.last_poll_ms = None;
@@ -129,9 +134,9 @@ mod tests {
         let mut w = Watchdog::new(30_000, Some(5_000), 0);
         assert_eq!(w.health(), Health::Unknown);
         assert!(!w.may_trade(), "nothing yet: no decisions");
-        assert_eq!(w.on_stream_message(1_000), Some(Change::BecameHealthy { stale_ms: 1_000 }));
+        assert_eq!(w.on_stream_message(1_000, 1_000), Some(Change::BecameHealthy { stale_ms: 1_000 }));
         assert!(w.may_trade());
-        assert_eq!(w.on_stream_message(2_000), None);
+        assert_eq!(w.on_stream_message(2_000, 2_000), None);
         assert_eq!(w.tick(31_999), None, "29.999 s of silence is not yet stale");
         assert_eq!(w.tick(32_000), Some(Change::BecameStale { silent_ms: 30_000 }));
         assert_eq!(w.tick(40_000), None, "said once");
@@ -141,8 +146,19 @@ mod tests {
         assert!(!w.should_poll(36_999));
         assert!(w.should_poll(37_000));
         assert!(!w.may_trade());
-        assert_eq!(w.on_stream_message(90_000), Some(Change::BecameHealthy { stale_ms: 88_000 }));
+        assert_eq!(w.on_stream_message(90_000, 90_000), Some(Change::BecameHealthy { stale_ms: 88_000 }));
         assert!(w.may_trade() && !w.should_poll(90_001));
+    }
+
+    #[test]
+    fn a_message_handled_long_after_it_came_is_not_fresh_data() {
+        let mut w = Watchdog::new(1_000, None, 0);
+        assert!(w.on_stream_message(100, 150).is_some());
+        // The reader fell 2 s behind: what it handles now was received 2 s ago.
+        assert_eq!(w.on_stream_message(200, 2_200), Some(Change::BecameStale { silent_ms: 2_000 }));
+        assert!(!w.may_trade());
+        assert_eq!(w.on_stream_message(300, 2_250), None, "still old");
+        assert_eq!(w.on_stream_message(2_240, 2_260), Some(Change::BecameHealthy { stale_ms: 2_040 }));
     }
 
     #[test]

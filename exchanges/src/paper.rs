@@ -401,7 +401,7 @@ async fn feed(
     recorder: Option<BalanceRecorder>,
 ) {
     while let Some(event) = market.recv().await {
-        let StreamEvent::Market(MarketEvent::Kline { symbol, kline, .. }) = event else { continue };
+        let StreamEvent::Market(MarketEvent::Kline { symbol, kline, .. }, _) = event else { continue };
         let (changed, balances) = {
             let mut a = locked(&account);
             let changed = a.on_candle(&symbol, &kline);

@@ -51,7 +51,7 @@ async fn until(
 }
 
 fn is_market(e: &StreamEvent) -> bool {
-    matches!(e, StreamEvent::Market(_))
+    matches!(e, StreamEvent::Market(..))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +90,7 @@ async fn duplicated_and_reordered_messages_never_reach_the_reader() {
     let mut ids = Vec::new();
     while ids.len() < 50 {
         let seen = until(&mut rx, Duration::from_secs(5), is_market).await;
-        if let Some(StreamEvent::Market(MarketEvent::Trade { id, .. })) = seen.last() {
+        if let Some(StreamEvent::Market(MarketEvent::Trade { id, .. }, _)) = seen.last() {
             ids.push(*id);
         }
     }
@@ -125,8 +125,8 @@ async fn at_max_speed_the_clock_waits_for_subscribers_and_skips_nothing() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while closed.len() < 20 {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(StreamEvent::Market(MarketEvent::Trade { id, .. }))) => ids.push(id),
-            Ok(Some(StreamEvent::Market(MarketEvent::Kline { kline, .. }))) if kline.closed => {
+            Ok(Some(StreamEvent::Market(MarketEvent::Trade { id, .. }, _))) => ids.push(id),
+            Ok(Some(StreamEvent::Market(MarketEvent::Kline { kline, .. }, _))) if kline.closed => {
                 closed.push(kline.open_ms)
             }
             Ok(Some(_)) => {}

@@ -114,7 +114,7 @@ async fn scenario<E: Exchange>(exchange: &E) {
     // And the market stream flows.
     let flowing = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(e) = market.recv().await {
-            if matches!(e, StreamEvent::Market(_)) {
+            if matches!(e, StreamEvent::Market(..)) {
                 return true;
             }
         }

@@ -202,10 +202,12 @@ impl<E: Exchange> Trader<E> {
         }
     }
 
-    /// A market stream event at wall time `now_ms`.
+    /// A market stream event, handled at wall time `now_ms`. Its freshness is judged by when
+    /// it was received, so a trader that fell behind its stream does not mistake old messages
+    /// for live data.
     pub async fn on_stream(&mut self, event: StreamEvent, now_ms: i64) {
-        let StreamEvent::Market(event) = event else { return };
-        if let Some(change) = self.watchdog.on_stream_message(now_ms) {
+        let StreamEvent::Market(event, received_ms) = event else { return };
+        if let Some(change) = self.watchdog.on_stream_message(received_ms, now_ms) {
             self.steps.push(Step::Health { at_ms: now_ms, change });
         }
         let MarketEvent::Kline { symbol, kline, .. } = event else { return };

@@ -27,8 +27,9 @@ pub const RECONNECT_BEFORE_CUT: Duration = Duration::from_secs(23 * 3600 + 50 * 
 pub enum StreamEvent {
     /// Connected (again) and subscribed.
     Connected,
-    /// A market event.
-    Market(MarketEvent),
+    /// A market event, and when it was received (Unix ms, this machine's clock): a reader that
+    /// falls behind judges freshness by it, not by when it gets to the event.
+    Market(MarketEvent, i64),
     /// Nothing arrived for `for_`: the data is stale; the stream reconnects.
     Silent {
         /// How long nothing came.
@@ -43,6 +44,12 @@ pub enum StreamEvent {
         /// Why.
         reason: String,
     },
+}
+
+fn received_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// How a market stream runs.
@@ -113,7 +120,10 @@ impl MarketStream {
                             Ok(Some(Ok(Message::Text(text)))) => {
                                 attempt = 0;
                                 let Ok(Some(event)) = market_event(&text) else { continue };
-                                if fresh.admit(&event) && tx.send(StreamEvent::Market(event)).await.is_err() {
+                                let received = received_ms();
+                                if fresh.admit(&event)
+                                    && tx.send(StreamEvent::Market(event, received)).await.is_err()
+                                {
                                     return;
                                 }
                             }
