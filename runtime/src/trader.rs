@@ -148,6 +148,7 @@ pub struct Trader<E: Exchange> {
     /// The intent (desk) id of each order.
     intents: HashMap<ClientOrderId, String>,
     steps: Vec<Step>,
+    suspended: bool,
 }
 
 impl<E: Exchange> Trader<E> {
@@ -177,6 +178,7 @@ impl<E: Exchange> Trader<E> {
             tracker: OrderTracker::new(),
             intents: HashMap::new(),
             steps: Vec::new(),
+            suspended: false,
             last_open_ms,
             exchange,
             plan,
@@ -252,6 +254,9 @@ impl<E: Exchange> Trader<E> {
     async fn decide(&mut self, side: Side, kline: &Kline, now_ms: i64) {
         let at = kline.open_ms;
         self.steps.push(Step::Signal { at_ms: at, side, price: kline.close });
+        if self.suspended {
+            return self.blocked(at, "suspended", "the kill switch is on: no new orders");
+        }
         if !self.watchdog.may_trade() {
             return self.blocked(at, "stale_market_data", "no decision on stale market data");
         }
@@ -360,16 +365,55 @@ impl<E: Exchange> Trader<E> {
         }
     }
 
-    /// Trades until `stop` completes; what happened.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<Self, TraderError> {
+    /// The kill switch: while `on`, every open order of the symbol is cancelled (at once) and no
+    /// new intent is decided; market data keeps flowing, so the strategy and the watchdog stay
+    /// current. Off again, trading resumes.
+    pub async fn suspend(&mut self, on: bool) {
+        self.suspended = on;
+        if !on {
+            return;
+        }
+        match self.exchange.cancel_all(&self.plan.symbol).await {
+            Ok(cancelled) => {
+                for order in cancelled {
+                    self.apply(&order, None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the kill switch could not cancel the open orders; it tries again on the next change")
+            }
+        }
+    }
+
+    /// Trades until `stop` completes, with the kill switch `suspend` (see [`Trader::suspend`]);
+    /// what happened.
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        mut suspend: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, TraderError> {
         let feeds = [MarketFeed::Klines(self.plan.symbol.clone(), self.plan.interval.clone())];
         let mut market = self.exchange.market_stream(&feeds);
         let mut account = self.exchange.account_updates()?;
         let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+        let initially = *suspend.borrow_and_update();
+        if initially {
+            self.suspend(true).await;
+        }
         tokio::pin!(stop);
+        // A switch whose sender is gone stays where it is.
+        let mut switch_alive = true;
         loop {
             tokio::select! {
                 () = &mut stop => return Ok(self),
+                changed = suspend.changed(), if switch_alive => {
+                    if changed.is_ok() {
+                        let on = *suspend.borrow_and_update();
+                        self.suspend(on).await;
+                    } else {
+                        switch_alive = false;
+                    }
+                }
                 event = market.recv() => match event {
                     Some(e) => self.on_stream(e, wall_ms()).await,
                     None => return Ok(self),

@@ -58,6 +58,11 @@ fn simulator(speed: Speed) -> (String, SimState) {
     (base, state)
 }
 
+/// A kill switch that stays off (its sender gone, it never changes).
+fn off() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(false).1
+}
+
 fn plan() -> Plan {
     Plan {
         session_id: "it-session".into(),
@@ -124,7 +129,7 @@ async fn live_on_the_simulator_signals_become_orders_and_the_books_agree() {
         BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
     );
     let trader = Trader::start(exchange.clone(), plan()).await.expect("started");
-    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
     let orders = check_chain(trader.steps());
     assert_eq!(state.orders_placed(), orders, "one order per decision, none twice");
     books_agree(&trader, exchange.as_ref()).await;
@@ -140,7 +145,7 @@ async fn on_paper_nothing_reaches_the_simulator_and_fills_come_from_the_paper_ac
         PaperExchange::start(market, account, &["BTCUSDT".into()], "1h", None).await.expect("paper"),
     );
     let trader = Trader::start(paper.clone(), plan()).await.expect("started");
-    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4))).await.expect("ran");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
     check_chain(trader.steps());
     assert_eq!(state.orders_placed(), 0);
     books_agree(&trader, paper.as_ref()).await;
@@ -169,7 +174,7 @@ async fn a_silent_stream_is_stale_within_its_limit_and_nothing_trades_until_it_r
             .as_millis(),
     )
     .expect("ms");
-    let trader = trader.run(tokio::time::sleep(Duration::from_secs(6))).await.expect("ran");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(6)), off()).await.expect("ran");
     let steps = trader.steps();
     let stale = steps
         .iter()
@@ -188,4 +193,65 @@ async fn a_silent_stream_is_stale_within_its_limit_and_nothing_trades_until_it_r
         "trading resumed: {:#?}",
         &steps[healthy..]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_cancels_open_orders_at_once_and_blocks_new_ones_while_data_flows() {
+    let (base, state) = simulator(Speed::Times(36_000.0));
+    let market = Arc::new(BinanceExchange::new(BinanceEndpoints::at(&base), None).expect("client"));
+    let costs = Costs::from_bps(10.0, 5.0).expect("costs");
+    let account = PaperAccount::new([("USDT".to_owned(), d("10000"))], costs);
+    let paper = Arc::new(
+        PaperExchange::start(market, account, &["BTCUSDT".into()], "1h", None).await.expect("paper"),
+    );
+    let mut trader = Trader::start(paper.clone(), plan()).await.expect("started");
+    // An order resting on the account (the switch cancels every open order of the symbol).
+    let rules = ExchangeRules::binance_default("BTCUSDT").expect("rules");
+    let resting = kuant_exchanges::OrderRequest {
+        symbol: "BTCUSDT".into(),
+        side: kuant_agents::strategy::Side::Buy,
+        kind: kuant_exchanges::OrderKind::Limit {
+            price: d("1000"),
+            time_in_force: kuant_exchanges::TimeInForce::Gtc,
+        },
+        quantity: d("0.01"),
+        client_id: kuant_exchanges::ClientOrderId::new("resting-1").expect("id"),
+    };
+    paper.place(&resting, &rules, d("1000")).await.expect("resting");
+    assert_eq!(paper.open_orders("BTCUSDT").await.expect("open").len(), 1);
+    let thrown = std::time::Instant::now();
+    trader.suspend(true).await;
+    assert!(thrown.elapsed() < Duration::from_secs(2));
+    assert!(paper.open_orders("BTCUSDT").await.expect("open").is_empty(), "cancelled");
+    assert!(trader.steps().iter().any(|s| matches!(s, Step::Order(o) if o.status == OrderStatus::Canceled)));
+    // Data keeps flowing; signals are refused.
+    let mut stream =
+        paper.market_stream(&[kuant_exchanges::MarketFeed::Klines("BTCUSDT".into(), "1h".into())]);
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !trader.steps().iter().any(|s| matches!(s, Step::Blocked { reason, .. } if reason == "suspended")) {
+        let event = tokio::time::timeout_at(until, stream.recv())
+            .await
+            .expect("a signal within 20 s")
+            .expect("a stream");
+        trader.on_stream(event, wall()).await;
+    }
+    assert!(!trader.steps().iter().any(|s| matches!(s, Step::Submitted(_))), "nothing new while suspended");
+    // Off again: it trades.
+    trader.suspend(false).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !trader.steps().iter().any(|s| matches!(s, Step::Submitted(_))) {
+        let event = tokio::time::timeout_at(until, stream.recv())
+            .await
+            .expect("an order within 20 s")
+            .expect("a stream");
+        trader.on_stream(event, wall()).await;
+    }
+    assert_eq!(state.orders_placed(), 0);
+}
+
+fn wall() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis(),
+    )
+    .expect("ms")
 }
