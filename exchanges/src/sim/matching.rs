@@ -263,6 +263,16 @@ fn rejected(code: i64, reason: &str, kind: RejectKind) -> ExchangeError {
     ExchangeError::Rejected { code, reason: reason.to_owned(), kind }
 }
 
+/// What the unfilled rest of an open `order` holds: a buy its limit price's worth of the quote
+/// asset, a sell its quantity of the base asset.
+fn held_by<'a>(order: &Order, names: &'a Names) -> (&'a str, Decimal) {
+    let rest = order.quantity - order.filled_quantity;
+    match order.side {
+        Side::Buy => (&names.quote, order.kind.limit_price().unwrap_or_default() * rest),
+        Side::Sell => (&names.base, rest),
+    }
+}
+
 /// Binance's answer to an order a filter refuses.
 pub fn filter_failure(violation: &RuleViolation) -> ExchangeError {
     let filter = match violation {
@@ -420,6 +430,13 @@ impl Engine {
         self.markets.get(symbol).ok_or_else(|| rejected(-1121, "Invalid symbol.", RejectKind::Other))
     }
 
+    /// Moves `amount` of `asset` from free to locked (a negative amount: back).
+    fn lock(&mut self, asset: &str, amount: Decimal) {
+        let h = self.holding(asset);
+        h.free -= amount;
+        h.locked += amount;
+    }
+
     fn holding(&mut self, asset: &str) -> &mut Holding {
         // Looked up before inserting: an entry() would allocate the key on every fill.
         if !self.balances.contains_key(asset) {
@@ -472,20 +489,15 @@ impl Engine {
         if now {
             return Err(rejected(-2010, "Stop price would trigger immediately.", RejectKind::Other));
         }
-        let (asset, amount) = match order.side {
-            Side::Buy => (&names.quote, order.kind.limit_price().unwrap_or_default() * order.quantity),
-            Side::Sell => (&names.base, order.quantity),
-        };
-        let h = self.holding(asset);
-        if h.free < amount {
+        let (asset, amount) = held_by(&order, names);
+        if self.holding(asset).free < amount {
             return Err(rejected(
                 -2010,
                 "Account has insufficient balance for requested action.",
                 RejectKind::InsufficientBalance,
             ));
         }
-        h.free -= amount;
-        h.locked += amount;
+        self.lock(asset, amount);
         self.stops.insert(order.client_id.clone(), (names.symbol.clone(), order.side, stop_price));
         Ok((order, Vec::new()))
     }
@@ -548,19 +560,8 @@ impl Engine {
             OrderStatus::Filled
         } else if rests {
             // Reserve what the rest needs.
-            match order.side {
-                Side::Buy => {
-                    let h = self.holding(&names.quote);
-                    let amount = limit.unwrap_or_default() * remaining;
-                    h.free -= amount;
-                    h.locked += amount;
-                }
-                Side::Sell => {
-                    let h = self.holding(&names.base);
-                    h.free -= remaining;
-                    h.locked += remaining;
-                }
-            }
+            let (asset, amount) = held_by(&order, names);
+            self.lock(asset, amount);
             self.rest(&order, limit.unwrap_or_default());
             if order.filled_quantity.is_zero() { OrderStatus::New } else { OrderStatus::PartiallyFilled }
         } else {
@@ -596,13 +597,8 @@ impl Engine {
         for id in reached {
             self.stops.remove(&id);
             let Some(order) = self.orders.get(&id).cloned() else { continue };
-            let (asset, amount) = match order.side {
-                Side::Buy => (&names.quote, order.kind.limit_price().unwrap_or_default() * order.quantity),
-                Side::Sell => (&names.base, order.quantity),
-            };
-            let h = self.holding(asset);
-            h.locked -= amount;
-            h.free += amount;
+            let (asset, amount) = held_by(&order, names);
+            self.lock(asset, -amount);
             let (worked, fills) = match self.work(order.clone(), names, now_ms) {
                 Ok(done) => done,
                 Err(_) => {
@@ -695,22 +691,10 @@ impl Engine {
             .filter(|o| &*o.symbol == symbol && o.status.is_open())
             .ok_or_else(unknown)?;
         let mut order = order.clone();
-        let market = self.market(symbol)?;
-        let (base, quote) = (market.names.base.clone(), market.names.quote.clone());
-        let remaining = order.quantity - order.filled_quantity;
-        match (order.side, order.kind.limit_price()) {
-            (Side::Buy, Some(price)) => {
-                let h = self.holding(&quote);
-                h.locked -= price * remaining;
-                h.free += price * remaining;
-            }
-            (Side::Sell, _) => {
-                let h = self.holding(&base);
-                h.locked -= remaining;
-                h.free += remaining;
-            }
-            (Side::Buy, None) => {}
-        }
+        let names = self.market(symbol)?.names.clone();
+        // Open orders are limits (or stops): what their rest holds goes back.
+        let (asset, amount) = held_by(&order, &names);
+        self.lock(asset, -amount);
         order.status = OrderStatus::Canceled;
         order.updated_ms = now_ms;
         self.unrest(client_id);
