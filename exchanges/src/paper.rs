@@ -464,14 +464,8 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
                 Ok(placed) => placed,
                 // The client order id is the idempotency key: the order it already names, as
                 // the Binance adapter answers a duplicate.
-                Err(ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. })
-                    if a.order(&order.client_id).is_some() =>
-                {
-                    let existing = a.order(&order.client_id).cloned();
-                    return existing.map(|o| (o, Vec::new())).ok_or_else(|| ExchangeError::UnknownOutcome {
-                        client_id: order.client_id.clone(),
-                        detail: "a duplicate of an order the account does not have".into(),
-                    });
+                Err(e @ ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. }) => {
+                    return a.order(&order.client_id).cloned().map(|o| (o, Vec::new())).ok_or(e);
                 }
                 Err(e) => return Err(e),
             }

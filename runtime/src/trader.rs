@@ -299,18 +299,7 @@ impl<E: Exchange> Trader<E> {
             Ok((order, fills)) => {
                 self.intents.insert(order.client_id.clone(), id);
                 self.steps.push(Step::Submitted(order.clone()));
-                if fills.is_empty() {
-                    self.apply(&order, None);
-                }
-                for (i, fill) in fills.iter().enumerate() {
-                    // The order's final state with its last fill.
-                    let mut partial = order.clone();
-                    if i + 1 < fills.len() {
-                        partial.status = kuant_exchanges::OrderStatus::PartiallyFilled;
-                        partial.filled_quantity = fills[..=i].iter().map(|f| f.quantity).sum();
-                    }
-                    self.apply(&partial, Some(fill));
-                }
+                self.apply(&order, &fills);
             }
             Err(ExchangeError::UnknownOutcome { client_id, detail }) => {
                 // It may exist: the reservation stays until the exchange says what became of it.
@@ -329,11 +318,17 @@ impl<E: Exchange> Trader<E> {
         }
     }
 
-    /// A report of `order` (with its fill): moved forward once, counted once.
-    fn apply(&mut self, order: &Order, fill: Option<&Fill>) {
-        let applied = self.tracker.apply(order, fill);
+    /// A report of `order` with the fills it carries: each fill counted once, then the order
+    /// moved forward once (and its reservation released when it has ended).
+    fn apply(&mut self, order: &Order, fills: &[Fill]) {
         let intent = self.intents.get(&order.client_id).cloned();
-        if let Some(f) = applied.new_fill {
+        let mut changed = None;
+        let reports: Vec<Option<&Fill>> =
+            if fills.is_empty() { vec![None] } else { fills.iter().map(Some).collect() };
+        for fill in reports {
+            let applied = self.tracker.apply(order, fill);
+            changed = changed.or(applied.changed);
+            let Some(f) = applied.new_fill else { continue };
             let execution = Execution {
                 symbol: &f.symbol,
                 side: f.side,
@@ -345,7 +340,7 @@ impl<E: Exchange> Trader<E> {
             self.desk.fill(intent.as_deref().unwrap_or(""), &execution);
             self.steps.push(Step::Fill(f));
         }
-        if let Some(o) = applied.changed {
+        if let Some(o) = changed {
             if !o.status.is_open()
                 && let Some(id) = &intent
             {
@@ -360,7 +355,7 @@ impl<E: Exchange> Trader<E> {
         if let UserEvent::Update(AccountUpdate::Order { order, fill }) = event {
             // Only this trader's orders.
             if self.intents.contains_key(&order.client_id) {
-                self.apply(&order, fill.as_deref());
+                self.apply(&order, fill.as_deref().map(std::slice::from_ref).unwrap_or_default());
             }
         }
     }
@@ -376,7 +371,7 @@ impl<E: Exchange> Trader<E> {
         match self.exchange.cancel_all(&self.plan.symbol).await {
             Ok(cancelled) => {
                 for order in cancelled {
-                    self.apply(&order, None);
+                    self.apply(&order, &[]);
                 }
             }
             Err(e) => {
