@@ -33,6 +33,9 @@ enum Command {
     OpsApi(OpsApiArgs),
     /// Run a Backtest manifest locally, without a cluster, and print its results.
     Backtest(cli::backtest::BacktestArgs),
+    /// Run a TradingSession manifest locally, without a cluster: paper or live, on Binance, a
+    /// running `kuant exchange-sim`, or an in-process simulator.
+    Session(cli::session::SessionArgs),
     /// Run a Binance-spot-compatible exchange simulator that replays candles.
     ExchangeSim(cli::exchange_sim::ExchangeSimArgs),
 }
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
             args.data_dir.as_deref(),
         ),
         Command::Backtest(args) => cli::backtest::run(&args),
+        Command::Session(args) => cli::session::run(&args),
         Command::ExchangeSim(args) => cli::exchange_sim::run(&args),
     }
 }

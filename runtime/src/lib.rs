@@ -8,6 +8,11 @@
 //! account updates. The session around it (several strategies and symbols, the store, status,
 //! recovery, the kill switch) is issue 15's remaining work.
 
+pub mod judge;
+pub mod record;
+pub mod session;
 pub mod trader;
 
-pub use trader::{Plan, Step, Trader, TraderError};
+pub use judge::{Judge, Proposal, RulesJudge, Verdict};
+pub use session::{Report, Snapshot, SpecError};
+pub use trader::{Noted, Plan, Step, Trader, TraderError};

@@ -34,12 +34,22 @@ use kuant_exchanges::{
     OrderKind, OrderRequest, OrderTracker,
 };
 use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::judge::{Judge, Proposal, RulesJudge};
+use crate::session::{Report, Snapshot};
 
 /// What a trader runs.
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The session's id (its run id): client order ids derive from it.
     pub session_id: String,
+    /// The id stream of this trader within the session (e.g. `BTCUSDT/0`: the symbol and the
+    /// strategy's index): its event ids and client order ids derive from it, so two strategies
+    /// on one symbol never share an id.
+    pub stream: String,
+    /// The strategy's name as the manifest gives it (stored with each signal).
+    pub strategy_name: String,
     /// E.g. `BTCUSDT`.
     pub symbol: String,
     /// The candles' interval, Binance's name (e.g. `1h`).
@@ -75,6 +85,36 @@ pub enum Step {
         side: Side,
         /// The candle's close.
         price: Decimal,
+    },
+    /// The trade the signal asks for, sized (base quantity, valued at `price`).
+    Intent {
+        /// The candle's open time.
+        at_ms: i64,
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity.
+        quantity: Decimal,
+        /// The price it is valued at.
+        price: Decimal,
+    },
+    /// The judge's verdict on the intent, after the risk desk approved it.
+    Judged {
+        /// The candle's open time.
+        at_ms: i64,
+        /// Approved (an order follows) or not (a block follows).
+        approved: bool,
+        /// The judge's reason.
+        reason: String,
+    },
+    /// Trading halted (the desk's daily loss or drawdown limit, or from outside), at wall time
+    /// `at_ms`.
+    Halted {
+        /// When.
+        at_ms: i64,
+        /// E.g. `DrawdownLimit`.
+        reason: String,
+        /// The figures.
+        message: String,
     },
     /// A trade that did not happen, and why (`reason` as stored, e.g. `stale_market_data`).
     Blocked {
@@ -135,24 +175,72 @@ fn bar(k: &Kline) -> Option<Bar> {
     })
 }
 
+/// The bits of an event id's sequence number that number the events of one decision's chain:
+/// the chain of the candle `k` (its open time over the interval) holds the sequence numbers
+/// `k << CHAIN_BITS | slot`, so the same decision, made again after a restart, has the same
+/// event ids and the same client order id.
+const CHAIN_BITS: u32 = 16;
+/// The slots of a chain.
+const SIGNAL: u64 = 1;
+const INTENT: u64 = 2;
+const JUDGED: u64 = 3;
+const SUBMITTED: u64 = 4;
+const BLOCKED: u64 = 5;
+/// The order's updates, numbered from here.
+const UPDATES: u64 = 0x100;
+/// Fills, by the exchange's trade id (its low 15 bits): a fill reported twice is one event.
+const FILLS: u64 = 0x8000;
+/// Candles this far from 1970 (in intervals) still fit a chain's sequence numbers.
+const MAX_CANDLE: u64 = 1 << (62 - CHAIN_BITS);
+
+/// A step with its place in the session's event chain: its id, the id of the signal that
+/// started its chain (`correlation`) and of the event that caused it (`causation`). Steps outside
+/// a decision (market-data health, halts) are chains of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Noted {
+    /// The event's id.
+    pub id: Uuid,
+    /// Its chain: the signal's id.
+    pub correlation: Uuid,
+    /// What caused it.
+    pub causation: Option<Uuid>,
+    /// What happened.
+    pub step: Step,
+}
+
+/// The chain an order belongs to.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    candle: u64,
+    /// Its last event: the next update's cause.
+    last: Uuid,
+    updates: u64,
+}
+
 /// One strategy on one symbol.
 pub struct Trader<E: Exchange> {
     exchange: Arc<E>,
     plan: Plan,
     rules: ExchangeRules,
     ids: IdSpace,
+    /// Ids of events outside a decision's chain.
+    loose_ids: IdSpace,
+    loose_seq: u64,
     desk: Desk,
     tracker: OrderTracker,
     watchdog: Watchdog,
+    judge: Arc<dyn Judge>,
     last_open_ms: Option<i64>,
-    /// The intent (desk) id of each order.
-    intents: HashMap<ClientOrderId, String>,
-    steps: Vec<Step>,
+    last_price: Decimal,
+    /// The chain of each order this trader placed.
+    orders: HashMap<ClientOrderId, Chain>,
+    journal: Vec<Noted>,
     suspended: bool,
 }
 
 impl<E: Exchange> Trader<E> {
-    /// Reads the symbol's rules and warms the strategy up on the latest closed candles.
+    /// Reads the symbol's rules and warms the strategy up on the latest closed candles. Plans
+    /// are judged by the rules judge unless [`Trader::with_judge`] says otherwise.
     pub async fn start(exchange: Arc<E>, mut plan: Plan) -> Result<Self, TraderError> {
         let rules = exchange.symbol_rules().await?.into_iter().find(|r| r.symbol == plan.symbol).ok_or_else(
             || TraderError::UnknownSymbol {
@@ -163,32 +251,66 @@ impl<E: Exchange> Trader<E> {
         let history =
             exchange.klines(&plan.symbol, &plan.interval, None, None, plan.warm_up.clamp(1, 1000)).await?;
         let mut last_open_ms = None;
+        let mut last_price = Decimal::ZERO;
         for k in history.iter().filter(|k| k.closed) {
             if let Some(b) = bar(k) {
                 // History: its signals were decided (or not) long ago.
                 let _ = plan.strategy.on_bar(&b);
                 last_open_ms = Some(k.open_ms);
+                last_price = k.close;
             }
         }
         let now = wall_ms();
         Ok(Self {
-            ids: IdSpace::new(&plan.session_id, &plan.symbol),
+            ids: IdSpace::new(&plan.session_id, &plan.stream),
+            loose_ids: IdSpace::new(&plan.session_id, &format!("{}#state", plan.stream)),
+            loose_seq: 0,
             desk: Desk::new(plan.limits.clone(), plan.budget, plan.costs.fee_rate(), now),
             watchdog: Watchdog::new(plan.stale_after_ms, plan.poll_every_ms, now),
             tracker: OrderTracker::new(),
-            intents: HashMap::new(),
-            steps: Vec::new(),
+            judge: Arc::new(RulesJudge::default()),
+            orders: HashMap::new(),
+            journal: Vec::new(),
             suspended: false,
             last_open_ms,
+            last_price,
             exchange,
             plan,
             rules,
         })
     }
 
-    /// What happened so far.
-    pub fn steps(&self) -> &[Step] {
-        &self.steps
+    /// Plans are judged by `judge`.
+    #[must_use]
+    pub fn with_judge(mut self, judge: Arc<dyn Judge>) -> Self {
+        self.judge = judge;
+        self
+    }
+
+    /// What happened so far (and not yet taken by [`Trader::take_journal`]).
+    pub fn steps(&self) -> Vec<&Step> {
+        self.journal.iter().map(|n| &n.step).collect()
+    }
+
+    /// What happened so far, with the event ids (and not yet taken).
+    pub fn journal(&self) -> &[Noted] {
+        &self.journal
+    }
+
+    /// Takes what happened since the last call: the session hands it on to the store and the
+    /// status.
+    pub fn take_journal(&mut self) -> Vec<Noted> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// The plan it trades.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The symbol's rules on the exchange.
+    pub fn rules(&self) -> &ExchangeRules {
+        &self.rules
     }
 
     /// The risk desk (budget, position, halts).
@@ -196,11 +318,49 @@ impl<E: Exchange> Trader<E> {
         &self.desk
     }
 
+    /// The latest price seen.
+    pub fn last_price(&self) -> Decimal {
+        self.last_price
+    }
+
+    /// Whether the market data is fresh enough to trade on.
+    pub fn healthy(&self) -> bool {
+        self.watchdog.may_trade()
+    }
+
+    /// Whether the kill switch is on.
+    pub fn suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Orders this trader placed that are still open.
+    pub fn open_orders(&self) -> usize {
+        self.desk.open()
+    }
+
+    fn chain_id(&self, candle: u64, slot: u64) -> Uuid {
+        // `slot` ≥ 1, so the sequence number is never 0.
+        let seq = NonZeroU64::new((candle << CHAIN_BITS) | slot).unwrap_or(NonZeroU64::MIN);
+        self.ids.event_id(Seq(seq))
+    }
+
+    fn note(&mut self, id: Uuid, correlation: Uuid, causation: Option<Uuid>, step: Step) {
+        self.journal.push(Noted { id, correlation, causation, step });
+    }
+
+    /// A chain of one (health, halts), numbered from the wall clock so ids stay distinct
+    /// across restarts.
+    fn note_loose(&mut self, at_ms: i64, step: Step) {
+        self.loose_seq = self.loose_seq.saturating_add(1).max(u64::try_from(at_ms).unwrap_or(0));
+        let id = self.loose_ids.event_id(Seq(NonZeroU64::new(self.loose_seq).unwrap_or(NonZeroU64::MIN)));
+        self.note(id, id, None, step);
+    }
+
     /// Time passes: the watchdog may find the data stale.
     pub fn tick(&mut self, now_ms: i64) {
         if let Some(change) = self.watchdog.tick(now_ms) {
             tracing::warn!(symbol = %self.plan.symbol, ?change, "market data is stale: no decisions until the stream delivers again");
-            self.steps.push(Step::Health { at_ms: now_ms, change });
+            self.note_loose(now_ms, Step::Health { at_ms: now_ms, change });
         }
     }
 
@@ -210,13 +370,21 @@ impl<E: Exchange> Trader<E> {
     pub async fn on_stream(&mut self, event: StreamEvent, now_ms: i64) {
         let StreamEvent::Market(event, received_ms) = event else { return };
         if let Some(change) = self.watchdog.on_stream_message(received_ms, now_ms) {
-            self.steps.push(Step::Health { at_ms: now_ms, change });
+            self.note_loose(now_ms, Step::Health { at_ms: now_ms, change });
         }
         let MarketEvent::Kline { symbol, kline, .. } = event else { return };
         if symbol != self.plan.symbol {
             return;
         }
-        self.desk.mark(&symbol, kline.close, now_ms);
+        self.last_price = kline.close;
+        // The desk keeps the market's time (its days, its orders per minute), so a replay at
+        // any speed is judged as the market lived it; the watchdog keeps the wall clock.
+        if let Some(halt) = self.desk.mark(&symbol, kline.close, kline.open_ms) {
+            tracing::error!(symbol = %symbol, reason = halt.reason(), %halt, "trading halted");
+            let step =
+                Step::Halted { at_ms: now_ms, reason: halt.reason().to_owned(), message: halt.to_string() };
+            self.note_loose(now_ms, step);
+        }
         if !kline.closed || self.last_open_ms.is_some_and(|last| kline.open_ms <= last) {
             return;
         }
@@ -228,7 +396,7 @@ impl<E: Exchange> Trader<E> {
         self.last_open_ms = Some(kline.open_ms);
         let Some(b) = bar(&kline) else { return };
         if let Some(side) = self.plan.strategy.on_bar(&b) {
-            self.decide(side, &kline, now_ms).await;
+            self.decide(side, &kline, kline.close_ms).await;
         }
     }
 
@@ -246,19 +414,27 @@ impl<E: Exchange> Trader<E> {
         }
     }
 
-    fn blocked(&mut self, at_ms: i64, reason: &str, detail: impl Into<String>) {
-        self.steps.push(Step::Blocked { at_ms, reason: reason.to_owned(), detail: detail.into() });
+    fn blocked(&mut self, candle: u64, at_ms: i64, cause: Uuid, reason: &str, detail: impl Into<String>) {
+        let step = Step::Blocked { at_ms, reason: reason.to_owned(), detail: detail.into() };
+        let (id, signal) = (self.chain_id(candle, BLOCKED), self.chain_id(candle, SIGNAL));
+        self.note(id, signal, Some(cause), step);
     }
 
-    /// A signal on the closed candle `kline`: an intent, checked, then an order.
+    /// A signal on the closed candle `kline`, at market time `now_ms`: an intent, checked by the
+    /// desk and the judge, then an order.
     async fn decide(&mut self, side: Side, kline: &Kline, now_ms: i64) {
         let at = kline.open_ms;
-        self.steps.push(Step::Signal { at_ms: at, side, price: kline.close });
+        let Some(candle) = u64::try_from(at / self.plan.interval_ms.max(1)).ok().filter(|c| *c < MAX_CANDLE)
+        else {
+            return tracing::warn!(open_ms = at, "a candle outside the ids' range: not decided on");
+        };
+        let signal = self.chain_id(candle, SIGNAL);
+        self.note(signal, signal, None, Step::Signal { at_ms: at, side, price: kline.close });
         if self.suspended {
-            return self.blocked(at, "suspended", "the kill switch is on: no new orders");
+            return self.blocked(candle, at, signal, "suspended", "the kill switch is on: no new orders");
         }
         if !self.watchdog.may_trade() {
-            return self.blocked(at, "stale_market_data", "no decision on stale market data");
+            return self.blocked(candle, at, signal, "stale_market_data", "no decision on stale market data");
         }
         let position = self.desk.position(&self.plan.symbol);
         let long = position >= self.rules.lot.min && !position.is_zero();
@@ -276,17 +452,36 @@ impl<E: Exchange> Trader<E> {
             }
             Side::Sell => self.rules.floor_quantity(position, true),
         };
-        let Some(seq) = NonZeroU64::new(u64::try_from(at / self.plan.interval_ms.max(1)).unwrap_or(0)) else {
-            return self.blocked(at, "invalid_time", "a candle before 1970");
-        };
-        let id = self.ids.client_order_id(Seq(seq)).to_string();
+        let intent_id = self.chain_id(candle, INTENT);
+        let step = Step::Intent { at_ms: at, side, quantity, price: kline.close };
+        self.note(intent_id, signal, Some(signal), step);
+        let client = self.ids.client_order_id(Seq(
+            NonZeroU64::new((candle << CHAIN_BITS) | SUBMITTED).unwrap_or(NonZeroU64::MIN)
+        ));
+        let id = client.to_string();
         let Ok(client_id) = ClientOrderId::new(id.clone()) else {
-            return self.blocked(at, "invalid_client_id", id);
+            return self.blocked(candle, at, intent_id, "invalid_client_id", id);
         };
         let intent =
             Intent { id: id.clone(), symbol: self.plan.symbol.clone(), side, quantity, price: kline.close };
         if let Err(block) = self.desk.approve(&intent, now_ms) {
-            return self.blocked(at, block.reason(), block.to_string());
+            return self.blocked(candle, at, intent_id, block.reason(), block.to_string());
+        }
+        let proposal = Proposal {
+            strategy: self.plan.strategy_name.clone(),
+            symbol: self.plan.symbol.clone(),
+            side,
+            quantity,
+            decided_at_price: kline.close,
+            last_price: self.last_price,
+        };
+        let verdict = self.judge.judge(&proposal).await;
+        let judged = self.chain_id(candle, JUDGED);
+        let step = Step::Judged { at_ms: at, approved: verdict.approved, reason: verdict.reason.clone() };
+        self.note(judged, signal, Some(intent_id), step);
+        if !verdict.approved {
+            self.desk.end(&id);
+            return self.blocked(candle, at, judged, &verdict.reason, verdict.detail);
         }
         let request = OrderRequest {
             symbol: self.plan.symbol.clone(),
@@ -295,15 +490,16 @@ impl<E: Exchange> Trader<E> {
             quantity,
             client_id,
         };
+        let submitted = self.chain_id(candle, SUBMITTED);
         match self.exchange.place(&request, &self.rules, kline.close).await {
             Ok((order, fills)) => {
-                self.intents.insert(order.client_id.clone(), id);
-                self.steps.push(Step::Submitted(order.clone()));
+                self.orders.insert(order.client_id.clone(), Chain { candle, last: submitted, updates: 0 });
+                self.note(submitted, signal, Some(judged), Step::Submitted(order.clone()));
                 self.apply(&order, &fills);
             }
             Err(ExchangeError::UnknownOutcome { client_id, detail }) => {
                 // It may exist: the reservation stays until the exchange says what became of it.
-                self.intents.insert(client_id, id);
+                self.orders.insert(client_id, Chain { candle, last: judged, updates: 0 });
                 tracing::warn!(%detail, "an order's outcome is unknown: its account updates will tell");
             }
             Err(e) => {
@@ -313,7 +509,7 @@ impl<E: Exchange> Trader<E> {
                     ExchangeError::Rejected { .. } => "rejected_by_exchange",
                     _ => "exchange_unavailable",
                 };
-                self.blocked(at, reason, e.to_string());
+                self.blocked(candle, at, judged, reason, e.to_string());
             }
         }
     }
@@ -321,7 +517,7 @@ impl<E: Exchange> Trader<E> {
     /// A report of `order` with the fills it carries: each fill counted once, then the order
     /// moved forward once (and its reservation released when it has ended).
     fn apply(&mut self, order: &Order, fills: &[Fill]) {
-        let intent = self.intents.get(&order.client_id).cloned();
+        let intent = self.orders.contains_key(&order.client_id).then(|| order.client_id.to_string());
         let mut changed = None;
         let reports: Vec<Option<&Fill>> =
             if fills.is_empty() { vec![None] } else { fills.iter().map(Some).collect() };
@@ -338,7 +534,14 @@ impl<E: Exchange> Trader<E> {
                 fee_in_base: *f.fee_asset == *self.rules.base_asset,
             };
             self.desk.fill(intent.as_deref().unwrap_or(""), &execution);
-            self.steps.push(Step::Fill(f));
+            match self.orders.get(&order.client_id).copied() {
+                Some(chain) => {
+                    let id = self.chain_id(chain.candle, FILLS | (f.trade_id & (FILLS - 1)));
+                    let signal = self.chain_id(chain.candle, SIGNAL);
+                    self.note(id, signal, Some(chain.last), Step::Fill(f));
+                }
+                None => self.note_loose(f.time_ms, Step::Fill(f)),
+            }
         }
         if let Some(o) = changed {
             if !o.status.is_open()
@@ -346,7 +549,18 @@ impl<E: Exchange> Trader<E> {
             {
                 self.desk.end(id);
             }
-            self.steps.push(Step::Order(o));
+            match self.orders.get(&order.client_id).copied() {
+                Some(chain) => {
+                    let id = self.chain_id(chain.candle, UPDATES + chain.updates.min(FILLS - UPDATES - 1));
+                    self.orders.insert(
+                        order.client_id.clone(),
+                        Chain { last: id, updates: chain.updates + 1, ..chain },
+                    );
+                    let signal = self.chain_id(chain.candle, SIGNAL);
+                    self.note(id, signal, Some(chain.last), Step::Order(o));
+                }
+                None => self.note_loose(o.updated_ms, Step::Order(o)),
+            }
         }
     }
 
@@ -354,7 +568,7 @@ impl<E: Exchange> Trader<E> {
     pub fn on_account(&mut self, event: UserEvent) {
         if let UserEvent::Update(AccountUpdate::Order { order, fill }) = event {
             // Only this trader's orders.
-            if self.intents.contains_key(&order.client_id) {
+            if self.orders.contains_key(&order.client_id) {
                 self.apply(&order, fill.as_deref().map(std::slice::from_ref).unwrap_or_default());
             }
         }
@@ -381,11 +595,24 @@ impl<E: Exchange> Trader<E> {
     }
 
     /// Trades until `stop` completes, with the kill switch `suspend` (see [`Trader::suspend`]);
-    /// what happened.
+    /// what happened stays in the journal.
     pub async fn run(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+        suspend: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, TraderError> {
+        self.run_reporting(stop, suspend, None).await
+    }
+
+    /// As [`Trader::run`], handing what happens to `report` (this trader's index, and the
+    /// channel) as it happens, with a snapshot at least every 250 ms; the journal stays empty.
+    /// A full channel is backpressure: the trader waits for room and says so in the log —
+    /// never an unbounded queue, never a dropped event.
+    pub async fn run_reporting(
         mut self,
         stop: impl std::future::Future<Output = ()>,
         mut suspend: tokio::sync::watch::Receiver<bool>,
+        report: Option<(usize, tokio::sync::mpsc::Sender<Report>)>,
     ) -> Result<Self, TraderError> {
         let feeds = [MarketFeed::Klines(self.plan.symbol.clone(), self.plan.interval.clone())];
         let mut market = self.exchange.market_stream(&feeds);
@@ -399,6 +626,7 @@ impl<E: Exchange> Trader<E> {
         // A switch whose sender is gone stays where it is.
         let mut switch_alive = true;
         loop {
+            let mut ticked = false;
             tokio::select! {
                 () = &mut stop => return Ok(self),
                 changed = suspend.changed(), if switch_alive => {
@@ -417,7 +645,26 @@ impl<E: Exchange> Trader<E> {
                     Some(u) => self.on_account(u),
                     None => return Ok(self),
                 },
-                _ = every.tick() => self.tick(wall_ms()),
+                _ = every.tick() => {
+                    self.tick(wall_ms());
+                    ticked = true;
+                }
+            }
+            if let Some((trader, report)) = &report
+                && (ticked || !self.journal.is_empty())
+            {
+                let batch =
+                    Report { trader: *trader, notes: self.take_journal(), snapshot: Snapshot::of(&self) };
+                match report.try_send(batch) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(batch)) => {
+                        tracing::warn!(stream = %self.plan.stream, "the session's report channel is full: the trader waits for the store");
+                        if report.send(batch).await.is_err() {
+                            return Ok(self);
+                        }
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(self),
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use kuant_exchanges::sim::{
     BookShape, Candle, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, serve_on_loopback,
 };
 use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange, ExchangeRules, OrderStatus};
-use kuant_runtime::{Plan, Step, Trader};
+use kuant_runtime::{Noted, Plan, Step, Trader};
 use rust_decimal::Decimal;
 
 const H: i64 = 3_600_000;
@@ -66,6 +66,8 @@ fn off() -> tokio::sync::watch::Receiver<bool> {
 fn plan() -> Plan {
     Plan {
         session_id: "it-session".into(),
+        stream: "BTCUSDT/0".into(),
+        strategy_name: "sma-crossover".into(),
         symbol: "BTCUSDT".into(),
         interval: "1h".into(),
         interval_ms: H,
@@ -97,8 +99,10 @@ async fn books_agree<E: Exchange, X: Exchange>(trader: &Trader<E>, exchange: &X)
     assert_eq!(desk.free_quote() + desk.reserved_quote(), total("USDT"));
 }
 
-/// Every submitted order filled, each fill counted once, and nothing blocked but by the data.
-fn check_chain(steps: &[Step]) -> usize {
+/// Every submitted order filled, each fill counted once, nothing blocked but by the data, and
+/// every step in its chain: its causes lead back to the signal its correlation id names.
+fn check_chain(journal: &[Noted]) -> usize {
+    let steps: Vec<&Step> = journal.iter().map(|n| &n.step).collect();
     let submitted: Vec<_> = steps
         .iter()
         .filter_map(|s| if let Step::Submitted(o) = s { Some(o.client_id.clone()) } else { None })
@@ -119,6 +123,16 @@ fn check_chain(steps: &[Step]) -> usize {
     assert_eq!(trade_ids.len(), all, "each fill once");
     let blocked: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Blocked { .. })).collect();
     assert!(blocked.is_empty(), "{blocked:#?}");
+    let by_id: std::collections::HashMap<_, _> = journal.iter().map(|n| (n.id, n)).collect();
+    assert_eq!(by_id.len(), journal.len(), "event ids are distinct");
+    for n in journal.iter().filter(|n| !matches!(n.step, Step::Health { .. })) {
+        let mut at = n;
+        while let Some(cause) = at.causation {
+            at = by_id.get(&cause).unwrap_or_else(|| panic!("{:?}: its cause is not in the journal", n.step));
+        }
+        assert_eq!(at.id, n.correlation, "{:?}: its causes end at its chain's signal", n.step);
+        assert!(matches!(at.step, Step::Signal { .. }), "{:?} traces back to a signal", n.step);
+    }
     submitted.len()
 }
 
@@ -130,7 +144,7 @@ async fn live_on_the_simulator_signals_become_orders_and_the_books_agree() {
     );
     let trader = Trader::start(exchange.clone(), plan()).await.expect("started");
     let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
-    let orders = check_chain(trader.steps());
+    let orders = check_chain(trader.journal());
     assert_eq!(state.orders_placed(), orders, "one order per decision, none twice");
     books_agree(&trader, exchange.as_ref()).await;
 }
@@ -146,7 +160,7 @@ async fn on_paper_nothing_reaches_the_simulator_and_fills_come_from_the_paper_ac
     );
     let trader = Trader::start(paper.clone(), plan()).await.expect("started");
     let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
-    check_chain(trader.steps());
+    check_chain(trader.journal());
     assert_eq!(state.orders_placed(), 0);
     books_agree(&trader, paper.as_ref()).await;
 }

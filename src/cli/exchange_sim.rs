@@ -106,34 +106,35 @@ fn balances(flags: &[String]) -> Result<Vec<(String, Decimal)>, String> {
         .collect()
 }
 
-/// Builds the simulator from the flags; the key and, when it made it, the secret to print.
-fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>), String> {
-    let interval = timeframe(&args.interval)?;
-    if !args.data.is_empty() && args.data.len() != args.symbol.len() {
-        return Err(format!(
-            "{} --data files for {} --symbol: give one file per symbol, in the same order",
-            args.data.len(),
-            args.symbol.len()
-        ));
-    }
+/// The simulator's symbols: each replays its `--data` file (in the order of `symbols`), or
+/// synthetic candles from `seed` when there is none. Shared with `kuant session`'s in-process
+/// simulator; errors name a symbol after `label` (the flag or field that gave it).
+pub fn sim_symbols(
+    label: &str,
+    symbols: &[String],
+    data: &[PathBuf],
+    interval: Timeframe,
+    seed: u64,
+    bars: u64,
+) -> Result<Vec<SimSymbol>, String> {
     let step_ms = i64::try_from(interval.seconds() * 1000).map_err(|e| e.to_string())?;
-    let mut symbols = Vec::new();
-    for (i, symbol) in args.symbol.iter().enumerate() {
-        if args.symbol[..i].contains(symbol) {
-            return Err(format!("--symbol {symbol} is given twice"));
+    let mut out = Vec::new();
+    for (i, symbol) in symbols.iter().enumerate() {
+        if symbols[..i].contains(symbol) {
+            return Err(format!("{label} {symbol} is given twice"));
         }
         let rules = ExchangeRules::binance_default(symbol).ok_or_else(|| {
-            format!("--symbol {symbol}: the simulator knows the rules of BTCUSDT and ETHUSDT")
+            format!("{label} {symbol}: the simulator knows the rules of BTCUSDT and ETHUSDT")
         })?;
-        let series = match args.data.get(i) {
+        let series = match data.get(i) {
             Some(path) => {
                 kuant_agents::data::csv::CsvSource::new(path).load(symbol, interval, Span::default())
             }
             None => {
                 let settings = kuant_crds::backtest::SyntheticData {
                     // Each symbol its own path.
-                    seed: args.seed.wrapping_add(i as u64),
-                    bars: args.bars,
+                    seed: seed.wrapping_add(i as u64),
+                    bars,
                     start_price: if symbol == "ETHUSDT" { 3_000.0 } else { 60_000.0 },
                     ..Default::default()
                 };
@@ -146,8 +147,22 @@ fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>),
         }
         .map_err(|e| e.to_string())?;
         let replay = Replay::from_series(&series, step_ms)?;
-        symbols.push(SimSymbol { rules, replay, interval: interval.as_str().to_owned() });
+        out.push(SimSymbol { rules, replay, interval: interval.as_str().to_owned() });
     }
+    Ok(out)
+}
+
+/// Builds the simulator from the flags; the key and, when it made it, the secret to print.
+fn config(args: &ExchangeSimArgs) -> Result<(SimConfig, String, Option<String>), String> {
+    let interval = timeframe(&args.interval)?;
+    if !args.data.is_empty() && args.data.len() != args.symbol.len() {
+        return Err(format!(
+            "{} --data files for {} --symbol: give one file per symbol, in the same order",
+            args.data.len(),
+            args.symbol.len()
+        ));
+    }
+    let symbols = sim_symbols("--symbol", &args.symbol, &args.data, interval, args.seed, args.bars)?;
     let (credentials, key, secret) = match &args.keys {
         Some(path) => {
             let c = Credentials::from_file(path).map_err(|e| e.to_string())?;

@@ -3,7 +3,7 @@
 use sqlx::types::Json;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, PG_ARRAY_BATCH_ROWS, bound, builder, render, with_pool};
+use crate::sql::{BATCH_ROWS, BeginWrite, PG_ARRAY_BATCH_ROWS, bound, builder, render, with_pool};
 
 /// One agent event as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +66,7 @@ impl Store {
             // PostgreSQL: each batch is one statement over arrays (UNNEST), so the server parses
             // one short statement per batch instead of one with thousands of placeholders.
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for chunk in events.chunks(PG_ARRAY_BATCH_ROWS) {
                     let column = |f: fn(&StoredEvent) -> &str| chunk.iter().map(f).collect::<Vec<&str>>();
                     let payloads: Vec<String> = chunk.iter().map(|e| e.payload.to_string()).collect();
@@ -92,7 +92,7 @@ impl Store {
                 tx.commit().await?;
             }
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for chunk in events.chunks(BATCH_ROWS) {
                     let mut q = builder(
                         pool,

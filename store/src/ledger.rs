@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{bound, decimal, insert_each, render, with_pool};
+use crate::sql::{BeginWrite, bound, decimal, insert_each, render, with_pool};
 
 /// What an account is, in double-entry terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +231,7 @@ impl Store {
             "INSERT INTO ledger_entries (tx_id, line_no, account_id, amount) VALUES ({uuid $1}, $2, $3, {num $4})",
         );
         with_pool!(self, pool => {
-            let mut db = pool.begin().await?;
+            let mut db = pool.begin_write().await?;
             let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
             for (account_id, amount) in &tx.lines {
                 let asset: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(asset_of.0.clone()))
@@ -388,7 +388,7 @@ impl Store {
              VALUES ({uuid $1}, $2, {num $3}, {num $4}, {num $5})",
         );
         with_pool!(self, pool => {
-            let mut db = pool.begin().await?;
+            let mut db = pool.begin_write().await?;
             let new = sqlx::query(header)
                 .bind(&recon.recon_id)
                 .bind(&recon.run_id)

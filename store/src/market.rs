@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use crate::Store;
-use crate::sql::{BATCH_ROWS, Casts, bound, builder, decimal, decimal_opt, insert_each, render, with_pool};
+use crate::sql::{
+    BATCH_ROWS, BeginWrite, Casts, bound, builder, decimal, decimal_opt, insert_each, render, with_pool,
+};
 
 /// One candle of one market.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,7 +102,7 @@ impl Store {
         let c = Casts::of(self.backend());
         let mut inserted = 0;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for chunk in candles.chunks(BATCH_ROWS) {
                 let mut q = builder(
                     pool,

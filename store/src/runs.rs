@@ -5,7 +5,8 @@ use sqlx::types::Json;
 
 use crate::Store;
 use crate::sql::{
-    BATCH_ROWS, Casts, PG_ARRAY_BATCH_ROWS, bound, builder, decimal, decimal_opt, render, with_pool,
+    BATCH_ROWS, BeginWrite, Casts, PG_ARRAY_BATCH_ROWS, bound, builder, decimal, decimal_opt, render,
+    with_pool,
 };
 
 /// What a run is.
@@ -175,7 +176,7 @@ impl Store {
             "INSERT INTO run_symbols (run_id, symbol) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         );
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if replace {
                 sqlx::query(delete).bind(&run.run_id).execute(&mut *tx).await?;
             }
@@ -286,7 +287,7 @@ impl Store {
         match self {
             // PostgreSQL: one statement over arrays per batch (see insert_events).
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for chunk in text.chunks(PG_ARRAY_BATCH_ROWS) {
                     inserted += sqlx::query(
                         "INSERT INTO equity_points (run_id, at, equity)
@@ -303,7 +304,7 @@ impl Store {
                 tx.commit().await?;
             }
             Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for chunk in text.chunks(BATCH_ROWS) {
                     let mut q = builder(pool, "INSERT INTO equity_points (run_id, at, equity) ");
                     q.push_values(chunk, |mut row, (at, equity)| {
@@ -341,7 +342,7 @@ impl Store {
         let c = Casts::of(self.backend());
         let mut inserted = 0;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for chunk in trades.chunks(BATCH_ROWS) {
                 let mut q = builder(
                     pool,

@@ -31,6 +31,32 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Begins a transaction that writes. SQLite's plain `BEGIN` is deferred: a transaction that
+/// reads before it writes (the ledger checks its accounts first) fails at once with "database is
+/// locked" when another connection wrote in between — the busy timeout does not apply to that
+/// upgrade. `BEGIN IMMEDIATE` takes the write lock up front, so concurrent writers (a session's
+/// recorder and its paper account) wait their turn instead.
+pub(crate) trait BeginWrite {
+    /// The backend.
+    type Db: Database;
+    /// A transaction holding the right to write.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Executes `$sql` once per row of `$rows`, binding each with `|q, row| q.bind(…)…`, all in one
 /// transaction; the number of rows inserted (a row whose key is already stored counts 0).
 macro_rules! insert_each {
@@ -38,7 +64,7 @@ macro_rules! insert_each {
         let sql: sqlx::AssertSqlSafe<String> = $sql;
         let mut inserted = 0_u64;
         $crate::sql::with_pool!($store, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = $crate::sql::BeginWrite::begin_write(pool).await?;
             for $row in $rows {
                 let $q = sqlx::query(sqlx::AssertSqlSafe(sql.0.clone()));
                 inserted += $binds.execute(&mut *tx).await?.rows_affected();

@@ -1,0 +1,549 @@
+//! `kuant session -f FILE`: run a TradingSession manifest locally, without a cluster.
+//!
+//! The exchange: with `exchange.name: simulator` and no `baseUrl`, an exchange simulator runs in
+//! this process (over loopback, exactly as a remote one), replaying `--data` (synthetic candles
+//! without it) at `--speed`; with `baseUrl`, the Binance-compatible server there (a running
+//! `kuant exchange-sim`); else Binance. `mode: paper` fills orders in a paper account on that
+//! exchange's market data and sends none; `mode: live` sends them (credentials from
+//! `--credentials FILE`, never from the manifest; the in-process simulator needs none).
+//!
+//! It stops after `--duration`, or on Ctrl-C: the kill switch first (open orders cancelled, no
+//! new ones), then the traders. `spec.suspend: true` starts with the kill switch on.
+//!
+//! Exit codes: 0 stopped, 2 bad input (the manifest, a flag, the data, credentials), 1 an
+//! internal error (the exchange or the store failed).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use kuant_crds::TradingSession;
+use kuant_crds::session::TradingMode;
+use kuant_exchanges::binance::Credentials;
+use kuant_exchanges::paper::{BalanceRecorder, PaperAccount, PaperExchange};
+use kuant_exchanges::sim::{BookShape, Fees, SimConfig, SimState, Speed, serve_on_loopback};
+use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange};
+use kuant_runtime::judge::{Judge, RulesJudge};
+use kuant_runtime::record::{Counters, Recorder, Source};
+use kuant_runtime::session::{self, Report, Snapshot};
+use kuant_runtime::{Noted, Step};
+use kuant_store::{Run, RunKind, Store};
+use rust_decimal::Decimal;
+use tokio::sync::{mpsc, watch};
+
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+
+/// Flags of `kuant session`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    kuant session -f examples/sessions/sim-btc.yaml --data ../shared/data/coinbase_btcusd_1h.csv --speed max --duration 30s\n  \
+    kuant session -f examples/sessions/paper-btc.yaml\n  \
+    kuant session -f live.yaml --credentials binance-keys.yaml")]
+pub struct SessionArgs {
+    /// The TradingSession manifest (YAML).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// status (a live status line on stderr, a summary at the end) or json (one event per line
+    /// on stdout, as stored).
+    #[arg(short = 'o', long, value_enum, default_value_t = SessionOutput::Status)]
+    pub output: SessionOutput,
+    /// With the in-process simulator: candles to replay, a CSV file per symbol in the
+    /// manifest's order (e.g. ../shared/data/coinbase_btcusd_1h.csv). Without it, synthetic.
+    #[arg(long, value_name = "FILE")]
+    pub data: Vec<PathBuf>,
+    /// With the in-process simulator: simulated time per real time (`max`: as fast as the
+    /// session keeps up).
+    #[arg(long, default_value = "60")]
+    pub speed: Speed,
+    /// Stop after this long (e.g. `30s`, `5m`, `2h`); without it, on Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Live trading's API key: YAML with `apiKey` and `apiSecret` (the keys of the session's
+    /// Secret).
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Seed of the in-process simulator's synthetic candles.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Save the session (events, orders, fills, positions, ledger) to this store: postgres://…
+    /// or a SQLite file. Default: `KUANT_DATABASE_URL`, else `~/.local/share/kuant/kuant.db`.
+    #[arg(long, value_name = "URL", conflicts_with = "no_store")]
+    pub store: Option<String>,
+    /// Do not save the session.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+/// How the session is shown.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionOutput {
+    /// A status line while it runs, a summary at the end.
+    Status,
+    /// One JSON event per line.
+    Json,
+}
+
+/// `30s`, `5m`, `2h`, `1d`, or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 2h"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        _ => return Err(format!("{text:?}: the unit is one of ms, s, m, h, d")),
+    };
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs the command; see the module docs.
+pub fn run(args: &SessionArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot read {}: {e}", args.file.display())),
+    };
+    let manifest =
+        match kuant_crds::manifest::parse::<TradingSession>(&text, &args.file.display().to_string()) {
+            Ok(m) => m,
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run_session(args, manifest))
+}
+
+/// Where the orders go.
+enum Venue {
+    /// The in-process simulator, at this URL, with its keys.
+    InProcess(String, Credentials),
+    /// A server speaking Binance's API.
+    Remote(BinanceEndpoints),
+}
+
+async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
+    let spec = &manifest.spec;
+    let name = manifest.metadata.name.clone().unwrap_or_else(|| "session".into());
+    let namespace = manifest.metadata.namespace.clone().unwrap_or_else(|| "local".into());
+    let session_id = format!("{namespace}/{name}");
+    let plans = match session::plans(&session_id, spec) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let in_process = spec.exchange.name == "simulator" && spec.exchange.base_url.is_none();
+    if !in_process && (!args.data.is_empty()) {
+        return fail(
+            EXIT_BAD_INPUT,
+            "--data replays candles in the in-process simulator: it needs exchange.name: simulator without exchange.baseUrl",
+        );
+    }
+    let venue = if in_process {
+        match simulator(args, spec) {
+            Ok(v) => v,
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        }
+    } else {
+        let endpoints = match &spec.exchange.base_url {
+            Some(url) => {
+                let mut e = BinanceEndpoints::at(url);
+                if let Some(ws) = &spec.exchange.ws_url {
+                    e.streams.clone_from(ws);
+                }
+                e
+            }
+            None => BinanceEndpoints::binance(),
+        };
+        Venue::Remote(endpoints)
+    };
+    let (endpoints, credentials) = match venue {
+        Venue::InProcess(url, keys) => (BinanceEndpoints::at(&url), Some(keys)),
+        Venue::Remote(endpoints) => {
+            let keys = match (&args.credentials, spec.mode) {
+                (Some(path), _) => match Credentials::from_file(path) {
+                    Ok(c) => Some(c),
+                    Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
+                },
+                (None, TradingMode::Live) => {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        "mode live needs the exchange's API key: --credentials FILE (YAML with apiKey and apiSecret); kuant never reads keys from the manifest",
+                    );
+                }
+                (None, TradingMode::Paper) => None,
+            };
+            (endpoints, keys)
+        }
+    };
+    // Paper trading reads market data only: no key leaves this process.
+    let credentials = if spec.mode == TradingMode::Paper && !in_process { None } else { credentials };
+    let market = match BinanceExchange::new(endpoints, credentials) {
+        Ok(e) => Arc::new(e),
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let store = if args.no_store {
+        None
+    } else {
+        let url = match super::store::location(args.store.as_deref()) {
+            Ok(url) => url,
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        };
+        match Store::open(&url).await {
+            Ok(s) => Some(s),
+            Err(e) => return fail(EXIT_INTERNAL, format!("the store {}: {e}", kuant_store::redact(&url))),
+        }
+    };
+    let run = Run {
+        run_id: session_id.clone(),
+        kind: RunKind::Session,
+        namespace: Some(namespace),
+        name,
+        spec: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+        phase: "Running".into(),
+    };
+    if let Some(store) = &store {
+        // A replay in the in-process simulator is a new market each time: the run starts
+        // afresh. Against a real exchange a restart continues the session.
+        let written = if in_process { store.reset_run(&run).await } else { store.upsert_run(&run).await };
+        if let Err(e) = written {
+            return fail(EXIT_INTERNAL, format!("the store: {e}"));
+        }
+    }
+    let ctx = Context { args, manifest: &manifest, run, store };
+    match spec.mode {
+        TradingMode::Live => ctx.trade(market, plans).await,
+        TradingMode::Paper => {
+            let quote = spec.budget.quote_asset.to_uppercase();
+            let costs = kuant_agents::execution::Costs::from_bps(
+                session::SIZING_FEE_BPS,
+                session::SIZING_SLIPPAGE_BPS,
+            )
+            .unwrap_or_else(|| kuant_agents::execution::Costs::new(Decimal::ZERO, Decimal::ZERO));
+            let account = PaperAccount::new([(quote, spec.budget.amount.value())], costs);
+            let recorder = ctx
+                .store
+                .as_ref()
+                .map(|s| BalanceRecorder { store: s.clone(), run_id: ctx.run.run_id.clone() });
+            let paper =
+                PaperExchange::start(market, account, &spec.symbols, spec.timeframe.as_str(), recorder).await;
+            match paper {
+                Ok(p) => ctx.trade(Arc::new(p), plans).await,
+                Err(e) => fail(EXIT_INTERNAL, format!("the paper account did not start: {e}")),
+            }
+        }
+    }
+}
+
+/// The in-process simulator: the manifest's symbols replaying `--data` (or synthetic candles),
+/// the budget as its balance.
+fn simulator(args: &SessionArgs, spec: &kuant_crds::session::TradingSessionSpec) -> Result<Venue, String> {
+    if !args.data.is_empty() && args.data.len() != spec.symbols.len() {
+        return Err(format!(
+            "{} --data files for {} symbols: give one file per symbol, in the manifest's order",
+            args.data.len(),
+            spec.symbols.len()
+        ));
+    }
+    let symbols = super::exchange_sim::sim_symbols(
+        "spec.symbols:",
+        &spec.symbols,
+        &args.data,
+        spec.timeframe,
+        args.seed,
+        8_760,
+    )?;
+    // Keys only this process knows.
+    let secret =
+        kuant_ops_api::auth::fresh_token().map_err(|e| format!("making the simulator's keys: {e}"))?;
+    let config = SimConfig {
+        symbols,
+        speed: args.speed,
+        credentials: Credentials::hmac("kuant-session", &secret),
+        balances: vec![(spec.budget.quote_asset.to_uppercase(), spec.budget.amount.value())],
+        fees: Fees::default(),
+        book: BookShape::default(),
+    };
+    let state = SimState::new(config)?;
+    let url = serve_on_loopback(state).map_err(|e| format!("the in-process simulator cannot listen: {e}"))?;
+    Ok(Venue::InProcess(url, Credentials::hmac("kuant-session", &secret)))
+}
+
+struct Context<'a> {
+    args: &'a SessionArgs,
+    manifest: &'a TradingSession,
+    run: Run,
+    store: Option<Store>,
+}
+
+impl Context<'_> {
+    async fn trade<E: Exchange + 'static>(
+        self,
+        exchange: Arc<E>,
+        plans: Vec<kuant_runtime::Plan>,
+    ) -> ExitCode {
+        let spec = &self.manifest.spec;
+        let judge: Arc<dyn Judge> = Arc::new(RulesJudge::default());
+        let traders = match session::start(&exchange, plans, &judge).await {
+            Ok(t) => t,
+            Err(e @ kuant_runtime::TraderError::UnknownSymbol { .. }) => return fail(EXIT_BAD_INPUT, e),
+            Err(e) => return fail(EXIT_INTERNAL, format!("the session did not start: {e}")),
+        };
+        let desks: Vec<Source> = traders
+            .iter()
+            .map(|t| Source {
+                stream: t.plan().stream.clone(),
+                strategy: t.plan().strategy_name.clone(),
+                symbol: t.plan().symbol.clone(),
+                base: t.rules().base_asset.to_string(),
+            })
+            .collect();
+        let started = wall_ms();
+        let mut recorder = match &self.store {
+            None => None,
+            Some(store) => {
+                let (quote, budget) = (&spec.budget.quote_asset, spec.budget.amount.value());
+                match Recorder::open(store.clone(), self.run.clone(), quote, budget, desks.clone(), started)
+                    .await
+                {
+                    Ok(r) => Some(r),
+                    Err(e) => return fail(EXIT_INTERNAL, e),
+                }
+            }
+        };
+        let (suspend_tx, suspend_rx) = watch::channel(spec.suspend);
+        let (reports_tx, mut reports) = mpsc::channel::<Report>(256);
+        let duration = self.args.duration;
+        let stop = async move {
+            let timer = async {
+                match duration {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = timer => {}
+                () = super::shutdown_signal() => {
+                    // The kill switch first: open orders cancelled, nothing new; then stop.
+                    let _ = suspend_tx.send(true);
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+            }
+        };
+        let running = tokio::spawn(session::run(traders, stop, suspend_rx, reports_tx));
+        let mut status = StatusLine::new(self.args.output, desks.clone(), spec.budget.amount.value());
+        let mut failed = None;
+        while let Some(report) = reports.recv().await {
+            if self.args.output == SessionOutput::Json {
+                print_events(&report.notes, &desks[report.trader], &self.run.run_id);
+            }
+            if let Some(r) = recorder.as_mut()
+                && failed.is_none()
+                && let Err(e) = r.record(&report).await
+            {
+                // Nothing trades that cannot be recorded: stop.
+                eprintln!("error: the session stops: {e}");
+                failed = Some(e.to_string());
+                break;
+            }
+            status.update(&report, recorder.as_ref().map(Recorder::counters));
+        }
+        drop(reports);
+        let ended = match running.await {
+            Ok(results) => results,
+            Err(e) => return fail(EXIT_INTERNAL, format!("the session's task failed: {e}")),
+        };
+        status.finish();
+        let errors: Vec<String> =
+            ended.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
+        let results = serde_json::json!({
+            "equity": status.equity().to_string(),
+            "counters": status.counters_json(),
+            "errors": errors,
+        });
+        if let Some(r) = &recorder {
+            let phase = if failed.is_some() || !errors.is_empty() { "Failed" } else { "Stopped" };
+            if let Err(e) = r.finish(phase, &results, wall_ms()).await {
+                eprintln!("warning: the session's end is not saved: {e}");
+            }
+        }
+        if self.args.output == SessionOutput::Status {
+            eprintln!("{}", status.summary(&self.run.run_id));
+        }
+        match (failed, errors.first()) {
+            (Some(e), _) => fail(EXIT_INTERNAL, e),
+            (None, Some(e)) => fail(EXIT_INTERNAL, e),
+            (None, None) => ExitCode::SUCCESS,
+        }
+    }
+}
+
+fn print_events(notes: &[Noted], desk: &Source, session_id: &str) {
+    let mut out = std::io::stdout().lock();
+    for n in notes {
+        let (event_type, payload) = kuant_runtime::record::event_of(&n.step, desk);
+        let line = serde_json::json!({
+            "session_id": session_id,
+            "event_id": n.id,
+            "correlation_id": n.correlation,
+            "causation_id": n.causation,
+            "type": event_type,
+            "source": format!("trader/{}", desk.stream),
+            "at_ms": kuant_runtime::record::occurred_at(&n.step),
+            "payload": payload,
+        });
+        // A reader that went away (`| head`) ends the printing, not the session.
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+}
+
+/// The live status line: equity, P&L, positions, open orders, data health, the last event.
+struct StatusLine {
+    output: SessionOutput,
+    tty: bool,
+    desks: Vec<Source>,
+    budget: Decimal,
+    snapshots: Vec<Snapshot>,
+    counters: Option<Counters>,
+    seen: Counters,
+    last_event: String,
+    last_draw: Option<Instant>,
+}
+
+impl StatusLine {
+    fn new(output: SessionOutput, desks: Vec<Source>, budget: Decimal) -> Self {
+        let snapshots = vec![Snapshot::default(); desks.len()];
+        Self {
+            output,
+            tty: std::io::stderr().is_terminal(),
+            desks,
+            budget,
+            snapshots,
+            counters: None,
+            seen: Counters::default(),
+            last_event: "starting".into(),
+            last_draw: None,
+        }
+    }
+
+    fn equity(&self) -> Decimal {
+        self.snapshots.iter().map(|s| s.equity).sum()
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.unwrap_or(self.seen)
+    }
+
+    fn counters_json(&self) -> serde_json::Value {
+        let c = self.counters();
+        serde_json::json!({"signals": c.signals, "orders": c.orders, "fills": c.fills, "blocked": c.blocked})
+    }
+
+    fn update(&mut self, report: &Report, counters: Option<Counters>) {
+        if let Some(slot) = self.snapshots.get_mut(report.trader) {
+            *slot = report.snapshot.clone();
+        }
+        self.counters = counters;
+        for n in &report.notes {
+            match &n.step {
+                Step::Signal { .. } => self.seen.signals += 1,
+                Step::Submitted(_) => self.seen.orders += 1,
+                Step::Fill(_) => self.seen.fills += 1,
+                Step::Blocked { .. } => self.seen.blocked += 1,
+                _ => {}
+            }
+            if let Some(desk) = self.desks.get(report.trader) {
+                let (kind, payload) = kuant_runtime::record::event_of(&n.step, desk);
+                let detail = payload
+                    .get("reason")
+                    .or_else(|| payload.get("side"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                self.last_event = format!("{kind} {} {detail}", desk.symbol).trim_end().to_owned();
+            }
+        }
+        if self.output != SessionOutput::Status {
+            return;
+        }
+        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(10) };
+        if self.last_draw.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_draw = Some(Instant::now());
+        let line = self.line();
+        let mut err = std::io::stderr().lock();
+        let _ = if self.tty { write!(err, "\r\x1b[2K{line}") } else { writeln!(err, "{line}") };
+        let _ = err.flush();
+    }
+
+    fn line(&self) -> String {
+        let equity = self.equity();
+        let pnl = equity - self.budget;
+        let mut positions: Vec<(String, Decimal)> = Vec::new();
+        for (desk, s) in self.desks.iter().zip(&self.snapshots) {
+            match positions.iter_mut().find(|(sym, _)| *sym == desk.symbol) {
+                Some((_, q)) => *q += s.position,
+                None => positions.push((desk.symbol.clone(), s.position)),
+            }
+        }
+        let positions: Vec<String> = positions
+            .iter()
+            .filter(|(_, q)| !q.is_zero())
+            .map(|(sym, q)| format!("{sym} {}", q.normalize()))
+            .collect();
+        let open: usize = self.snapshots.iter().map(|s| s.open_orders).sum();
+        let data = if self.snapshots.iter().all(|s| s.healthy) { "healthy" } else { "STALE" };
+        let state = if let Some(h) = self.snapshots.iter().find_map(|s| s.halted.as_deref()) {
+            format!(" HALTED ({h})")
+        } else if self.snapshots.iter().any(|s| s.suspended) {
+            " SUSPENDED".to_owned()
+        } else {
+            String::new()
+        };
+        let c = self.counters();
+        format!(
+            "equity {} | pnl {} | positions {} | open orders {open} | data {data}{state} | signals {} orders {} fills {} blocked {} | {}",
+            equity.round_dp(2),
+            pnl.round_dp(2),
+            if positions.is_empty() { "none".to_owned() } else { positions.join(", ") },
+            c.signals,
+            c.orders,
+            c.fills,
+            c.blocked,
+            self.last_event
+        )
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.output == SessionOutput::Status && self.last_draw.is_some() {
+            eprintln!();
+        }
+    }
+
+    fn summary(&self, session_id: &str) -> String {
+        format!("session {session_id} stopped: {}", self.line())
+    }
+}
