@@ -29,6 +29,14 @@ pub struct Seq(pub NonZeroU64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ClientOrderId(pub Uuid);
 
+impl ClientOrderId {
+    /// The id `text` shows (`kq` + 32 hex digits), when it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("kq").filter(|h| h.len() == 32)?;
+        Uuid::try_parse(hex).ok().map(Self)
+    }
+}
+
 impl fmt::Display for ClientOrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "kq{}", self.0.simple())
@@ -61,6 +69,18 @@ impl IdSpace {
     pub fn event_id(&self, seq: Seq) -> Uuid {
         let bits = (u128::from(self.run_hash) << 64) | u128::from(seq.0.get());
         uuid::Builder::from_custom_bytes(bits.to_be_bytes()).into_uuid()
+    }
+
+    /// The sequence number of `id` when it is one of this space's event ids (a restart finds
+    /// which of the orders an exchange holds are its own, and of which decision).
+    pub fn seq_of(&self, id: Uuid) -> Option<Seq> {
+        let own = self.event_id(Seq(NonZeroU64::MIN)).as_u128() >> 64;
+        let bits = id.as_u128();
+        if bits >> 64 != own {
+            return None;
+        }
+        // The variant's two bits took the top of the low half; sequence numbers stay below.
+        NonZeroU64::new((bits as u64) & ((1 << 62) - 1)).map(Seq)
     }
 
     /// The client order id of the order submitted as event `seq`.
@@ -268,6 +288,20 @@ mod tests {
         assert_ne!(a.event_id(seq(1)), c.event_id(seq(1)));
         assert_ne!(a.event_id(seq(1)), a.event_id(seq(2)));
         assert_ne!(a, IdSpace::new("run-1", "ETHUSDT"));
+    }
+
+    #[test]
+    fn an_id_space_knows_its_own_ids_and_their_sequence_numbers() {
+        let (a, b) = (IdSpace::new("run-1", "BTCUSDT/0"), IdSpace::new("run-1", "BTCUSDT/1"));
+        for n in [1, 4, (123_456 << 16) | 4, (1 << 62) - 1] {
+            let id = a.event_id(seq(n));
+            assert_eq!(a.seq_of(id), Some(seq(n)));
+            assert_eq!(b.seq_of(id), None, "another stream's id");
+            let client = a.client_order_id(seq(n));
+            assert_eq!(ClientOrderId::parse(&client.to_string()), Some(client));
+        }
+        assert_eq!(ClientOrderId::parse("kq123"), None);
+        assert_eq!(ClientOrderId::parse("web_order_1"), None);
     }
 
     #[test]

@@ -487,6 +487,21 @@ impl Desk {
         self.halt = Some(Halt::External { reason: reason.to_owned(), message: message.to_owned() });
     }
 
+    /// After a restart: the books as the store and the exchange left them — `cash` of the quote
+    /// free, `position` of `symbol` held at `price`, nothing reserved. The equity's peak and the
+    /// day's start begin again from there (the loss limits count from the restart).
+    pub fn restore(&mut self, symbol: &str, cash: Decimal, position: Decimal, price: Decimal) {
+        self.reservations.clear();
+        self.free_quote = cash;
+        self.holdings.insert(symbol.to_owned(), Holding { quantity: position, selling: Decimal::ZERO });
+        if !price.is_zero() {
+            self.prices.insert(symbol.to_owned(), price);
+        }
+        self.equity = cash + position * price;
+        self.peak = self.equity;
+        self.day_start_equity = self.equity;
+    }
+
     /// A human resumes trading: the halt ends, and the peak and the day start again from the
     /// equity now (else the same loss would halt again at once).
     pub fn resume(&mut self) {

@@ -10,6 +10,7 @@
 
 pub mod judge;
 pub mod record;
+pub mod recovery;
 pub mod session;
 pub mod trader;
 

@@ -143,7 +143,7 @@ impl Snapshot {
 }
 
 /// What one trader reports: what happened since its last report, and where it stands.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Report {
     /// Its index in the session's plans.
     pub trader: usize,
@@ -151,6 +151,9 @@ pub struct Report {
     pub notes: Vec<Noted>,
     /// Where it stands after them.
     pub snapshot: Snapshot,
+    /// Write-ahead: the trader waits for this answer (sent once the notes are stored, or at
+    /// once when nothing is stored) before its order leaves.
+    pub ack: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Starts a trader per plan (rules, warm-up), each judged by `judge`.

@@ -156,7 +156,7 @@ pub enum TraderError {
     Exchange(#[from] ExchangeError),
 }
 
-fn wall_ms() -> i64 {
+pub(crate) fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -236,6 +236,11 @@ pub struct Trader<E: Exchange> {
     orders: HashMap<ClientOrderId, Chain>,
     journal: Vec<Noted>,
     suspended: bool,
+    /// Where [`Trader::run_reporting`] reports (its index and channel).
+    reporter: Option<(usize, tokio::sync::mpsc::Sender<Report>)>,
+    /// Orders adopted at a restart: their updates' ids number from here (in the
+    /// `<stream>#recovered` id space).
+    recovered: HashMap<ClientOrderId, u64>,
 }
 
 impl<E: Exchange> Trader<E> {
@@ -272,6 +277,8 @@ impl<E: Exchange> Trader<E> {
             orders: HashMap::new(),
             journal: Vec::new(),
             suspended: false,
+            reporter: None,
+            recovered: HashMap::new(),
             last_open_ms,
             last_price,
             exchange,
@@ -336,6 +343,64 @@ impl<E: Exchange> Trader<E> {
     /// Orders this trader placed that are still open.
     pub fn open_orders(&self) -> usize {
         self.desk.open()
+    }
+
+    /// The candle of the decision whose chain `id` belongs to, when it is one of this trader's
+    /// ids (an event id, or the UUID of one of its client order ids).
+    pub fn owns(&self, id: Uuid) -> Option<u64> {
+        self.ids.seq_of(id).map(|seq| seq.0.get() >> CHAIN_BITS)
+    }
+
+    /// The client order id of the decision on `candle`.
+    pub fn client_id(&self, candle: u64) -> Option<ClientOrderId> {
+        let seq = NonZeroU64::new((candle << CHAIN_BITS) | SUBMITTED)?;
+        ClientOrderId::new(self.ids.client_order_id(Seq(seq)).to_string()).ok()
+    }
+
+    /// After a restart: `order`, of the decision on `candle`, is followed again, with the fills
+    /// it had while the trader was down. `announce`: the store has not seen the order yet (it
+    /// was sent, then the process died), so it is reported as submitted first.
+    pub fn adopt(&mut self, candle: u64, order: &Order, fills: &[Fill], announce: bool) {
+        let (signal, judged, submitted) =
+            (self.chain_id(candle, SIGNAL), self.chain_id(candle, JUDGED), self.chain_id(candle, SUBMITTED));
+        if announce {
+            self.note(submitted, signal, Some(judged), Step::Submitted(order.clone()));
+        }
+        // Updates after a restart get ids of their own space, numbered from the wall clock
+        // (16 per order, 64 orders per millisecond), never reusing a stored id.
+        let now = u64::try_from(wall_ms()).unwrap_or(0);
+        let updates = now * 1024 + (self.recovered.len() as u64 % 64) * 16;
+        self.orders.insert(order.client_id.clone(), Chain { candle, last: submitted, updates: 0 });
+        self.recovered.insert(order.client_id.clone(), updates);
+        self.apply(order, fills);
+    }
+
+    /// After a restart: the decision on `candle` was stored but its order never reached the
+    /// exchange.
+    pub fn never_sent(&mut self, candle: u64, at_ms: i64) {
+        let judged = self.chain_id(candle, JUDGED);
+        let detail = "the process stopped before the order reached the exchange (found at restart)";
+        self.blocked(candle, at_ms, judged, "never_sent", detail);
+    }
+
+    /// After a restart: the books as the store and the exchange left them.
+    pub fn restore(&mut self, cash: Decimal, position: Decimal) {
+        self.desk.restore(&self.plan.symbol, cash, position, self.last_price);
+    }
+
+    /// Halts trading until a human resumes (reason as stored, e.g. `RecoveryMismatch`).
+    pub fn halt(&mut self, reason: &str, message: &str) {
+        self.desk.halt(reason, message);
+        let now = wall_ms();
+        self.note_loose(
+            now,
+            Step::Halted { at_ms: now, reason: reason.to_owned(), message: message.to_owned() },
+        );
+    }
+
+    /// A human resumes trading after a halt.
+    pub fn resume(&mut self) {
+        self.desk.resume();
     }
 
     fn chain_id(&self, candle: u64, slot: u64) -> Uuid {
@@ -483,6 +548,18 @@ impl<E: Exchange> Trader<E> {
             self.desk.end(&id);
             return self.blocked(candle, at, judged, &verdict.reason, verdict.detail);
         }
+        // Write-ahead: the decision is stored before its order leaves, so a process killed
+        // while the order is on its way finds it again at restart (by its client id).
+        if !self.write_ahead().await {
+            self.desk.end(&id);
+            return self.blocked(
+                candle,
+                at,
+                judged,
+                "not_recorded",
+                "the store did not take the decision: no order",
+            );
+        }
         let request = OrderRequest {
             symbol: self.plan.symbol.clone(),
             side,
@@ -512,6 +589,19 @@ impl<E: Exchange> Trader<E> {
                 self.blocked(candle, at, judged, reason, e.to_string());
             }
         }
+    }
+
+    /// Hands the journal to the reporter and waits until it says it is stored; true at once
+    /// without a reporter.
+    async fn write_ahead(&mut self) -> bool {
+        let Some((trader, report)) = self.reporter.clone() else { return true };
+        let (ack, stored) = tokio::sync::oneshot::channel();
+        let batch =
+            Report { trader, notes: self.take_journal(), snapshot: Snapshot::of(self), ack: Some(ack) };
+        if report.send(batch).await.is_err() {
+            return false;
+        }
+        stored.await.is_ok()
     }
 
     /// A report of `order` with the fills it carries: each fill counted once, then the order
@@ -551,7 +641,15 @@ impl<E: Exchange> Trader<E> {
             }
             match self.orders.get(&order.client_id).copied() {
                 Some(chain) => {
-                    let id = self.chain_id(chain.candle, UPDATES + chain.updates.min(FILLS - UPDATES - 1));
+                    let id = match self.recovered.get(&order.client_id) {
+                        Some(base) => {
+                            let seq =
+                                NonZeroU64::new(base + chain.updates.min(15)).unwrap_or(NonZeroU64::MIN);
+                            IdSpace::new(&self.plan.session_id, &format!("{}#recovered", self.plan.stream))
+                                .event_id(Seq(seq))
+                        }
+                        None => self.chain_id(chain.candle, UPDATES + chain.updates.min(FILLS - UPDATES - 1)),
+                    };
                     self.orders.insert(
                         order.client_id.clone(),
                         Chain { last: id, updates: chain.updates + 1, ..chain },
@@ -611,9 +709,21 @@ impl<E: Exchange> Trader<E> {
     pub async fn run_reporting(
         mut self,
         stop: impl std::future::Future<Output = ()>,
-        mut suspend: tokio::sync::watch::Receiver<bool>,
+        suspend: tokio::sync::watch::Receiver<bool>,
         report: Option<(usize, tokio::sync::mpsc::Sender<Report>)>,
     ) -> Result<Self, TraderError> {
+        self.reporter = report;
+        let followed = self.follow(stop, suspend).await;
+        // The channel closes when every trader has stopped: the session's reader ends then.
+        self.reporter = None;
+        followed.map(|()| self)
+    }
+
+    async fn follow(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+        mut suspend: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), TraderError> {
         let feeds = [MarketFeed::Klines(self.plan.symbol.clone(), self.plan.interval.clone())];
         let mut market = self.exchange.market_stream(&feeds);
         let mut account = self.exchange.account_updates()?;
@@ -628,7 +738,7 @@ impl<E: Exchange> Trader<E> {
         loop {
             let mut ticked = false;
             tokio::select! {
-                () = &mut stop => return Ok(self),
+                () = &mut stop => return Ok(()),
                 changed = suspend.changed(), if switch_alive => {
                     if changed.is_ok() {
                         let on = *suspend.borrow_and_update();
@@ -639,31 +749,31 @@ impl<E: Exchange> Trader<E> {
                 }
                 event = market.recv() => match event {
                     Some(e) => self.on_stream(e, wall_ms()).await,
-                    None => return Ok(self),
+                    None => return Ok(()),
                 },
                 update = account.recv() => match update {
                     Some(u) => self.on_account(u),
-                    None => return Ok(self),
+                    None => return Ok(()),
                 },
                 _ = every.tick() => {
                     self.tick(wall_ms());
                     ticked = true;
                 }
             }
-            if let Some((trader, report)) = &report
+            if let Some((trader, report)) = self.reporter.clone()
                 && (ticked || !self.journal.is_empty())
             {
                 let batch =
-                    Report { trader: *trader, notes: self.take_journal(), snapshot: Snapshot::of(&self) };
+                    Report { trader, notes: self.take_journal(), snapshot: Snapshot::of(self), ack: None };
                 match report.try_send(batch) {
                     Ok(()) => {}
                     Err(tokio::sync::mpsc::error::TrySendError::Full(batch)) => {
                         tracing::warn!(stream = %self.plan.stream, "the session's report channel is full: the trader waits for the store");
                         if report.send(batch).await.is_err() {
-                            return Ok(self);
+                            return Ok(());
                         }
                     }
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(self),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                 }
             }
         }

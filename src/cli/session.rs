@@ -28,6 +28,7 @@ use kuant_exchanges::sim::{BookShape, Fees, SimConfig, SimState, Speed, serve_on
 use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange};
 use kuant_runtime::judge::{Judge, RulesJudge};
 use kuant_runtime::record::{Counters, Recorder, Source};
+use kuant_runtime::recovery;
 use kuant_runtime::session::{self, Report, Snapshot};
 use kuant_runtime::{Noted, Step};
 use kuant_store::{Run, RunKind, Store};
@@ -75,6 +76,10 @@ pub struct SessionArgs {
     /// Do not save the session.
     #[arg(long)]
     pub no_store: bool,
+    /// Trade even when the restart's recovery found a mismatch between the store and the
+    /// exchange (after a human has looked at it).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// How the session is shown.
@@ -232,7 +237,7 @@ async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
             return fail(EXIT_INTERNAL, format!("the store: {e}"));
         }
     }
-    let ctx = Context { args, manifest: &manifest, run, store };
+    let ctx = Context { args, manifest: &manifest, run, store, in_process };
     match spec.mode {
         TradingMode::Live => ctx.trade(market, plans).await,
         TradingMode::Paper => {
@@ -242,7 +247,18 @@ async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
                 session::SIZING_SLIPPAGE_BPS,
             )
             .unwrap_or_else(|| kuant_agents::execution::Costs::new(Decimal::ZERO, Decimal::ZERO));
-            let account = PaperAccount::new([(quote, spec.budget.amount.value())], costs);
+            // A paper session that continues starts from the paper account it left.
+            let mut opening = vec![(quote, spec.budget.amount.value())];
+            if let (Some(store), false) = (&ctx.store, in_process) {
+                match store.paper_balances(&ctx.run.run_id).await {
+                    Ok(stored) if !stored.is_empty() => {
+                        opening = stored.into_iter().map(|b| (b.asset, b.free + b.locked)).collect();
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail(EXIT_INTERNAL, format!("the store: {e}")),
+                }
+            }
+            let account = PaperAccount::new(opening, costs);
             let recorder = ctx
                 .store
                 .as_ref()
@@ -296,6 +312,8 @@ struct Context<'a> {
     manifest: &'a TradingSession,
     run: Run,
     store: Option<Store>,
+    /// The market is the in-process simulator's: a fresh one each run, nothing to recover.
+    in_process: bool,
 }
 
 impl Context<'_> {
@@ -306,11 +324,38 @@ impl Context<'_> {
     ) -> ExitCode {
         let spec = &self.manifest.spec;
         let judge: Arc<dyn Judge> = Arc::new(RulesJudge::default());
-        let traders = match session::start(&exchange, plans, &judge).await {
+        let mut traders = match session::start(&exchange, plans, &judge).await {
             Ok(t) => t,
             Err(e @ kuant_runtime::TraderError::UnknownSymbol { .. }) => return fail(EXIT_BAD_INPUT, e),
             Err(e) => return fail(EXIT_INTERNAL, format!("the session did not start: {e}")),
         };
+        // A session that continues: the store and the exchange compared before any order.
+        if let (Some(store), false) = (&self.store, self.in_process) {
+            let stored = match recovery::Stored::read(store, &self.run.run_id).await {
+                Ok(s) => s,
+                Err(e) => return fail(EXIT_INTERNAL, format!("recovery: the store: {e}")),
+            };
+            match recovery::recover(&mut traders, exchange.as_ref(), &stored, true).await {
+                Ok(found) => {
+                    if found.orders_found + found.never_sent + found.fills_found > 0 {
+                        eprintln!(
+                            "recovered: {} orders sent before the restart found on the exchange, {} never sent, {} fills made while down",
+                            found.orders_found, found.never_sent, found.fills_found
+                        );
+                    }
+                    if !found.mismatches.is_empty() {
+                        eprintln!("recovery mismatch (trading halted): {}", found.mismatches.join("; "));
+                        if self.args.resume {
+                            eprintln!("--resume: trading anyway");
+                            traders.iter_mut().for_each(kuant_runtime::Trader::resume);
+                        }
+                    }
+                }
+                Err(e) => {
+                    return fail(EXIT_INTERNAL, format!("recovery: the exchange: {e} (nothing was traded)"));
+                }
+            }
+        }
         let desks: Vec<Source> = traders
             .iter()
             .map(|t| Source {
@@ -355,7 +400,7 @@ impl Context<'_> {
         let running = tokio::spawn(session::run(traders, stop, suspend_rx, reports_tx));
         let mut status = StatusLine::new(self.args.output, desks.clone(), spec.budget.amount.value());
         let mut failed = None;
-        while let Some(report) = reports.recv().await {
+        while let Some(mut report) = reports.recv().await {
             if self.args.output == SessionOutput::Json {
                 print_events(&report.notes, &desks[report.trader], &self.run.run_id);
             }
@@ -367,6 +412,9 @@ impl Context<'_> {
                 eprintln!("error: the session stops: {e}");
                 failed = Some(e.to_string());
                 break;
+            }
+            if let Some(ack) = report.ack.take() {
+                let _ = ack.send(());
             }
             status.update(&report, recorder.as_ref().map(Recorder::counters));
         }

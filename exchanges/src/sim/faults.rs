@@ -34,7 +34,7 @@ pub enum Fault {
         #[serde(default)]
         retry_after: Option<u64>,
     },
-    /// Every REST answer is delayed by `ms` (0 turns it off).
+    /// Every REST answer is delayed by `ms` after the request was acted on (0 turns it off).
     Latency {
         /// Milliseconds.
         ms: u64,

@@ -1131,10 +1131,13 @@ async fn http_faults(
             response
         }
         HttpVerdict::Serve(latency) => {
+            // The exchange acts at once; its answer is slow to come back (so an order can be
+            // placed while its caller still waits, or has died waiting).
+            let response = next.run(request).await;
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            next.run(request).await
+            response
         }
     }
 }

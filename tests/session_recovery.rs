@@ -1,0 +1,234 @@
+//! A live session killed (SIGKILL) after an order was sent and before its answer: at restart
+//! the order is found by its client id, recorded once with its fill, never sent again, and the
+//! ledger and the exchange agree. Against a `kuant exchange-sim` process over loopback.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kuant_exchanges::binance::Credentials;
+use kuant_exchanges::{BinanceEndpoints, BinanceExchange, ClientOrderId, Exchange, OrderStatus};
+use kuant_store::Store;
+use rust_decimal::Decimal;
+
+const KEY: &str = "recovery-key";
+const SECRET: &str = "recovery-secret-0123456789";
+
+fn dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuant-session-recovery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kuant exchange-sim` on a free port: its base URL.
+fn exchange_sim(dir: &Path) -> (Killed, String) {
+    let keys = dir.join("keys.yaml");
+    std::fs::write(&keys, format!("apiKey: {KEY}\napiSecret: {SECRET}\n")).expect("keys");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["exchange-sim", "--listen", "127.0.0.1:0", "--speed", "10800", "--bars", "8000", "--keys"])
+        .arg(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the simulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("text");
+    // The rest is read too: a closed pipe would end the simulator at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_owned();
+    (Killed(child), url)
+}
+
+/// POSTs a fault to the simulator.
+fn fault(url: &str, body: &str) {
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connected");
+    write!(
+        stream,
+        "POST /_sim/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+fn manifest(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("live.yaml");
+    let text = format!(
+        "apiVersion: kuant.dev/v1alpha1
+kind: TradingSession
+metadata:
+  name: recovery
+spec:
+  mode: live
+  liveTradingAcknowledged: true
+  exchange:
+    name: binance
+    baseUrl: {url}
+    credentialsSecretRef:
+      name: sim-keys
+  symbols: [BTCUSDT]
+  timeframe: 1h
+  strategies:
+    - name: sma-crossover
+      params: {{fast: 3, slow: 8}}
+      allocationPct: 100
+  budget:
+    quoteAsset: USDT
+    amount: \"10000\"
+  risk:
+    maxPositionPct: 95
+    maxDailyLossPct: 50
+    maxDrawdownPct: 90
+    maxOpenOrders: 2
+    maxOrdersPerMinute: 100
+"
+    );
+    std::fs::write(&path, text).expect("manifest");
+    path
+}
+
+fn session(dir: &Path, manifest: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kuant"));
+    cmd.arg("session")
+        .arg("-f")
+        .arg(manifest)
+        .arg("--credentials")
+        .arg(dir.join("keys.yaml"))
+        .arg("--store")
+        .arg(dir.join("kuant.db"))
+        .args(["-o", "json"])
+        .args(extra)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() {
+    let dir = dir();
+    let (_sim, url) = exchange_sim(&dir);
+    let file = manifest(&dir, &url);
+
+    // First life: trade until an order has filled, then slow the exchange's answers down and
+    // kill the process while the next order waits for its answer.
+    let log = std::fs::File::create(dir.join("first.log")).expect("log");
+    let mut first = session(&dir, &file, &[]).stdout(Stdio::piped()).stderr(log).spawn().expect("runs");
+    let stdout = first.stdout.take().expect("stdout");
+    let mut first = Killed(first);
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut filled = false;
+    let mut in_flight: Option<String> = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+        match event["type"].as_str() {
+            Some("fill") if !filled => {
+                filled = true;
+                fault(&url, r#"{"kind": "latency", "ms": 6000}"#);
+            }
+            Some("plan_judged") if filled && event["payload"]["approved"] == true => {
+                in_flight = event["correlation_id"].as_str().map(str::to_owned);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let chain = in_flight.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+        panic!("no order decided after the first fill (within 90 s); the session said:\n{log}")
+    });
+    // The decision is stored (write-ahead) and the order is on its way; its answer is not.
+    std::thread::sleep(Duration::from_millis(1500));
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    fault(&url, r#"{"kind": "latency", "ms": 0}"#);
+
+    let db = dir.join("kuant.db").to_string_lossy().into_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let before = runtime.block_on(async {
+        let store = Store::open(&db).await.expect("store");
+        store.orders_of_run("local/recovery").await.expect("orders")
+    });
+    assert!(
+        !before.iter().any(|o| o.correlation_id == chain),
+        "the order was not stored before the kill (else this test proves nothing)"
+    );
+
+    // Second life: recovery first.
+    let out = session(&dir, &file, &["--duration", "4s"]).output().expect("runs again");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("recovered: 1 orders sent before the restart"), "{stderr}");
+    assert!(!stderr.contains("mismatch"), "{stderr}");
+
+    runtime.block_on(async {
+        let store = Store::open(&db).await.expect("store");
+        let orders = store.orders_of_run("local/recovery").await.expect("orders");
+        let of_chain: Vec<_> = orders.iter().filter(|o| o.correlation_id == chain).collect();
+        assert_eq!(of_chain.len(), 1, "the order exists once in the store");
+        let order = of_chain[0];
+        assert_eq!(order.status, "filled");
+        let exchange = Arc::new(
+            BinanceExchange::new(BinanceEndpoints::at(&url), Some(Credentials::hmac(KEY, SECRET)))
+                .expect("client"),
+        );
+        let client = ClientOrderId::new(order.client_order_id.clone()).expect("a client id");
+        let on_exchange =
+            exchange.order("BTCUSDT", &client).await.expect("asked").expect("the exchange has it");
+        assert_eq!(on_exchange.status, OrderStatus::Filled);
+        // Its fills: recorded once each, as many as the exchange made.
+        let trades = exchange.trades("BTCUSDT", Some(on_exchange.created_ms)).await.expect("trades");
+        let made = trades.iter().filter(|t| t.order_id == on_exchange.exchange_id).count();
+        let fills = store.fills_of_run("local/recovery").await.expect("fills");
+        let recorded = fills.iter().filter(|f| f.client_order_id == order.client_order_id).count();
+        assert!(made >= 1);
+        assert_eq!(recorded, made, "each fill recorded once");
+        // Every order the session stored exists on the exchange once: none was sent twice.
+        let all_trades = exchange.trades("BTCUSDT", Some(0)).await.expect("all trades");
+        assert_eq!(fills.len(), all_trades.len(), "the store has every fill of the account, once");
+        // The ledger balances, and its BTC is the exchange's.
+        let balances = store.balances("local/recovery", i64::MAX / 2).await.expect("ledger");
+        let mut per_asset: HashMap<&str, Decimal> = HashMap::new();
+        for (_, asset, b) in &balances {
+            *per_asset.entry(asset.as_str()).or_default() += *b;
+        }
+        assert!(per_asset.values().all(Decimal::is_zero), "{per_asset:?}");
+        let wallet = balances
+            .iter()
+            .find(|(a, _, _)| a == "local/recovery:wallet:BTC")
+            .map(|(_, _, b)| *b)
+            .unwrap_or_default();
+        let held = exchange.balances().await.expect("balances");
+        let btc = held.iter().find(|b| b.asset == "BTC").map(|b| b.total()).unwrap_or_default();
+        assert_eq!(wallet, btc, "the ledger's BTC is the exchange's");
+        let usdt = held.iter().find(|b| b.asset == "USDT").map(|b| b.total()).unwrap_or_default();
+        let ledger_usdt = balances
+            .iter()
+            .find(|(a, _, _)| a == "local/recovery:wallet:USDT")
+            .map(|(_, _, b)| *b)
+            .unwrap_or_default();
+        assert_eq!(ledger_usdt, usdt, "the ledger's USDT is the exchange's");
+    });
+}
