@@ -151,7 +151,7 @@ fn main() -> ExitCode {
         Command::Crd(CrdArgs { out_dir: None }) => print_crds(),
         Command::Operator(args) => run_operator(args),
         Command::Agent { role: AgentRole::Backtest } => agent::backtest::run(),
-        Command::Agent { role: AgentRole::Session } => not_implemented("agent session", "this agent role"),
+        Command::Agent { role: AgentRole::Session } => agent::session::run(),
         Command::Agent { role: AgentRole::Reconcile } => {
             not_implemented("agent reconcile", "this agent role")
         }

@@ -194,3 +194,72 @@ fn bad_input_exits_2_with_the_field_named() {
     let out = kuant(&["session", "-f", &example("sim-btc.yaml"), "--duration", "soon"], &store);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// `../shared/data/<file>`, or `None` (a skip, with a message) where a clone has no shared data;
+/// `KUANT_REQUIRE_SHARED_DATA=1` (set by `.ci/run`) makes its absence a failure.
+fn shared_data(file: &str) -> Option<String> {
+    let dir = std::env::var("KUANT_SHARED_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_owned());
+    let path = Path::new(&dir).join(file);
+    if path.is_file() {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var("KUANT_REQUIRE_SHARED_DATA").as_deref() != Ok("1"),
+        "{} is missing and KUANT_REQUIRE_SHARED_DATA=1",
+        path.display()
+    );
+    eprintln!("skipped: {} not found", path.display());
+    None
+}
+
+/// Parity with the backtest, as far as it holds today: a session replaying real BTC candles in
+/// the simulator decides exactly as a backtest of the same candles with the same strategy — the
+/// same signals, at the same candles, in the same order (the session's run is a prefix of the
+/// backtest's: it stops after its `--duration`).
+#[test]
+fn a_session_replaying_a_csv_signals_exactly_as_the_backtest_of_the_same_candles() {
+    let Some(btc) = shared_data("coinbase_btcusd_1h.csv") else { return };
+    let store = dir("parity");
+    let backtest = format!("{}/examples/backtests/btc-sma-crossover.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = kuant(&["backtest", "-f", &backtest, "--data", &btc, "-o", "json", "--no-store"], &store);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the backtest's JSON");
+    let expected: Vec<(i64, String)> = result["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "signal")
+        .map(|e| (e["time_ms"].as_i64().expect("time"), e["side"].as_str().expect("side").to_owned()))
+        .collect();
+    let out = kuant(
+        &[
+            "session",
+            "-f",
+            &example("sim-btc.yaml"),
+            "--data",
+            &btc,
+            "--speed",
+            "max",
+            "--duration",
+            "6s",
+            "-o",
+            "json",
+            "--no-store",
+        ],
+        &store,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let signals: Vec<(i64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .filter(|e| e["type"] == "signal")
+        .map(|e| {
+            let p = &e["payload"];
+            (p["candle_open_ms"].as_i64().expect("time"), p["side"].as_str().expect("side").to_owned())
+        })
+        .collect();
+    assert!(signals.len() >= 20, "only {} signals in 6 s", signals.len());
+    assert!(expected.len() >= signals.len());
+    assert_eq!(signals, expected[..signals.len()], "the session's signals are the backtest's");
+}

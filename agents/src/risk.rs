@@ -482,6 +482,11 @@ impl Desk {
         self.equity
     }
 
+    /// Profit or loss since the day (UTC) began, or since the last restart or resume.
+    pub fn pnl_today(&self) -> Decimal {
+        self.equity - self.day_start_equity
+    }
+
     /// Halts trading for a reason outside the desk.
     pub fn halt(&mut self, reason: &str, message: &str) {
         self.halt = Some(Halt::External { reason: reason.to_owned(), message: message.to_owned() });

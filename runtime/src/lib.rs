@@ -12,6 +12,7 @@ pub mod judge;
 pub mod record;
 pub mod recovery;
 pub mod session;
+pub mod status;
 pub mod trader;
 
 pub use judge::{Judge, Proposal, RulesJudge, Verdict};

@@ -125,20 +125,25 @@ async fn fills_of<E: Exchange>(exchange: &E, order: &Order) -> Result<Vec<Fill>,
         .collect())
 }
 
-/// A trader's books from its fills: `(cash, position)` from `budget`, a fee charged in `base`
-/// taken from the position, any other from the cash.
+/// A trader's books from its fills: `(cash, position, average entry price)` from `budget`, a fee
+/// charged in `base` taken from the position, any other from the cash.
 pub fn books<'a>(
     budget: Decimal,
     base: &str,
     fills: impl IntoIterator<Item = (Side, Decimal, Decimal, Decimal, &'a str)>,
-) -> (Decimal, Decimal) {
-    let (mut cash, mut position) = (budget, Decimal::ZERO);
+) -> (Decimal, Decimal, Decimal) {
+    let (mut cash, mut position, mut entry) = (budget, Decimal::ZERO, Decimal::ZERO);
     for (side, quantity, price, fee, fee_asset) in fills {
         let (quote_fee, base_fee) =
             if fee_asset == base { (Decimal::ZERO, fee) } else { (fee, Decimal::ZERO) };
         match side {
             Side::Buy => {
-                position += quantity - base_fee;
+                let got = quantity - base_fee;
+                if position + got > Decimal::ZERO {
+                    entry = (entry * position.max(Decimal::ZERO) + price * got)
+                        / (position.max(Decimal::ZERO) + got);
+                }
+                position += got;
                 cash -= quantity * price + quote_fee;
             }
             Side::Sell => {
@@ -147,7 +152,10 @@ pub fn books<'a>(
             }
         }
     }
-    (cash, position)
+    if position <= Decimal::ZERO {
+        entry = Decimal::ZERO;
+    }
+    (cash, position, entry)
 }
 
 /// Recovers `traders` (started, not yet running) from `stored` and `exchange`; see the module
@@ -257,8 +265,8 @@ pub async fn recover<E: Exchange>(
                 fills.push((f.side, f.quantity, f.price, f.fee, &f.fee_asset));
             }
         }
-        let (cash, position) = books(trader.plan().budget, &base, fills);
-        trader.restore(cash, position);
+        let (cash, position, entry) = books(trader.plan().budget, &base, fills);
+        trader.restore(cash, position, entry);
         let entry = positions.entry(base).or_insert((Decimal::ZERO, trader.rules().lot.step));
         entry.0 += position;
     }

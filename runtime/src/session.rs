@@ -111,8 +111,12 @@ pub struct Snapshot {
     pub equity: Decimal,
     /// Quote neither reserved nor spent.
     pub cash: Decimal,
+    /// Profit or loss today (UTC).
+    pub pnl_today: Decimal,
     /// Base held.
     pub position: Decimal,
+    /// The average price the position was bought at.
+    pub entry_price: Decimal,
     /// The latest price seen.
     pub last_price: Decimal,
     /// Open orders.
@@ -132,7 +136,9 @@ impl Snapshot {
         Self {
             equity: desk.equity(),
             cash: desk.free_quote() + desk.reserved_quote(),
+            pnl_today: desk.pnl_today(),
             position: desk.position(&trader.plan().symbol),
+            entry_price: trader.entry_price(),
             last_price: trader.last_price(),
             open_orders: trader.open_orders(),
             healthy: trader.healthy(),

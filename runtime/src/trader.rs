@@ -238,6 +238,8 @@ pub struct Trader<E: Exchange> {
     suspended: bool,
     /// Where [`Trader::run_reporting`] reports (its index and channel).
     reporter: Option<(usize, tokio::sync::mpsc::Sender<Report>)>,
+    /// The average price of the position's buys (0 when flat).
+    entry_price: Decimal,
     /// Orders adopted at a restart: their updates' ids number from here (in the
     /// `<stream>#recovered` id space).
     recovered: HashMap<ClientOrderId, u64>,
@@ -279,6 +281,7 @@ impl<E: Exchange> Trader<E> {
             suspended: false,
             reporter: None,
             recovered: HashMap::new(),
+            entry_price: Decimal::ZERO,
             last_open_ms,
             last_price,
             exchange,
@@ -323,6 +326,11 @@ impl<E: Exchange> Trader<E> {
     /// The risk desk (budget, position, halts).
     pub fn desk(&self) -> &Desk {
         &self.desk
+    }
+
+    /// The average price the position was bought at (0 when flat).
+    pub fn entry_price(&self) -> Decimal {
+        self.entry_price
     }
 
     /// The latest price seen.
@@ -384,8 +392,9 @@ impl<E: Exchange> Trader<E> {
     }
 
     /// After a restart: the books as the store and the exchange left them.
-    pub fn restore(&mut self, cash: Decimal, position: Decimal) {
+    pub fn restore(&mut self, cash: Decimal, position: Decimal, entry_price: Decimal) {
         self.desk.restore(&self.plan.symbol, cash, position, self.last_price);
+        self.entry_price = if position > Decimal::ZERO { entry_price } else { Decimal::ZERO };
     }
 
     /// Halts trading until a human resumes (reason as stored, e.g. `RecoveryMismatch`).
@@ -623,7 +632,14 @@ impl<E: Exchange> Trader<E> {
                 fee: f.fee,
                 fee_in_base: *f.fee_asset == *self.rules.base_asset,
             };
+            let before = self.desk.position(&self.plan.symbol);
             self.desk.fill(intent.as_deref().unwrap_or(""), &execution);
+            let after = self.desk.position(&self.plan.symbol);
+            if after <= Decimal::ZERO {
+                self.entry_price = Decimal::ZERO;
+            } else if after > before {
+                self.entry_price = (self.entry_price * before + f.price * (after - before)) / after;
+            }
             match self.orders.get(&order.client_id).copied() {
                 Some(chain) => {
                     let id = self.chain_id(chain.candle, FILLS | (f.trade_id & (FILLS - 1)));

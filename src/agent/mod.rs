@@ -1,3 +1,4 @@
 //! `kuant agent …`: the roles that run inside pods the operator starts.
 
 pub mod backtest;
+pub mod session;

@@ -8,7 +8,7 @@
 //! `--credentials FILE`, never from the manifest; the in-process simulator needs none).
 //!
 //! It stops after `--duration`, or on Ctrl-C: the kill switch first (open orders cancelled, no
-//! new ones), then the traders. `spec.suspend: true` starts with the kill switch on.
+//! new ones, what they did recorded), then the traders. `spec.suspend: true` starts with the kill switch on.
 //!
 //! Exit codes: 0 stopped, 2 bad input (the manifest, a flag, the data, credentials), 1 an
 //! internal error (the exchange or the store failed).
@@ -139,7 +139,22 @@ pub fn run(args: &SessionArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(run_session(args, manifest))
+    runtime.block_on(run_session(args, manifest, Hooks::default()))
+}
+
+/// What differs when the session runs in its pod (`kuant agent session`) rather than in a
+/// terminal.
+#[derive(Default)]
+pub struct Hooks {
+    /// Live trading's key, when it does not come from `--credentials` (the pod's Secret).
+    pub credentials: Option<Credentials>,
+    /// The kill switch from outside (`spec.suspend`, watched by the agent).
+    pub suspend: Option<watch::Receiver<bool>>,
+    /// Where the session's state goes for the status (the agent applies it).
+    pub status: Option<watch::Sender<kuant_runtime::status::View>>,
+    /// SIGTERM and Ctrl-C stop the traders without the kill switch: a pod being replaced leaves
+    /// its orders (and protective stops) on the exchange.
+    pub stop_keeps_orders: bool,
 }
 
 /// Where the orders go.
@@ -150,7 +165,8 @@ enum Venue {
     Remote(BinanceEndpoints),
 }
 
-async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
+/// Runs `manifest` as `args` and `hooks` say.
+pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks: Hooks) -> ExitCode {
     let spec = &manifest.spec;
     let name = manifest.metadata.name.clone().unwrap_or_else(|| "session".into());
     let namespace = manifest.metadata.namespace.clone().unwrap_or_else(|| "local".into());
@@ -188,6 +204,7 @@ async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
         Venue::InProcess(url, keys) => (BinanceEndpoints::at(&url), Some(keys)),
         Venue::Remote(endpoints) => {
             let keys = match (&args.credentials, spec.mode) {
+                (None, _) if hooks.credentials.is_some() => hooks.credentials.take(),
                 (Some(path), _) => match Credentials::from_file(path) {
                     Ok(c) => Some(c),
                     Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
@@ -237,7 +254,7 @@ async fn run_session(args: &SessionArgs, manifest: TradingSession) -> ExitCode {
             return fail(EXIT_INTERNAL, format!("the store: {e}"));
         }
     }
-    let ctx = Context { args, manifest: &manifest, run, store, in_process };
+    let ctx = Context { args, manifest: &manifest, run, store, in_process, hooks };
     match spec.mode {
         TradingMode::Live => ctx.trade(market, plans).await,
         TradingMode::Paper => {
@@ -314,6 +331,7 @@ struct Context<'a> {
     store: Option<Store>,
     /// The market is the in-process simulator's: a fresh one each run, nothing to recover.
     in_process: bool,
+    hooks: Hooks,
 }
 
 impl Context<'_> {
@@ -379,6 +397,17 @@ impl Context<'_> {
             }
         };
         let (suspend_tx, suspend_rx) = watch::channel(spec.suspend);
+        let suspend_tx = Arc::new(suspend_tx);
+        if let Some(mut outside) = self.hooks.suspend {
+            let inside = Arc::clone(&suspend_tx);
+            tokio::spawn(async move {
+                while outside.changed().await.is_ok() {
+                    let on = *outside.borrow_and_update();
+                    inside.send_replace(on);
+                }
+            });
+        }
+        let stop_keeps_orders = self.hooks.stop_keeps_orders;
         let (reports_tx, mut reports) = mpsc::channel::<Report>(256);
         let duration = self.args.duration;
         let stop = async move {
@@ -390,11 +419,13 @@ impl Context<'_> {
             };
             tokio::select! {
                 () = timer => {}
-                () = super::shutdown_signal() => {
-                    // The kill switch first: open orders cancelled, nothing new; then stop.
-                    let _ = suspend_tx.send(true);
-                    tokio::time::sleep(Duration::from_millis(1500)).await;
-                }
+                () = super::shutdown_signal() => {}
+            }
+            if !stop_keeps_orders {
+                // The kill switch first: open orders cancelled, nothing new, their last fills
+                // and cancels recorded; then stop.
+                suspend_tx.send_replace(true);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
             }
         };
         let running = tokio::spawn(session::run(traders, stop, suspend_rx, reports_tx));
@@ -417,6 +448,9 @@ impl Context<'_> {
                 let _ = ack.send(());
             }
             status.update(&report, recorder.as_ref().map(Recorder::counters));
+            if let Some(view) = &self.hooks.status {
+                view.send_replace(status.view(failed.clone()));
+            }
         }
         drop(reports);
         let ended = match running.await {
@@ -494,6 +528,16 @@ impl StatusLine {
             seen: Counters::default(),
             last_event: "starting".into(),
             last_draw: None,
+        }
+    }
+
+    /// What the status shows.
+    fn view(&self, store_error: Option<String>) -> kuant_runtime::status::View {
+        kuant_runtime::status::View {
+            symbols: self.desks.iter().map(|d| d.symbol.clone()).collect(),
+            snapshots: self.snapshots.clone(),
+            counters: self.counters(),
+            store_error,
         }
     }
 

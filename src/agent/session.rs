@@ -1,0 +1,229 @@
+//! `kuant agent session`: a TradingSession's agent, in the pod the operator runs for it.
+//!
+//! - **The spec** arrives in `KUANT_SESSION` (the TradingSession as JSON, with its metadata).
+//! - **Live credentials** in `KUANT_EXCHANGE_API_KEY` and `KUANT_EXCHANGE_API_SECRET` (from the
+//!   Secret the spec names, as environment variables of the pod; never in the spec, never
+//!   logged).
+//! - **The store**: `KUANT_DATABASE_URL` when set; the session continues from it after a restart
+//!   (recovery first, see `kuant_runtime::recovery`).
+//! - **The kill switch**: the agent watches its TradingSession; `spec.suspend: true` cancels
+//!   every open order and places no new one until it is false again.
+//! - **Status**: the agent applies its part of the status (`lastHeartbeat`, `portfolio`,
+//!   `counters`, the conditions `MarketDataHealthy`, `Trading`, `Halted`, `Degraded`; see
+//!   `kuant_runtime::status` for who owns which field) by server-side apply as `kuant-agent`,
+//!   every 5 s and at once when a condition changes.
+//! - **Events** go to stdout, one JSON object per line (the pod's log), as `kuant session -o json`.
+//! - SIGTERM stops the traders without the kill switch: a pod being replaced leaves its orders
+//!   on the exchange, and the next pod recovers them.
+//!
+//! Exit codes as `kuant session`: 0 stopped, 2 bad input, 1 an internal error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kuant_crds::TradingSession;
+use kuant_exchanges::binance::Credentials;
+use kuant_runtime::status::{View, agent_status, conditions_changed};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::cli::session::{Hooks, SessionArgs, SessionOutput, run_session};
+use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+
+/// Environment variable holding the TradingSession (the operator sets it).
+pub const ENV_SESSION: &str = "KUANT_SESSION";
+/// Live trading's API key.
+pub const ENV_API_KEY: &str = "KUANT_EXCHANGE_API_KEY";
+/// Live trading's API secret.
+pub const ENV_API_SECRET: &str = "KUANT_EXCHANGE_API_SECRET";
+/// Field manager of the agent's status writes.
+const FIELD_MANAGER: &str = "kuant-agent";
+/// The heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// Runs the TradingSession handed over in the environment; see the module docs.
+pub fn run() -> ExitCode {
+    let Ok(text) = std::env::var(ENV_SESSION) else {
+        return fail(
+            EXIT_BAD_INPUT,
+            format!("{ENV_SESSION} is not set: this command runs in a pod made by `kuant operator`"),
+        );
+    };
+    let manifest = match kuant_crds::manifest::parse::<TradingSession>(&text, ENV_SESSION) {
+        Ok(m) => m,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let credentials = match (std::env::var(ENV_API_KEY), std::env::var(ENV_API_SECRET)) {
+        (Ok(key), Ok(secret)) if !key.is_empty() && !secret.is_empty() => {
+            Some(Credentials::hmac(key, &secret))
+        }
+        _ => None,
+    };
+    let store = std::env::var("KUANT_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let args = SessionArgs {
+        file: PathBuf::from(ENV_SESSION),
+        output: SessionOutput::Json,
+        data: Vec::new(),
+        speed: kuant_exchanges::sim::Speed::Times(1.0),
+        duration: None,
+        credentials: None,
+        seed: 42,
+        no_store: store.is_none(),
+        store,
+        resume: false,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let (suspend_tx, suspend_rx) = watch::channel(manifest.spec.suspend);
+        let (view_tx, view_rx) = watch::channel(View::default());
+        match (
+            Client::try_default().await,
+            manifest.metadata.name.clone(),
+            manifest.metadata.namespace.clone(),
+        ) {
+            (Ok(client), Some(name), Some(namespace)) => {
+                let api: Api<TradingSession> = Api::namespaced(client, &namespace);
+                tokio::spawn(follow_suspend(api.clone(), name.clone(), suspend_tx));
+                tokio::spawn(write_status(api, name, manifest.metadata.generation, view_rx, HEARTBEAT));
+            }
+            (Err(e), _, _) => {
+                tracing::warn!(error = %e, "no API access: no status, and spec.suspend is read only at start")
+            }
+            _ => tracing::warn!("the TradingSession has no name or namespace: no status"),
+        }
+        let hooks =
+            Hooks { credentials, suspend: Some(suspend_rx), status: Some(view_tx), stop_keeps_orders: true };
+        run_session(&args, manifest, hooks).await
+    })
+}
+
+/// Follows the TradingSession's `spec.suspend` (a watch of the one object, reconnected by the
+/// watcher's own backoff).
+async fn follow_suspend(api: Api<TradingSession>, name: String, suspend: watch::Sender<bool>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                suspend.send_if_modified(|on| {
+                    let changed = *on != s.spec.suspend;
+                    *on = s.spec.suspend;
+                    changed
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "watching the TradingSession for spec.suspend"),
+        }
+    }
+}
+
+/// Applies the agent's status fields every `heartbeat`, and at once when a condition changes.
+async fn write_status(
+    api: Api<TradingSession>,
+    name: String,
+    generation: Option<i64>,
+    mut views: watch::Receiver<View>,
+    heartbeat: Duration,
+) {
+    let mut previous: Vec<Condition> = Vec::new();
+    let mut every = tokio::time::interval(heartbeat);
+    loop {
+        let view_changed = tokio::select! {
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = every.tick() => false,
+        };
+        let view = views.borrow_and_update().clone();
+        if view.snapshots.is_empty() {
+            continue;
+        }
+        let status = agent_status(&view, generation, &previous, Time(jiff::Timestamp::now()));
+        if view_changed && !conditions_changed(&previous, &status.conditions) {
+            // Nothing a user needs now: the heartbeat carries it.
+            continue;
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "kuant.dev/v1alpha1",
+            "kind": "TradingSession",
+            "status": status,
+        });
+        match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+        {
+            Ok(_) => previous = status.conditions,
+            Err(e) => {
+                tracing::warn!(error = %e, "the session's status could not be written; the next heartbeat tries again")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kuant_runtime::session::Snapshot;
+    use kube::client::Body;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_status_is_applied_as_the_agent_at_each_heartbeat_and_at_once_on_a_change() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api: Api<TradingSession> = Api::namespaced(Client::new(service, "default"), "desk");
+        let healthy =
+            Snapshot { healthy: true, equity: 1000.into(), cash: 1000.into(), ..Snapshot::default() };
+        let view = |healthy_now: bool| View {
+            symbols: vec!["BTCUSDT".into()],
+            snapshots: vec![Snapshot { healthy: healthy_now, ..healthy.clone() }],
+            ..View::default()
+        };
+        let (tx, rx) = watch::channel(View::default());
+        let writer = tokio::spawn(write_status(api, "btc".into(), Some(3), rx, Duration::from_secs(5)));
+        tx.send_replace(view(true));
+        let mut seen = Vec::new();
+        for expected_trading in ["True", "True", "False"] {
+            if seen.len() == 2 {
+                // The data goes stale: applied at once, not at the next heartbeat.
+                tx.send_replace(view(false));
+            }
+            let (request, respond) = handle.next_request().await.expect("a status write");
+            assert_eq!(request.method(), "PATCH");
+            let uri = request.uri().to_string();
+            assert!(uri.contains("/namespaces/desk/tradingsessions/btc/status"), "{uri}");
+            assert!(uri.contains("fieldManager=kuant-agent") && uri.contains("force=true"), "{uri}");
+            let body = request.into_body().collect_bytes().await.expect("body");
+            let patch: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let status = &patch["status"];
+            assert!(status.get("phase").is_none(), "the operator's fields are not claimed: {status}");
+            assert!(status["lastHeartbeat"].is_string());
+            let trading = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Trading"))
+                .expect("a Trading condition");
+            assert_eq!(trading["status"], expected_trading, "{status}");
+            assert_eq!(trading["observedGeneration"], 3);
+            respond.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&patch).expect("json")))
+                    .expect("response"),
+            );
+            seen.push(status.clone());
+        }
+        writer.abort();
+    }
+}
