@@ -133,7 +133,9 @@ fn plan(symbol: &str, fast: usize, slow: usize) -> Plan {
         interval: "1h".into(),
         interval_ms: H,
         strategy: AnyStrategy::SmaCrossover(SmaCrossover::new(fast, slow)),
-        allocation: Decimal::new(5, 1),
+        // Small orders from a large budget: the zig-zag loses on every round trip, and the
+        // budget must last the run.
+        allocation: Decimal::new(1, 4),
         costs: Costs::from_bps(10.0, 5.0).expect("costs"),
         limits: RiskLimits {
             max_position: Decimal::ONE,
