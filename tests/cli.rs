@@ -1,5 +1,8 @@
 //! The `kuant` binary as a user meets it.
 
+#[path = "common/shared.rs"]
+mod shared;
+use shared::shared_data;
 use std::process::Command;
 
 fn kuant(args: &[&str]) -> std::process::Output {
@@ -176,24 +179,6 @@ fn help_lists_every_subcommand() {
     for sub in ["crd", "operator", "agent", "ops-api", "backtest", "session", "exchange-sim"] {
         assert!(stdout.contains(sub), "{sub} missing from --help:\n{stdout}");
     }
-}
-
-/// `../shared/data/<file>`, or `None` (a skip, with a message) where a clone has no shared data;
-/// `KUANT_REQUIRE_SHARED_DATA=1` (set by `.ci/run`) makes its absence a failure.
-fn shared_data(file: &str) -> Option<String> {
-    let dir = std::env::var("KUANT_SHARED_DATA")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_owned());
-    let path = std::path::Path::new(&dir).join(file);
-    if path.is_file() {
-        return Some(path.to_string_lossy().into_owned());
-    }
-    assert!(
-        std::env::var("KUANT_REQUIRE_SHARED_DATA").as_deref() != Ok("1"),
-        "{} is missing and KUANT_REQUIRE_SHARED_DATA=1",
-        path.display()
-    );
-    eprintln!("skipped: {} not found", path.display());
-    None
 }
 
 #[test]

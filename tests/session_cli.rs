@@ -2,6 +2,9 @@
 //! is stored as an event of the session with its chain, the ledger balances; bad input exits 2
 //! with the field named.
 
+#[path = "common/shared.rs"]
+mod shared;
+use shared::shared_data;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -193,24 +196,6 @@ fn bad_input_exits_2_with_the_field_named() {
     assert!(stderr(&out).contains("--credentials"), "{}", stderr(&out));
     let out = kuant(&["session", "-f", &example("sim-btc.yaml"), "--duration", "soon"], &store);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-}
-
-/// `../shared/data/<file>`, or `None` (a skip, with a message) where a clone has no shared data;
-/// `KUANT_REQUIRE_SHARED_DATA=1` (set by `.ci/run`) makes its absence a failure.
-fn shared_data(file: &str) -> Option<String> {
-    let dir = std::env::var("KUANT_SHARED_DATA")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_owned());
-    let path = Path::new(&dir).join(file);
-    if path.is_file() {
-        return Some(path.to_string_lossy().into_owned());
-    }
-    assert!(
-        std::env::var("KUANT_REQUIRE_SHARED_DATA").as_deref() != Ok("1"),
-        "{} is missing and KUANT_REQUIRE_SHARED_DATA=1",
-        path.display()
-    );
-    eprintln!("skipped: {} not found", path.display());
-    None
 }
 
 /// Parity with the backtest, as far as it holds today: a session replaying real BTC candles in
