@@ -156,7 +156,8 @@ pub enum TraderError {
     Exchange(#[from] ExchangeError),
 }
 
-pub(crate) fn wall_ms() -> i64 {
+/// This machine's clock, Unix ms.
+pub fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -33,7 +33,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::cli::session::{Hooks, SessionArgs, SessionOutput, run_session};
-use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// Environment variable holding the TradingSession (the operator sets it).
 pub const ENV_SESSION: &str = "KUANT_SESSION";
@@ -45,11 +45,6 @@ pub const ENV_API_SECRET: &str = "KUANT_EXCHANGE_API_SECRET";
 const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
-}
 
 /// Runs the TradingSession handed over in the environment; see the module docs.
 pub fn run() -> ExitCode {

@@ -9,7 +9,7 @@ use kuant_agents::backtest::{self, Keep, Options};
 use kuant_crds::Backtest;
 
 use super::progress::ProgressBar;
-use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// Flags of `kuant backtest`.
 #[derive(clap::Args, Debug)]
@@ -205,9 +205,4 @@ fn write_stdout(out: &str) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_INTERNAL, format!("cannot write the output: {e}")),
     }
-}
-
-fn fail(code: u8, message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
 }

@@ -14,7 +14,7 @@ use kuant_exchanges::binance::Credentials;
 use kuant_exchanges::sim::{BookShape, Fees, Replay, SimConfig, SimState, SimSymbol, Speed, router};
 use rust_decimal::Decimal;
 
-use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// The flags of `kuant exchange-sim`.
 #[derive(clap::Args, Debug)]
@@ -74,11 +74,6 @@ fn schedule(path: &std::path::Path) -> Result<Vec<kuant_exchanges::sim::Schedule
         ));
     }
     Ok(schedule)
-}
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
 }
 
 fn timeframe(name: &str) -> Result<Timeframe, String> {

@@ -12,6 +12,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for an internal error.
 pub const EXIT_INTERNAL: u8 = 1;
 
+/// Says `message` on stderr as an error and exits with `code`.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("error: {message}");
+    std::process::ExitCode::from(code)
+}
+
 /// Resolves on Ctrl-C or SIGTERM: the servers of `ops-api` and `exchange-sim` stop on it.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -12,12 +12,7 @@ use std::sync::Arc;
 use kuant_ops_api::AppState;
 use kuant_ops_api::auth::Tokens;
 
-use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
-}
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// Where the ops API's tokens come from.
 #[derive(Debug, Clone, Copy)]

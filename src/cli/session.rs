@@ -30,12 +30,13 @@ use kuant_runtime::judge::{Judge, RulesJudge};
 use kuant_runtime::record::{Counters, Recorder, Source};
 use kuant_runtime::recovery;
 use kuant_runtime::session::{self, Report, Snapshot};
+use kuant_runtime::trader::wall_ms;
 use kuant_runtime::{Noted, Step};
 use kuant_store::{Run, RunKind, Store};
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, watch};
 
-use super::{EXIT_BAD_INPUT, EXIT_INTERNAL};
+use super::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// Flags of `kuant session`.
 #[derive(clap::Args, Debug)]
@@ -111,17 +112,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{text:?} is not a positive duration"))
-}
-
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(code)
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs the command; see the module docs.
