@@ -66,6 +66,19 @@ pub struct Counters {
     pub blocked: u64,
 }
 
+impl Counters {
+    /// Counts `step`.
+    pub fn count(&mut self, step: &Step) {
+        match step {
+            Step::Signal { .. } => self.signals += 1,
+            Step::Submitted(_) => self.orders += 1,
+            Step::Fill(_) => self.fills += 1,
+            Step::Blocked { .. } => self.blocked += 1,
+            _ => {}
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Holding {
     quantity: Decimal,
@@ -86,7 +99,6 @@ pub struct Recorder {
     /// The budget, posted as capital with the first report (at the market's time then, so a
     /// replay's ledger starts before its first fill).
     budget: Option<(Decimal, i64)>,
-    counters: Counters,
 }
 
 fn side(s: Side) -> &'static str {
@@ -247,13 +259,7 @@ impl Recorder {
             allocations: HashMap::new(),
             intents: HashMap::new(),
             budget: Some((budget, started_ms)),
-            counters: Counters::default(),
         })
-    }
-
-    /// The counters so far.
-    pub fn counters(&self) -> Counters {
-        self.counters
     }
 
     /// The run's id.
@@ -304,7 +310,6 @@ impl Recorder {
         let chain = n.correlation.to_string();
         match &n.step {
             Step::Signal { at_ms, side: s, price } => {
-                self.counters.signals += 1;
                 self.store
                     .insert_signals(&[StoredSignal {
                         signal_id: n.id.to_string(),
@@ -342,7 +347,6 @@ impl Recorder {
                 self.intents.remove(&n.correlation);
             }
             Step::Submitted(o) => {
-                self.counters.orders += 1;
                 self.store
                     .insert_orders(&[StoredOrder {
                         client_order_id: o.client_id.to_string(),
@@ -374,11 +378,9 @@ impl Recorder {
                 }
             }
             Step::Fill(f) => {
-                self.counters.fills += 1;
                 self.fill(n, f, desk).await?;
             }
             Step::Blocked { at_ms, reason, detail } => {
-                self.counters.blocked += 1;
                 self.store
                     .insert_blocks(&[StoredBlock {
                         event_id: n.id.to_string(),

@@ -31,7 +31,7 @@ use kuant_runtime::record::{Counters, Recorder, Source};
 use kuant_runtime::recovery;
 use kuant_runtime::session::{self, Report, Snapshot};
 use kuant_runtime::trader::wall_ms;
-use kuant_runtime::{Noted, Step};
+use kuant_runtime::Noted;
 use kuant_store::{Run, RunKind, Store};
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, watch};
@@ -437,7 +437,7 @@ impl Context<'_> {
             if let Some(ack) = report.ack.take() {
                 let _ = ack.send(());
             }
-            status.update(&report, recorder.as_ref().map(Recorder::counters));
+            status.update(&report);
             if let Some(view) = &self.hooks.status {
                 view.send_replace(status.view(failed.clone()));
             }
@@ -499,8 +499,7 @@ struct StatusLine {
     desks: Vec<Source>,
     budget: Decimal,
     snapshots: Vec<Snapshot>,
-    counters: Option<Counters>,
-    seen: Counters,
+    counters: Counters,
     last_event: String,
     last_draw: Option<Instant>,
 }
@@ -514,8 +513,7 @@ impl StatusLine {
             desks,
             budget,
             snapshots,
-            counters: None,
-            seen: Counters::default(),
+            counters: Counters::default(),
             last_event: "starting".into(),
             last_draw: None,
         }
@@ -526,7 +524,7 @@ impl StatusLine {
         kuant_runtime::status::View {
             symbols: self.desks.iter().map(|d| d.symbol.clone()).collect(),
             snapshots: self.snapshots.clone(),
-            counters: self.counters(),
+            counters: self.counters,
             store_error,
         }
     }
@@ -535,37 +533,24 @@ impl StatusLine {
         self.snapshots.iter().map(|s| s.equity).sum()
     }
 
-    fn counters(&self) -> Counters {
-        self.counters.unwrap_or(self.seen)
-    }
-
     fn counters_json(&self) -> serde_json::Value {
-        let c = self.counters();
+        let c = self.counters;
         serde_json::json!({"signals": c.signals, "orders": c.orders, "fills": c.fills, "blocked": c.blocked})
     }
 
-    fn update(&mut self, report: &Report, counters: Option<Counters>) {
+    fn update(&mut self, report: &Report) {
         if let Some(slot) = self.snapshots.get_mut(report.trader) {
             *slot = report.snapshot.clone();
         }
-        self.counters = counters;
         for n in &report.notes {
-            match &n.step {
-                Step::Signal { .. } => self.seen.signals += 1,
-                Step::Submitted(_) => self.seen.orders += 1,
-                Step::Fill(_) => self.seen.fills += 1,
-                Step::Blocked { .. } => self.seen.blocked += 1,
-                _ => {}
-            }
-            if let Some(desk) = self.desks.get(report.trader) {
-                let (kind, payload) = kuant_runtime::record::event_of(&n.step, desk);
-                let detail = payload
-                    .get("reason")
-                    .or_else(|| payload.get("side"))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
-                self.last_event = format!("{kind} {} {detail}", desk.symbol).trim_end().to_owned();
-            }
+            self.counters.count(&n.step);
+        }
+        // Only the last event is shown.
+        if let (Some(n), Some(desk)) = (report.notes.last(), self.desks.get(report.trader)) {
+            let (kind, payload) = kuant_runtime::record::event_of(&n.step, desk);
+            let detail =
+                payload.get("reason").or_else(|| payload.get("side")).and_then(|v| v.as_str()).unwrap_or("");
+            self.last_event = format!("{kind} {} {detail}", desk.symbol).trim_end().to_owned();
         }
         if self.output != SessionOutput::Status {
             return;
@@ -605,7 +590,7 @@ impl StatusLine {
         } else {
             String::new()
         };
-        let c = self.counters();
+        let c = self.counters;
         format!(
             "equity {} | pnl {} | positions {} | open orders {open} | data {data}{state} | signals {} orders {} fills {} blocked {} | {}",
             equity.round_dp(2),
