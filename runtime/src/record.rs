@@ -179,6 +179,27 @@ fn order_payload(o: &Order) -> serde_json::Value {
     })
 }
 
+/// A report's notes as the store keeps them (and `kuant session -o json` prints them): of
+/// session `run_id`, written by `source`.
+pub fn stored_events(notes: &[Noted], source: &Source, run_id: &str) -> Vec<StoredEvent> {
+    notes
+        .iter()
+        .map(|n| {
+            let (event_type, payload) = event_of(&n.step, source);
+            StoredEvent {
+                event_id: n.id.to_string(),
+                run_id: run_id.to_owned(),
+                correlation_id: n.correlation.to_string(),
+                causation_id: n.causation.map(|c| c.to_string()),
+                event_type: event_type.to_owned(),
+                source: format!("trader/{}", source.stream),
+                occurred_at_ms: occurred_at(&n.step),
+                payload,
+            }
+        })
+        .collect()
+}
+
 /// When a step happened, Unix ms: a decision at its candle's open (as the backtest stamps it),
 /// an order or fill when the exchange says.
 pub fn occurred_at(step: &Step) -> i64 {
@@ -267,8 +288,8 @@ impl Recorder {
         &self.run_id
     }
 
-    /// Writes one report.
-    pub async fn record(&mut self, report: &Report) -> Result<(), RecordError> {
+    /// Writes one report, whose events ([`stored_events`]) are `events`.
+    pub async fn record(&mut self, report: &Report, events: &[StoredEvent]) -> Result<(), RecordError> {
         if report.notes.is_empty() {
             return Ok(());
         }
@@ -277,28 +298,11 @@ impl Recorder {
             return Ok(());
         };
         if let Some((budget, started_ms)) = self.budget {
-            let first = report.notes.iter().map(|n| occurred_at(&n.step)).min().unwrap_or(started_ms);
+            let first = events.iter().map(|e| e.occurred_at_ms).min().unwrap_or(started_ms);
             self.post_capital(budget, first.min(started_ms)).await?;
             self.budget = None;
         }
-        let events: Vec<StoredEvent> = report
-            .notes
-            .iter()
-            .map(|n| {
-                let (event_type, payload) = event_of(&n.step, &desk);
-                StoredEvent {
-                    event_id: n.id.to_string(),
-                    run_id: self.run_id.clone(),
-                    correlation_id: n.correlation.to_string(),
-                    causation_id: n.causation.map(|c| c.to_string()),
-                    event_type: event_type.to_owned(),
-                    source: format!("trader/{}", desk.stream),
-                    occurred_at_ms: occurred_at(&n.step),
-                    payload,
-                }
-            })
-            .collect();
-        self.store.insert_events(&events).await?;
+        self.store.insert_events(events).await?;
         for n in &report.notes {
             self.table_rows(n, &desk).await?;
         }

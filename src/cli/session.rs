@@ -27,11 +27,10 @@ use kuant_exchanges::paper::{BalanceRecorder, PaperAccount, PaperExchange};
 use kuant_exchanges::sim::{BookShape, Fees, SimConfig, SimState, Speed, serve_on_loopback};
 use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange};
 use kuant_runtime::judge::{Judge, RulesJudge};
-use kuant_runtime::record::{Counters, Recorder, Source};
+use kuant_runtime::record::{self, Counters, Recorder, Source};
 use kuant_runtime::recovery;
 use kuant_runtime::session::{self, Report, Snapshot};
 use kuant_runtime::trader::wall_ms;
-use kuant_runtime::Noted;
 use kuant_store::{Run, RunKind, Store};
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, watch};
@@ -422,12 +421,19 @@ impl Context<'_> {
         let mut status = StatusLine::new(self.args.output, desks.clone(), spec.budget.amount.value());
         let mut failed = None;
         while let Some(mut report) = reports.recv().await {
-            if self.args.output == SessionOutput::Json {
-                print_events(&report.notes, &desks[report.trader], &self.run.run_id);
+            let json = self.args.output == SessionOutput::Json;
+            let events = match desks.get(report.trader) {
+                Some(source) if json || recorder.is_some() => {
+                    record::stored_events(&report.notes, source, &self.run.run_id)
+                }
+                _ => Vec::new(),
+            };
+            if json {
+                print_events(&events);
             }
             if let Some(r) = recorder.as_mut()
                 && failed.is_none()
-                && let Err(e) = r.record(&report).await
+                && let Err(e) = r.record(&report, &events).await
             {
                 // Nothing trades that cannot be recorded: stop.
                 eprintln!("error: the session stops: {e}");
@@ -472,19 +478,18 @@ impl Context<'_> {
     }
 }
 
-fn print_events(notes: &[Noted], desk: &Source, session_id: &str) {
+fn print_events(events: &[kuant_store::StoredEvent]) {
     let mut out = std::io::stdout().lock();
-    for n in notes {
-        let (event_type, payload) = kuant_runtime::record::event_of(&n.step, desk);
+    for e in events {
         let line = serde_json::json!({
-            "session_id": session_id,
-            "event_id": n.id,
-            "correlation_id": n.correlation,
-            "causation_id": n.causation,
-            "type": event_type,
-            "source": format!("trader/{}", desk.stream),
-            "at_ms": kuant_runtime::record::occurred_at(&n.step),
-            "payload": payload,
+            "session_id": e.run_id,
+            "event_id": e.event_id,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "type": e.event_type,
+            "source": e.source,
+            "at_ms": e.occurred_at_ms,
+            "payload": e.payload,
         });
         // A reader that went away (`| head`) ends the printing, not the session.
         let _ = writeln!(out, "{line}");
