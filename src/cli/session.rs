@@ -146,14 +146,6 @@ pub struct Hooks {
     pub stop_keeps_orders: bool,
 }
 
-/// Where the orders go.
-enum Venue {
-    /// The in-process simulator, at this URL, with its keys.
-    InProcess(String, Credentials),
-    /// A server speaking Binance's API.
-    Remote(BinanceEndpoints),
-}
-
 /// Runs `manifest` as `args` and `hooks` say.
 pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks: Hooks) -> ExitCode {
     let spec = &manifest.spec;
@@ -171,7 +163,7 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
             "--data replays candles in the in-process simulator: it needs exchange.name: simulator without exchange.baseUrl",
         );
     }
-    let venue = if in_process {
+    let (endpoints, credentials) = if in_process {
         match simulator(args, spec) {
             Ok(v) => v,
             Err(e) => return fail(EXIT_BAD_INPUT, e),
@@ -187,27 +179,21 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
             }
             None => BinanceEndpoints::binance(),
         };
-        Venue::Remote(endpoints)
-    };
-    let (endpoints, credentials) = match venue {
-        Venue::InProcess(url, keys) => (BinanceEndpoints::at(&url), Some(keys)),
-        Venue::Remote(endpoints) => {
-            let keys = match (&args.credentials, spec.mode) {
-                (None, _) if hooks.credentials.is_some() => hooks.credentials.take(),
-                (Some(path), _) => match Credentials::from_file(path) {
-                    Ok(c) => Some(c),
-                    Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
-                },
-                (None, TradingMode::Live) => {
-                    return fail(
-                        EXIT_BAD_INPUT,
-                        "mode live needs the exchange's API key: --credentials FILE (YAML with apiKey and apiSecret); kuant never reads keys from the manifest",
-                    );
-                }
-                (None, TradingMode::Paper) => None,
-            };
-            (endpoints, keys)
-        }
+        let keys = match (&args.credentials, spec.mode) {
+            (None, _) if hooks.credentials.is_some() => hooks.credentials.take(),
+            (Some(path), _) => match Credentials::from_file(path) {
+                Ok(c) => Some(c),
+                Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
+            },
+            (None, TradingMode::Live) => {
+                return fail(
+                    EXIT_BAD_INPUT,
+                    "mode live needs the exchange's API key: --credentials FILE (YAML with apiKey and apiSecret); kuant never reads keys from the manifest",
+                );
+            }
+            (None, TradingMode::Paper) => None,
+        };
+        (endpoints, keys)
     };
     // Paper trading reads market data only: no key leaves this process.
     let credentials = if spec.mode == TradingMode::Paper && !in_process { None } else { credentials };
@@ -248,11 +234,10 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
         TradingMode::Live => ctx.trade(market, plans).await,
         TradingMode::Paper => {
             let quote = spec.budget.quote_asset.to_uppercase();
-            let costs = kuant_agents::execution::Costs::from_bps(
-                session::SIZING_FEE_BPS,
-                session::SIZING_SLIPPAGE_BPS,
-            )
-            .unwrap_or_else(|| kuant_agents::execution::Costs::new(Decimal::ZERO, Decimal::ZERO));
+            // The paper account charges what the traders' sizing allows for.
+            let Some(costs) = plans.first().map(|p| p.costs) else {
+                return fail(EXIT_BAD_INPUT, "the session has no strategy or no symbol");
+            };
             // A paper session that continues starts from the paper account it left.
             let mut opening = vec![(quote, spec.budget.amount.value())];
             if let (Some(store), false) = (&ctx.store, in_process) {
@@ -280,8 +265,11 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
 }
 
 /// The in-process simulator: the manifest's symbols replaying `--data` (or synthetic candles),
-/// the budget as its balance.
-fn simulator(args: &SessionArgs, spec: &kuant_crds::session::TradingSessionSpec) -> Result<Venue, String> {
+/// the budget as its balance; where it answers, and its keys.
+fn simulator(
+    args: &SessionArgs,
+    spec: &kuant_crds::session::TradingSessionSpec,
+) -> Result<(BinanceEndpoints, Option<Credentials>), String> {
     if !args.data.is_empty() && args.data.len() != spec.symbols.len() {
         return Err(format!(
             "{} --data files for {} symbols: give one file per symbol, in the manifest's order",
@@ -310,7 +298,7 @@ fn simulator(args: &SessionArgs, spec: &kuant_crds::session::TradingSessionSpec)
     };
     let state = SimState::new(config)?;
     let url = serve_on_loopback(state).map_err(|e| format!("the in-process simulator cannot listen: {e}"))?;
-    Ok(Venue::InProcess(url, Credentials::hmac("kuant-session", &secret)))
+    Ok((BinanceEndpoints::at(&url), Some(Credentials::hmac("kuant-session", &secret))))
 }
 
 struct Context<'a> {
