@@ -180,6 +180,13 @@ pub struct SessionRisk {
     #[serde(default = "default_max_orders_per_minute")]
     #[schemars(range(min = 1, max = 6000))]
     pub max_orders_per_minute: u32,
+    /// Protective stop, in percent below the entry price: after an entry fills, a stop-loss
+    /// order for the position rests on the exchange (Binance's STOP_LOSS_LIMIT), so the position
+    /// stays protected while the agent is down; absent: no stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("stopLossPct must be greater than 0 and less than 100"))]
+    pub stop_loss_pct: Option<f64>,
 }
 
 impl Default for SessionRisk {
@@ -191,6 +198,7 @@ impl Default for SessionRisk {
             max_drawdown_pct: default_max_drawdown_pct(),
             max_open_orders: default_max_open_orders(),
             max_orders_per_minute: default_max_orders_per_minute(),
+            stop_loss_pct: None,
         }
     }
 }

@@ -149,6 +149,7 @@ fn plan(symbol: &str, fast: usize, slow: usize) -> Plan {
         stale_after_ms: 3_600_000,
         poll_every_ms: None,
         warm_up: 1,
+        stop_loss: None,
     }
 }
 

@@ -9,7 +9,8 @@
 //! - **Orders stored as open**: their state and fills now, from the exchange; followed again
 //!   when still open. One the exchange does not know is a mismatch.
 //! - **Open orders on the exchange** that carry this session's client ids but are not stored:
-//!   a mismatch.
+//!   a mismatch — unless it is a protective stop (placed, then the process died before the
+//!   store heard of it): that one is adopted, it protects the position.
 //! - **Books**: each trader's cash and position are rebuilt from the fills (stored and
 //!   recovered); where the exchange's balance of a base asset differs from the session's position
 //!   by more than one lot step, a mismatch.
@@ -104,7 +105,7 @@ fn client_uuid(client_id: &str) -> Option<Uuid> {
 }
 
 /// The fills of `order` among the account's trades since it was made.
-async fn fills_of<E: Exchange>(exchange: &E, order: &Order) -> Result<Vec<Fill>, ExchangeError> {
+pub(crate) async fn fills_of<E: Exchange>(exchange: &E, order: &Order) -> Result<Vec<Fill>, ExchangeError> {
     let trades: Vec<Trade> = exchange.trades(&order.symbol, Some(order.created_ms)).await?;
     Ok(trades
         .into_iter()
@@ -234,8 +235,19 @@ pub async fn recover<E: Exchange>(
     for symbol in &symbols {
         for order in exchange.open_orders(symbol).await? {
             let id = order.client_id.to_string();
-            let ours = client_uuid(&id).and_then(|u| owner(traders, u)).is_some();
-            if ours && !stored_ids.contains(id.as_str()) && !followed.contains(&id) {
+            let ours = client_uuid(&id).and_then(|u| owner(traders, u));
+            if let Some((i, candle)) = ours
+                && !stored_ids.contains(id.as_str())
+                && !followed.contains(&id)
+                && matches!(order.kind, kuant_exchanges::OrderKind::StopLossLimit { .. })
+                && order.side == Side::Sell
+            {
+                outcome.orders_found += 1;
+                traders[i].adopt(candle, &order, &[], true);
+                followed.insert(id);
+                continue;
+            }
+            if ours.is_some() && !stored_ids.contains(id.as_str()) && !followed.contains(&id) {
                 outcome.mismatches.push(format!(
                     "order {id} ({:?} {} {symbol}) is open on the exchange; the store does not know it",
                     order.side,
@@ -267,6 +279,7 @@ pub async fn recover<E: Exchange>(
         }
         let (cash, position, entry) = books(trader.plan().budget, &base, fills);
         trader.restore(cash, position, entry);
+        trader.recall_orders(stored.orders.iter().map(|o| o.client_order_id.as_str()));
         let entry = positions.entry(base).or_insert((Decimal::ZERO, trader.rules().lot.step));
         entry.0 += position;
     }

@@ -13,6 +13,12 @@
 //!   candle: the same decision made again after a restart is the same order to the exchange. Their
 //!   life is followed by an [`OrderTracker`] from the placement's answer and the account's
 //!   updates; each fill counts once in the desk.
+//! - **Protective stops** (`risk.stopLossPct`): once an entry has filled (and no order of the
+//!   trader is in flight), a stop-loss-limit sell of the position rests on the exchange, so the
+//!   position stays protected while the agent is down. An exit cancels it before its sell leaves
+//!   (a stop that filled meanwhile makes the exit moot); the kill switch cancels it with every
+//!   other order and places it again when lifted; a restart adopts the one it finds, or places it
+//!   again. Stops are not desk reservations: they sell only what the position holds.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -72,6 +78,8 @@ pub struct Plan {
     pub poll_every_ms: Option<i64>,
     /// Closed candles read at start to warm the strategy up (at most 1,000).
     pub warm_up: u16,
+    /// A protective stop this far (a fraction) below the entry price; `None`: no stop.
+    pub stop_loss: Option<Decimal>,
 }
 
 /// What happened, in order: the session's event chain in the making.
@@ -187,8 +195,17 @@ const INTENT: u64 = 2;
 const JUDGED: u64 = 3;
 const SUBMITTED: u64 = 4;
 const BLOCKED: u64 = 5;
-/// The order's updates, numbered from here.
+/// The protective stops of the chain's entry, one slot per attempt (a stop the kill switch
+/// cancelled is placed again under a new client id).
+const STOPS: u64 = 0x10;
+/// Attempts at a stop per entry.
+const STOP_ATTEMPTS: u64 = 0x70;
+/// The entry order's updates, numbered from here (up to 256).
 const UPDATES: u64 = 0x100;
+/// Each stop's updates (16 per attempt), numbered from here.
+const STOP_UPDATES: u64 = 0x200;
+/// How far below its stop price a triggered stop may still sell: its limit price.
+const STOP_LIMIT_BAND: Decimal = Decimal::from_parts(5, 0, 0, false, 3);
 /// Fills, by the exchange's trade id (its low 15 bits): a fill reported twice is one event.
 const FILLS: u64 = 0x8000;
 /// Candles this far from 1970 (in intervals) still fit a chain's sequence numbers.
@@ -216,6 +233,20 @@ struct Chain {
     /// Its last event: the next update's cause.
     last: Uuid,
     updates: u64,
+    /// The slot of its first update, and how many slots its updates have.
+    update_slots: (u64, u64),
+}
+
+impl Chain {
+    /// The chain of an entry or exit order.
+    fn order(candle: u64, last: Uuid) -> Self {
+        Self { candle, last, updates: 0, update_slots: (UPDATES, STOP_UPDATES - UPDATES) }
+    }
+
+    /// The chain of the protective stop `attempt` of the entry on `candle`.
+    fn stop(candle: u64, attempt: u64, last: Uuid) -> Self {
+        Self { candle, last, updates: 0, update_slots: (STOP_UPDATES + attempt * 16, 16) }
+    }
 }
 
 /// One strategy on one symbol.
@@ -244,6 +275,13 @@ pub struct Trader<E: Exchange> {
     /// Orders adopted at a restart: their updates' ids number from here (in the
     /// `<stream>#recovered` id space).
     recovered: HashMap<ClientOrderId, u64>,
+    /// The protective stop resting for the position.
+    stop: Option<ClientOrderId>,
+    /// The candle of the position's entry (its stops belong to that chain) and the next stop
+    /// attempt's number.
+    entry_chain: Option<(u64, u64)>,
+    /// A stop is wanted and not resting: place it at the next chance.
+    stop_due: bool,
 }
 
 impl<E: Exchange> Trader<E> {
@@ -282,6 +320,9 @@ impl<E: Exchange> Trader<E> {
             suspended: false,
             reporter: None,
             recovered: HashMap::new(),
+            stop: None,
+            entry_chain: None,
+            stop_due: false,
             entry_price: Decimal::ZERO,
             last_open_ms,
             last_price,
@@ -349,15 +390,49 @@ impl<E: Exchange> Trader<E> {
         self.suspended
     }
 
-    /// Orders this trader placed that are still open.
+    /// Orders this trader placed that are still open (its protective stop included).
     pub fn open_orders(&self) -> usize {
-        self.desk.open()
+        self.desk.open() + usize::from(self.stop.is_some())
+    }
+
+    /// The protective stop resting for the position, if any.
+    pub fn stop(&self) -> Option<&ClientOrderId> {
+        self.stop.as_ref()
     }
 
     /// The candle of the decision whose chain `id` belongs to, when it is one of this trader's
     /// ids (an event id, or the UUID of one of its client order ids).
     pub fn owns(&self, id: Uuid) -> Option<u64> {
         self.ids.seq_of(id).map(|seq| seq.0.get() >> CHAIN_BITS)
+    }
+
+    /// The attempt number when `id` is the client order id of one of this trader's protective
+    /// stops.
+    fn stop_attempt_of(&self, id: &ClientOrderId) -> Option<(u64, u64)> {
+        let uuid = kuant_agents::events::ClientOrderId::parse(id.as_str())?.0;
+        let seq = self.ids.seq_of(uuid)?.0.get();
+        let slot = seq & ((1 << CHAIN_BITS) - 1);
+        (STOPS..STOPS + STOP_ATTEMPTS).contains(&slot).then(|| (seq >> CHAIN_BITS, slot - STOPS))
+    }
+
+    /// After a restart: the client ids of this trader's stored orders, so the stop of the
+    /// position's entry is numbered past every one placed before.
+    pub fn recall_orders<'a>(&mut self, client_ids: impl IntoIterator<Item = &'a str>) {
+        for id in client_ids {
+            let Ok(id) = ClientOrderId::new(id.to_owned()) else { continue };
+            if let Some((candle, attempt)) = self.stop_attempt_of(&id) {
+                match &mut self.entry_chain {
+                    Some((c, next)) if *c == candle => *next = (*next).max(attempt + 1),
+                    Some((c, _)) if *c > candle => {}
+                    _ => self.entry_chain = Some((candle, attempt + 1)),
+                }
+            } else if let Some(candle) =
+                kuant_agents::events::ClientOrderId::parse(id.as_str()).and_then(|u| self.owns(u.0))
+                && self.entry_chain.is_none_or(|(c, _)| c < candle)
+            {
+                self.entry_chain = Some((candle, 0));
+            }
+        }
     }
 
     /// The client order id of the decision on `candle`.
@@ -379,8 +454,16 @@ impl<E: Exchange> Trader<E> {
         // (16 per order, 64 orders per millisecond), never reusing a stored id.
         let now = u64::try_from(wall_ms()).unwrap_or(0);
         let updates = now * 1024 + (self.recovered.len() as u64 % 64) * 16;
-        self.orders.insert(order.client_id.clone(), Chain { candle, last: submitted, updates: 0 });
+        self.orders.insert(order.client_id.clone(), Chain::order(candle, submitted));
         self.recovered.insert(order.client_id.clone(), updates);
+        if let Some((candle, attempt)) = self.stop_attempt_of(&order.client_id) {
+            if order.status.is_open() {
+                self.stop = Some(order.client_id.clone());
+            }
+            if self.entry_chain.is_none_or(|(c, next)| c < candle || (c == candle && next <= attempt)) {
+                self.entry_chain = Some((candle, attempt + 1));
+            }
+        }
         self.apply(order, fills);
     }
 
@@ -411,6 +494,104 @@ impl<E: Exchange> Trader<E> {
     /// A human resumes trading after a halt.
     pub fn resume(&mut self) {
         self.desk.resume();
+    }
+
+    /// Whether a protective stop should rest now and does not: a stop is asked for, the
+    /// position holds at least a lot, no order is in flight, and the kill switch is off.
+    fn stop_wanted(&self) -> bool {
+        self.plan.stop_loss.is_some()
+            && self.stop.is_none()
+            && !self.suspended
+            && self.desk.open() == 0
+            && self.rules.floor_quantity(self.desk.position(&self.plan.symbol), false) >= self.rules.lot.min
+            && !self.desk.position(&self.plan.symbol).is_zero()
+    }
+
+    /// Places the position's protective stop when one is wanted (see [`Trader::stop_wanted`]):
+    /// a stop-loss-limit sell of the position, triggered `stop_loss` below the entry price, its
+    /// limit [`STOP_LIMIT_BAND`] below that.
+    pub async fn ensure_stop(&mut self) {
+        self.stop_due = false;
+        let Some(loss) = self.plan.stop_loss.filter(|_| self.stop_wanted()) else { return };
+        let Some((candle, attempt)) = self.entry_chain.filter(|(_, a)| *a < STOP_ATTEMPTS) else {
+            let now = wall_ms();
+            let detail =
+                "the position's entry is not known, or its stop was placed too often: no protective stop";
+            return self.note_loose(
+                now,
+                Step::Blocked { at_ms: now, reason: "stop_not_placed".into(), detail: detail.into() },
+            );
+        };
+        self.entry_chain = Some((candle, attempt + 1));
+        let reference = if self.entry_price.is_zero() { self.last_price } else { self.entry_price };
+        let stop_price = self.rules.price.floor(reference * (Decimal::ONE - loss));
+        let price = self.rules.price.floor(stop_price * (Decimal::ONE - STOP_LIMIT_BAND));
+        let quantity = self.rules.floor_quantity(self.desk.position(&self.plan.symbol), false);
+        let seq = NonZeroU64::new((candle << CHAIN_BITS) | (STOPS + attempt)).unwrap_or(NonZeroU64::MIN);
+        let Ok(client_id) = ClientOrderId::new(self.ids.client_order_id(Seq(seq)).to_string()) else {
+            return;
+        };
+        let request = OrderRequest {
+            symbol: self.plan.symbol.clone(),
+            side: Side::Sell,
+            kind: OrderKind::StopLossLimit {
+                stop_price,
+                price,
+                time_in_force: kuant_exchanges::TimeInForce::Gtc,
+            },
+            quantity,
+            client_id: client_id.clone(),
+        };
+        let (id, signal, cause) = (
+            self.chain_id(candle, STOPS + attempt),
+            self.chain_id(candle, SIGNAL),
+            self.chain_id(candle, SUBMITTED),
+        );
+        match self.exchange.place(&request, &self.rules, self.last_price).await {
+            Ok((order, fills)) => {
+                self.orders.insert(client_id.clone(), Chain::stop(candle, attempt, id));
+                self.note(id, signal, Some(cause), Step::Submitted(order.clone()));
+                if order.status.is_open() {
+                    self.stop = Some(client_id);
+                }
+                self.apply(&order, &fills);
+            }
+            Err(ExchangeError::UnknownOutcome { detail, .. }) => {
+                self.orders.insert(client_id.clone(), Chain::stop(candle, attempt, cause));
+                self.stop = Some(client_id);
+                tracing::warn!(%detail, "a stop's outcome is unknown: its account updates will tell");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, symbol = %self.plan.symbol, "the protective stop could not be placed; it is tried again on the next candle");
+                let now = wall_ms();
+                let detail = format!("the protective stop could not be placed: {e}");
+                self.note_loose(now, Step::Blocked { at_ms: now, reason: "stop_not_placed".into(), detail });
+            }
+        }
+    }
+
+    /// Cancels the protective stop before an exit; false when it could not be (the exit waits).
+    /// A stop that filled meanwhile is applied with its fills.
+    async fn cancel_stop(&mut self) -> bool {
+        let Some(id) = self.stop.clone() else { return true };
+        let symbol = self.plan.symbol.clone();
+        let order = match self.exchange.cancel(&symbol, &id).await {
+            Ok(order) => order,
+            Err(e) => match self.exchange.order(&symbol, &id).await {
+                Ok(Some(order)) if !order.status.is_open() => order,
+                _ => {
+                    tracing::error!(error = %e, "the protective stop could not be cancelled: no exit until it is");
+                    return false;
+                }
+            },
+        };
+        let fills = if order.filled_quantity.is_zero() {
+            Vec::new()
+        } else {
+            crate::recovery::fills_of(self.exchange.as_ref(), &order).await.unwrap_or_default()
+        };
+        self.apply(&order, &fills);
+        self.stop.is_none()
     }
 
     fn chain_id(&self, candle: u64, slot: u64) -> Uuid {
@@ -473,6 +654,10 @@ impl<E: Exchange> Trader<E> {
         if let Some(side) = self.plan.strategy.on_bar(&b) {
             self.decide(side, &kline, kline.close_ms).await;
         }
+        // A stop that could not be placed is tried again once a candle.
+        if self.stop_wanted() {
+            self.stop_due = true;
+        }
     }
 
     /// Candles the stream missed go through the strategy before the next decision.
@@ -517,6 +702,18 @@ impl<E: Exchange> Trader<E> {
         if self.desk.open() > 0 || (side == Side::Buy) == long {
             return;
         }
+        // An exit first takes its protective stop off the exchange (it holds the position).
+        if side == Side::Sell {
+            if !self.cancel_stop().await {
+                let detail = "the protective stop could not be cancelled: no exit while it rests";
+                return self.blocked(candle, at, signal, "stop_not_cancelled", detail);
+            }
+            let position = self.desk.position(&self.plan.symbol);
+            if position < self.rules.lot.min || position.is_zero() {
+                // The stop sold it meanwhile.
+                return;
+            }
+        }
         let quantity = match side {
             Side::Buy => {
                 let budget = self.desk.free_quote() * self.plan.allocation;
@@ -525,7 +722,7 @@ impl<E: Exchange> Trader<E> {
                     * (Decimal::ONE + self.plan.costs.slippage_rate());
                 if unit.is_zero() { Decimal::ZERO } else { self.rules.floor_quantity(budget / unit, true) }
             }
-            Side::Sell => self.rules.floor_quantity(position, true),
+            Side::Sell => self.rules.floor_quantity(self.desk.position(&self.plan.symbol), true),
         };
         let intent_id = self.chain_id(candle, INTENT);
         let step = Step::Intent { at_ms: at, side, quantity, price: kline.close };
@@ -580,13 +777,13 @@ impl<E: Exchange> Trader<E> {
         let submitted = self.chain_id(candle, SUBMITTED);
         match self.exchange.place(&request, &self.rules, kline.close).await {
             Ok((order, fills)) => {
-                self.orders.insert(order.client_id.clone(), Chain { candle, last: submitted, updates: 0 });
+                self.orders.insert(order.client_id.clone(), Chain::order(candle, submitted));
                 self.note(submitted, signal, Some(judged), Step::Submitted(order.clone()));
                 self.apply(&order, &fills);
             }
             Err(ExchangeError::UnknownOutcome { client_id, detail }) => {
                 // It may exist: the reservation stays until the exchange says what became of it.
-                self.orders.insert(client_id, Chain { candle, last: judged, updates: 0 });
+                self.orders.insert(client_id, Chain::order(candle, judged));
                 tracing::warn!(%detail, "an order's outcome is unknown: its account updates will tell");
             }
             Err(e) => {
@@ -641,6 +838,13 @@ impl<E: Exchange> Trader<E> {
             } else if after > before {
                 self.entry_price = (self.entry_price * before + f.price * (after - before)) / after;
             }
+            if f.side == Side::Buy
+                && let Some(chain) = self.orders.get(&order.client_id)
+                && self.entry_chain.is_none_or(|(c, _)| c != chain.candle)
+            {
+                // A new entry: its stops belong to its chain.
+                self.entry_chain = Some((chain.candle, 0));
+            }
             match self.orders.get(&order.client_id).copied() {
                 Some(chain) => {
                     let id = self.chain_id(chain.candle, FILLS | (f.trade_id & (FILLS - 1)));
@@ -656,6 +860,9 @@ impl<E: Exchange> Trader<E> {
             {
                 self.desk.end(id);
             }
+            if !o.status.is_open() && self.stop.as_ref() == Some(&o.client_id) {
+                self.stop = None;
+            }
             match self.orders.get(&order.client_id).copied() {
                 Some(chain) => {
                     let id = match self.recovered.get(&order.client_id) {
@@ -665,7 +872,10 @@ impl<E: Exchange> Trader<E> {
                             IdSpace::new(&self.plan.session_id, &format!("{}#recovered", self.plan.stream))
                                 .event_id(Seq(seq))
                         }
-                        None => self.chain_id(chain.candle, UPDATES + chain.updates.min(FILLS - UPDATES - 1)),
+                        None => {
+                            let (first, slots) = chain.update_slots;
+                            self.chain_id(chain.candle, first + chain.updates.min(slots - 1))
+                        }
                     };
                     self.orders.insert(
                         order.client_id.clone(),
@@ -676,6 +886,9 @@ impl<E: Exchange> Trader<E> {
                 }
                 None => self.note_loose(o.updated_ms, Step::Order(o)),
             }
+        }
+        if self.stop_wanted() {
+            self.stop_due = true;
         }
     }
 
@@ -695,6 +908,7 @@ impl<E: Exchange> Trader<E> {
     pub async fn suspend(&mut self, on: bool) {
         self.suspended = on;
         if !on {
+            self.stop_due = self.stop_wanted();
             return;
         }
         match self.exchange.cancel_all(&self.plan.symbol).await {
@@ -749,6 +963,8 @@ impl<E: Exchange> Trader<E> {
         if initially {
             self.suspend(true).await;
         }
+        // After a restart the position may have lost its stop.
+        self.stop_due = self.stop_wanted();
         tokio::pin!(stop);
         // A switch whose sender is gone stays where it is.
         let mut switch_alive = true;
@@ -776,6 +992,9 @@ impl<E: Exchange> Trader<E> {
                     self.tick(wall_ms());
                     ticked = true;
                 }
+            }
+            if self.stop_due {
+                self.ensure_stop().await;
             }
             if let Some((trader, report)) = self.reporter.clone()
                 && (ticked || !self.journal.is_empty())

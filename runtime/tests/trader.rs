@@ -86,6 +86,7 @@ fn plan() -> Plan {
         stale_after_ms: 30_000,
         poll_every_ms: Some(5_000),
         warm_up: 100,
+        stop_loss: None,
     }
 }
 
@@ -123,6 +124,13 @@ fn check_chain(journal: &[Noted]) -> usize {
     assert_eq!(trade_ids.len(), all, "each fill once");
     let blocked: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Blocked { .. })).collect();
     assert!(blocked.is_empty(), "{blocked:#?}");
+    traces_to_signals(journal);
+    submitted.len()
+}
+
+/// Every step of a decision (all but health changes) leads back, cause by cause, to the signal
+/// its correlation id names; event ids are distinct.
+fn traces_to_signals(journal: &[Noted]) {
     let by_id: std::collections::HashMap<_, _> = journal.iter().map(|n| (n.id, n)).collect();
     assert_eq!(by_id.len(), journal.len(), "event ids are distinct");
     for n in journal.iter().filter(|n| !matches!(n.step, Step::Health { .. })) {
@@ -133,7 +141,6 @@ fn check_chain(journal: &[Noted]) -> usize {
         assert_eq!(at.id, n.correlation, "{:?}: its causes end at its chain's signal", n.step);
         assert!(matches!(at.step, Step::Signal { .. }), "{:?} traces back to a signal", n.step);
     }
-    submitted.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,4 +275,153 @@ fn wall() -> i64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis(),
     )
     .expect("ms")
+}
+
+/// The client ids of the protective stops submitted, in order.
+fn stops_submitted(steps: &[&Step]) -> Vec<kuant_exchanges::ClientOrderId> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Submitted(o) if matches!(o.kind, kuant_exchanges::OrderKind::StopLossLimit { .. }) => {
+                Some(o.client_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protective_stop_rests_after_each_entry_and_sells_when_the_price_falls_through_it() {
+    let (base, state) = simulator(Speed::Times(360_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    let plan = Plan { stop_loss: Some(d("0.01")), ..plan() };
+    let trader = Trader::start(exchange.clone(), plan).await.expect("started");
+    // The 600 candles are replayed in 6 s; a stop that fills at the end is reported on the
+    // account stream a moment later: the trader runs on until the market has stopped moving.
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(7)), off()).await.expect("ran");
+    let steps = trader.steps();
+    traces_to_signals(trader.journal());
+    let stops = stops_submitted(&steps);
+    let entries = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Submitted(o) if o.side == kuant_agents::strategy::Side::Buy))
+        .count();
+    assert!(stops.len() >= 3 && stops.len() >= entries, "a stop after each entry: {steps:#?}");
+    let hit = stops
+        .iter()
+        .filter(|id| steps.iter().any(|s| matches!(s, Step::Fill(f) if f.client_id == **id)))
+        .count();
+    assert!(hit >= 1, "some stop sold the position: {steps:#?}");
+    // Each stop's price is 1 % under its entry.
+    for s in &steps {
+        if let Step::Submitted(o) = s
+            && let kuant_exchanges::OrderKind::StopLossLimit { stop_price, price, .. } = o.kind
+        {
+            assert!(price < stop_price, "{o:?}");
+            assert_eq!(o.side, kuant_agents::strategy::Side::Sell);
+        }
+    }
+    // Nothing rests on the exchange but the position's stop.
+    let open = exchange.open_orders("BTCUSDT").await.expect("open orders");
+    assert!(open.len() <= 1, "{open:#?}");
+    assert_eq!(open.first().map(|o| &o.client_id), trader.stop(), "the open order is the trader's stop");
+    books_agree(&trader, exchange.as_ref()).await;
+    assert!(state.orders_placed() >= entries + stops.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_cancels_its_stop_before_the_sell_leaves() {
+    let (base, _state) = simulator(Speed::Times(360_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    // 30 %: the swings never reach it.
+    let plan = Plan { stop_loss: Some(d("0.3")), ..plan() };
+    let trader = Trader::start(exchange.clone(), plan).await.expect("started");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
+    let steps = trader.steps();
+    traces_to_signals(trader.journal());
+    let stops = stops_submitted(&steps);
+    let exits: Vec<usize> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::Submitted(o) if o.side == kuant_agents::strategy::Side::Sell && o.kind == kuant_exchanges::OrderKind::Market))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(exits.len() >= 2, "{steps:#?}");
+    for exit in exits {
+        // The stop before it was cancelled before it.
+        let stop = stops_submitted(&steps[..exit]).pop().expect("a stop before the exit");
+        let cancelled = steps[..exit]
+            .iter()
+            .any(|s| matches!(s, Step::Order(o) if o.client_id == stop && o.status == OrderStatus::Canceled));
+        assert!(cancelled, "{stop} cancelled before the exit at step {exit}: {steps:#?}");
+    }
+    let stop_fills =
+        steps.iter().filter(|s| matches!(s, Step::Fill(f) if stops.contains(&f.client_id))).count();
+    assert_eq!(stop_fills, 0);
+    let open = exchange.open_orders("BTCUSDT").await.expect("open orders");
+    assert_eq!(open.first().map(|o| &o.client_id), trader.stop());
+    assert!(open.len() <= 1);
+    books_agree(&trader, exchange.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_resting_stop_is_adopted_and_a_lost_one_is_placed_again_under_a_new_id() {
+    let (base, _state) = simulator(Speed::Times(36_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    let plan = Plan { stop_loss: Some(d("0.3")), ..plan() };
+    // The first life trades until a stop rests.
+    let mut first = Trader::start(exchange.clone(), plan.clone()).await.expect("started");
+    for _ in 0..20 {
+        first = first.run(tokio::time::sleep(Duration::from_millis(500)), off()).await.expect("ran");
+        if first.stop().is_some() {
+            break;
+        }
+    }
+    let resting = first.stop().cloned().expect("a stop rests after an entry");
+    let sent: Vec<String> = first
+        .steps()
+        .iter()
+        .filter_map(|s| if let Step::Submitted(o) = s { Some(o.client_id.to_string()) } else { None })
+        .collect();
+    let (cash, position, entry) =
+        (first.desk().free_quote(), first.desk().position("BTCUSDT"), first.entry_price());
+    drop(first);
+    // A restart that finds it resting adopts it: no second stop.
+    let mut second = Trader::start(exchange.clone(), plan.clone()).await.expect("started");
+    second.restore(cash, position, entry);
+    second.recall_orders(sent.iter().map(String::as_str));
+    let open = exchange.open_orders("BTCUSDT").await.expect("open");
+    assert_eq!(open.len(), 1, "{open:#?}");
+    let uuid = kuant_agents::events::ClientOrderId::parse(open[0].client_id.as_str()).expect("ours").0;
+    let candle = second.owns(uuid).expect("the session's id");
+    second.adopt(candle, &open[0], &[], false);
+    assert_eq!(second.stop(), Some(&resting));
+    second.ensure_stop().await;
+    assert_eq!(exchange.open_orders("BTCUSDT").await.expect("open").len(), 1, "not placed twice");
+    // Lost meanwhile (cancelled by hand): the next life places it again, under a new id.
+    exchange.cancel("BTCUSDT", &resting).await.expect("cancelled");
+    let mut third = Trader::start(exchange.clone(), plan).await.expect("started");
+    third.restore(cash, position, entry);
+    third.recall_orders(sent.iter().map(String::as_str));
+    assert!(third.stop().is_none());
+    third.ensure_stop().await;
+    let placed = third.stop().cloned().expect("placed again");
+    assert_ne!(placed, resting, "a new client id: the cancelled one is not reused");
+    assert_eq!(
+        third.owns(kuant_agents::events::ClientOrderId::parse(placed.as_str()).expect("ours").0),
+        Some(candle)
+    );
+    let open = exchange.open_orders("BTCUSDT").await.expect("open");
+    assert_eq!(open.iter().map(|o| &o.client_id).collect::<Vec<_>>(), vec![&placed]);
+    assert!(matches!(open[0].kind, kuant_exchanges::OrderKind::StopLossLimit { .. }));
+    assert_eq!(
+        open[0].quantity,
+        ExchangeRules::binance_default("BTCUSDT").expect("rules").floor_quantity(position, false)
+    );
 }
