@@ -198,30 +198,79 @@ fn bad_input_exits_2_with_the_field_named() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
-/// Parity with the backtest, as far as it holds today: a session replaying real BTC candles in
-/// the simulator decides exactly as a backtest of the same candles with the same strategy — the
-/// same signals, at the same candles, in the same order (the session's run is a prefix of the
-/// backtest's: it stops after its `--duration`).
+/// The session's manifest of the parity test: the backtest's strategy, budget and costs, every
+/// entry spending the whole budget, and no risk limit the backtest lacks.
+const PARITY_SESSION: &str = r#"
+apiVersion: kuant.dev/v1alpha1
+kind: TradingSession
+metadata:
+  name: parity
+spec:
+  mode: paper
+  exchange:
+    name: simulator
+  symbols: [BTCUSDT]
+  timeframe: 1h
+  strategies:
+    - name: sma-crossover
+      params: {fast: 10, slow: 30}
+      allocationPct: 100
+  budget:
+    quoteAsset: USDT
+    amount: "10000"
+  risk:
+    maxPositionPct: 100
+    maxDailyLossPct: 100
+    maxDrawdownPct: 100
+"#;
+
+/// Parity with the backtest: a paper session replaying real BTC candles in the simulator, and a
+/// backtest of the same candles with the same strategy, budget and costs (10 bps fees, 5 bps
+/// slippage), make the same decisions — the same signals at the same candles, the same orders
+/// (candle, side, quantity) and the same fills (time, price, quantity), to the last decimal. The
+/// session's run is a prefix of the backtest's (it stops after its `--duration`).
 #[test]
-fn a_session_replaying_a_csv_signals_exactly_as_the_backtest_of_the_same_candles() {
+fn a_paper_session_replaying_a_csv_signals_orders_and_fills_exactly_as_the_backtest() {
     let Some(btc) = shared_data("coinbase_btcusd_1h.csv") else { return };
     let store = dir("parity");
-    let backtest = format!("{}/examples/backtests/btc-sma-crossover.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = kuant(&["backtest", "-f", &backtest, "--data", &btc, "-o", "json", "--no-store"], &store);
+    let backtest = std::fs::read_to_string(format!(
+        "{}/examples/backtests/btc-sma-crossover.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the example backtest")
+    .replace("slippageBps: 0", "slippageBps: 5");
+    assert!(backtest.contains("slippageBps: 5"));
+    let backtest_file = store.join("backtest.yaml");
+    std::fs::write(&backtest_file, backtest).expect("written");
+    let session_file = store.join("session.yaml");
+    std::fs::write(&session_file, PARITY_SESSION).expect("written");
+    let out = kuant(
+        &["backtest", "-f", &backtest_file.to_string_lossy(), "--data", &btc, "-o", "json", "--no-store"],
+        &store,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the backtest's JSON");
-    let expected: Vec<(i64, String)> = result["events"]
-        .as_array()
-        .expect("events")
+    let events = result["events"].as_array().expect("events");
+    let text = |v: &serde_json::Value| v.as_str().expect("a string").to_owned();
+    let expected_signals: Vec<(i64, String)> = events
         .iter()
         .filter(|e| e["type"] == "signal")
-        .map(|e| (e["time_ms"].as_i64().expect("time"), e["side"].as_str().expect("side").to_owned()))
+        .map(|e| (e["time_ms"].as_i64().expect("time"), text(&e["side"])))
+        .collect();
+    // (time, side, quantity, price); the decision's candle of each order is the fill's candle
+    // before.
+    let expected_fills: Vec<(i64, String, String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "fill")
+        .map(|e| {
+            (e["time_ms"].as_i64().expect("time"), text(&e["side"]), text(&e["quantity"]), text(&e["price"]))
+        })
         .collect();
     let out = kuant(
         &[
             "session",
             "-f",
-            &example("sim-btc.yaml"),
+            &session_file.to_string_lossy(),
             "--data",
             &btc,
             "--speed",
@@ -235,16 +284,52 @@ fn a_session_replaying_a_csv_signals_exactly_as_the_backtest_of_the_same_candles
         &store,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let signals: Vec<(i64, String)> = String::from_utf8_lossy(&out.stdout)
+    let stream: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .collect();
+    let signals: Vec<(i64, String)> = stream
+        .iter()
         .filter(|e| e["type"] == "signal")
-        .map(|e| {
-            let p = &e["payload"];
-            (p["candle_open_ms"].as_i64().expect("time"), p["side"].as_str().expect("side").to_owned())
-        })
+        .map(|e| (e["payload"]["candle_open_ms"].as_i64().expect("time"), text(&e["payload"]["side"])))
         .collect();
     assert!(signals.len() >= 20, "only {} signals in 6 s", signals.len());
-    assert!(expected.len() >= signals.len());
-    assert_eq!(signals, expected[..signals.len()], "the session's signals are the backtest's");
+    assert!(expected_signals.len() >= signals.len());
+    assert_eq!(signals, expected_signals[..signals.len()], "the session's signals are the backtest's");
+    let fills: Vec<(i64, String, String, String)> = stream
+        .iter()
+        .filter(|e| e["type"] == "fill")
+        .map(|e| {
+            let p = &e["payload"];
+            (e["at_ms"].as_i64().expect("time"), text(&p["side"]), text(&p["quantity"]), text(&p["price"]))
+        })
+        .collect();
+    assert!(fills.len() >= 10, "only {} fills in 6 s", fills.len());
+    // The last order may still wait for its candle when the run ends.
+    assert!(expected_fills.len() >= fills.len());
+    assert_eq!(fills, expected_fills[..fills.len()], "the session's fills are the backtest's");
+    let orders: Vec<(i64, String, String)> = stream
+        .iter()
+        .filter(|e| e["type"] == "order_submitted")
+        .map(|e| {
+            let p = &e["payload"];
+            (e["at_ms"].as_i64().expect("time"), text(&p["side"]), text(&p["quantity"]))
+        })
+        .collect();
+    assert!(
+        orders.len() == fills.len() || orders.len() == fills.len() + 1,
+        "{} orders, {} fills",
+        orders.len(),
+        fills.len()
+    );
+    for (order, fill) in orders.iter().zip(&fills) {
+        // Decided at the close of the candle before the fill's, for the fill's side and quantity.
+        assert_eq!(order, &(fill.0 - 1, fill.1.clone(), fill.2.clone()), "one order per decision");
+    }
+    // Nothing blocked, but by the kill switch that ends the run.
+    let blocked: Vec<&serde_json::Value> = stream
+        .iter()
+        .filter(|e| e["type"] == "trade_blocked" && e["payload"]["reason"] != "suspended")
+        .collect();
+    assert!(blocked.is_empty(), "{blocked:#?}");
 }

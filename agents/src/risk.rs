@@ -324,6 +324,11 @@ impl Desk {
         self.reservations.len()
     }
 
+    /// The ids of the open intents.
+    pub fn open_ids(&self) -> impl Iterator<Item = &str> {
+        self.reservations.keys().map(String::as_str)
+    }
+
     /// Why trading is halted, if it is.
     pub fn halted(&self) -> Option<&Halt> {
         self.halt.as_ref()

@@ -81,6 +81,21 @@ pub trait Exchange: Send + Sync + 'static {
         reference_price: Decimal,
     ) -> impl Future<Output = Result<(Order, Vec<Fill>), ExchangeError>> + Send;
 
+    /// As [`Exchange::place`], for an order decided at market time `decided_ms` on a candle
+    /// whose close was `reference_price`. An exchange fills when it fills (this is
+    /// [`Exchange::place`]); a paper account fills a market order at the open of the first candle
+    /// opening after the decision, as the backtest does, even when its own feed ran ahead.
+    fn place_decided(
+        &self,
+        order: &OrderRequest,
+        rules: &ExchangeRules,
+        reference_price: Decimal,
+        decided_ms: i64,
+    ) -> impl Future<Output = Result<(Order, Vec<Fill>), ExchangeError>> + Send {
+        let _ = decided_ms;
+        self.place(order, rules, reference_price)
+    }
+
     /// The order with `client_id`; `None` when the exchange has none.
     fn order(
         &self,

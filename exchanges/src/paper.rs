@@ -43,7 +43,17 @@ pub struct PaperAccount {
     fills: Vec<Fill>,
     next_order_id: u64,
     next_trade_id: u64,
+    /// The opens of the latest candles per symbol (at most [`OPENS_KEPT`]), oldest first: an
+    /// order decided on a candle the account has already passed still fills at the open after
+    /// its decision ([`PaperAccount::place_decided`]).
+    opens: HashMap<String, std::collections::VecDeque<(i64, Decimal)>>,
 }
+
+/// An order that changed, with the fill that changed it.
+pub type Changed = (Order, Option<Fill>);
+
+/// Candle opens kept per symbol.
+const OPENS_KEPT: usize = 512;
 
 fn rejected(code: i64, reason: &str, kind: RejectKind) -> ExchangeError {
     ExchangeError::Rejected { code, reason: reason.to_owned(), kind }
@@ -64,6 +74,7 @@ impl PaperAccount {
             fills: Vec::new(),
             next_order_id: 1,
             next_trade_id: 1,
+            opens: HashMap::new(),
         }
     }
 
@@ -113,6 +124,56 @@ impl PaperAccount {
     /// Takes `request` at `now_ms`: checked against the rules (valued at the last price seen)
     /// and the balance; it fills on the next candle.
     pub fn place(&mut self, request: &OrderRequest, now_ms: i64) -> Result<Order, ExchangeError> {
+        self.take(request, now_ms, None)
+    }
+
+    /// Takes `request`, decided at market time `decided_ms` on a candle whose close was
+    /// `reference` (what a market order is valued at). A market order fills as the backtest's
+    /// does: at the open of the first candle opening after the decision — at once when the
+    /// account's feed has already passed that open (a replay running ahead of the trader),
+    /// otherwise when it arrives. Returns the order as taken and what changed (its fill).
+    pub fn place_decided(
+        &mut self,
+        request: &OrderRequest,
+        now_ms: i64,
+        decided_ms: i64,
+        reference: Decimal,
+    ) -> Result<(Order, Vec<Changed>), ExchangeError> {
+        let market = request.kind == OrderKind::Market;
+        let taken = self.take(
+            request,
+            if market { decided_ms } else { now_ms },
+            (market && reference > Decimal::ZERO).then_some(reference),
+        )?;
+        let next = self
+            .opens
+            .get(&*taken.symbol)
+            .and_then(|opens| opens.iter().find(|(open_ms, _)| *open_ms > taken.created_ms).copied());
+        let changed = match next {
+            Some((open_ms, open)) if market => {
+                let candle = Kline {
+                    open_ms,
+                    open,
+                    high: open,
+                    low: open,
+                    close: open,
+                    volume: Decimal::ZERO,
+                    close_ms: open_ms,
+                    closed: false,
+                };
+                self.fill_open(&taken.symbol.clone(), &candle, Some(&taken.client_id))
+            }
+            _ => Vec::new(),
+        };
+        Ok((taken, changed))
+    }
+
+    fn take(
+        &mut self,
+        request: &OrderRequest,
+        now_ms: i64,
+        reference: Option<Decimal>,
+    ) -> Result<Order, ExchangeError> {
         if self.orders.contains_key(&request.client_id) {
             return Err(rejected(-2010, "Duplicate order sent.", RejectKind::DuplicateOrder));
         }
@@ -120,7 +181,7 @@ impl PaperAccount {
             .rules
             .get(&request.symbol)
             .ok_or_else(|| rejected(-1121, "Invalid symbol.", RejectKind::Other))?;
-        let reference = match request.kind.limit_price() {
+        let reference = match request.kind.limit_price().or(reference) {
             Some(price) => price,
             None => self.last_price.get(&request.symbol).copied().ok_or_else(|| {
                 rejected(-1013, "No price yet: a market order needs a candle first.", RejectKind::Filter)
@@ -166,11 +227,36 @@ impl PaperAccount {
     /// (with slippage, on the tick), limit orders at their price or better when it reaches them
     /// (an IOC that does not fill at the open expires). Returns what changed.
     pub fn on_candle(&mut self, symbol: &str, candle: &Kline) -> Vec<(Order, Option<Fill>)> {
+        let changed = self.fill_open(symbol, candle, None);
+        self.last_price.insert(symbol.to_owned(), candle.close);
+        let time = self.market_time.entry(symbol.to_owned()).or_insert(candle.open_ms);
+        *time = (*time).max(candle.open_ms);
+        let opens = self.opens.entry(symbol.to_owned()).or_default();
+        if opens.back().is_none_or(|(last, _)| *last < candle.open_ms) {
+            opens.push_back((candle.open_ms, candle.open));
+            if opens.len() > OPENS_KEPT {
+                opens.pop_front();
+            }
+        }
+        changed
+    }
+
+    /// The open orders (only `only`, when given) that `candle` fills, filled.
+    fn fill_open(
+        &mut self,
+        symbol: &str,
+        candle: &Kline,
+        only: Option<&ClientOrderId>,
+    ) -> Vec<(Order, Option<Fill>)> {
         let Some(rules) = self.rules.get(symbol).cloned() else { return Vec::new() };
         let engine_rules = rules.engine_rules();
         let mut changed = Vec::new();
         let mut still_open = Vec::new();
         for id in std::mem::take(&mut self.open) {
+            if only.is_some_and(|only| *only != id) {
+                still_open.push(id);
+                continue;
+            }
             let Some(mut order) = self.orders.get(&id).cloned() else { continue };
             // Only candles that open after the decision fill it.
             if &*order.symbol != symbol || candle.open_ms <= order.created_ms {
@@ -265,9 +351,6 @@ impl PaperAccount {
             changed.push((order, Some(fill)));
         }
         self.open = still_open;
-        self.last_price.insert(symbol.to_owned(), candle.close);
-        let time = self.market_time.entry(symbol.to_owned()).or_insert(candle.open_ms);
-        *time = (*time).max(candle.open_ms);
         changed
     }
 }
@@ -334,7 +417,17 @@ pub struct PaperExchange<M: Exchange> {
     account: Arc<Mutex<PaperAccount>>,
     updates: broadcast::Sender<AccountUpdate>,
     feed: tokio::task::JoinHandle<()>,
+    recorder: Option<BalanceRecorder>,
+    /// The candles' interval of the account's feed.
+    interval: String,
+    /// The symbols of the account's feed.
+    symbols: Vec<String>,
+    /// Readers of the account's own feed (see [`Exchange::market_stream`]).
+    readers: Readers,
 }
+
+/// Readers of a paper account's market feed: the symbols each follows, and its channel.
+type Readers = Arc<Mutex<Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>>>;
 
 impl<M: Exchange> Drop for PaperExchange<M> {
     fn drop(&mut self) {
@@ -383,41 +476,138 @@ impl<M: Exchange> PaperExchange<M> {
         let feeds: Vec<MarketFeed> =
             symbols.iter().map(|s| MarketFeed::Klines(s.clone(), interval.to_owned())).collect();
         let stream = market.market_stream(&feeds);
-        let feed = tokio::spawn(feed(stream, account.clone(), updates.clone(), recorder));
-        Ok(Self { market, account, updates, feed })
+        let readers = Readers::default();
+        let feed =
+            tokio::spawn(feed(stream, account.clone(), updates.clone(), recorder.clone(), readers.clone()));
+        Ok(Self {
+            market,
+            account,
+            updates,
+            feed,
+            recorder,
+            interval: interval.to_owned(),
+            symbols: symbols.to_vec(),
+            readers,
+        })
     }
 
     /// The account's fills so far, oldest first.
     pub fn fills(&self) -> Vec<Fill> {
         locked(&self.account).fills().to_vec()
     }
+
+    /// Takes `order` (decided at a market time, on a price, when given; see
+    /// [`PaperAccount::place_decided`]), announces it and what it changed, and records the
+    /// balances when it filled at once.
+    async fn take(
+        &self,
+        order: &OrderRequest,
+        decided: Option<(i64, Decimal)>,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        let (placed, changed, balances) = {
+            let mut a = locked(&self.account);
+            let now = a.market_time(&order.symbol).unwrap_or_default();
+            let taken = match decided {
+                Some((decided_ms, reference)) => a.place_decided(order, now, decided_ms, reference),
+                None => a.place(order, now).map(|o| (o, Vec::new())),
+            };
+            match taken {
+                Ok((placed, changed)) => {
+                    let filled = changed.iter().any(|(_, fill)| fill.is_some());
+                    (placed, changed, filled.then(|| (a.balances(), now)))
+                }
+                // The client order id is the idempotency key: the order it already names, as
+                // the Binance adapter answers a duplicate.
+                Err(e @ ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. }) => {
+                    return a.order(&order.client_id).cloned().map(|o| (o, Vec::new())).ok_or(e);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let _ = self.updates.send(AccountUpdate::Order { order: placed.clone(), fill: None });
+        let mut now = (placed, Vec::new());
+        for (order, fill) in changed {
+            if order.client_id == now.0.client_id {
+                now.0 = order.clone();
+                now.1.extend(fill.clone());
+            }
+            let _ = self.updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
+        }
+        if let Some((balances, at_ms)) = balances {
+            let _ = self.updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: at_ms });
+            if let Some(recorder) = &self.recorder
+                && let Err(e) = recorder.record(&balances, at_ms).await
+            {
+                tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
+            }
+        }
+        Ok(now)
+    }
 }
 
-/// Feeds `market`'s candles to the account, announces what changed and records the balances.
+/// Feeds `market`'s candles to the account, announces what changed and records the balances;
+/// then hands each event on to the account's `readers`, so a reader never sees a candle before
+/// the account has filled on it.
 async fn feed(
     mut market: mpsc::Receiver<StreamEvent>,
     account: Arc<Mutex<PaperAccount>>,
     updates: broadcast::Sender<AccountUpdate>,
     recorder: Option<BalanceRecorder>,
+    readers: Readers,
 ) {
     while let Some(event) = market.recv().await {
-        let StreamEvent::Market(MarketEvent::Kline { symbol, kline, .. }, _) = event else { continue };
-        let (changed, balances) = {
-            let mut a = locked(&account);
-            let changed = a.on_candle(&symbol, &kline);
-            let filled = changed.iter().any(|(_, fill)| fill.is_some());
-            (changed, filled.then(|| a.balances()))
+        on_feed(&event, &account, &updates, recorder.as_ref()).await;
+        let symbol = match &event {
+            StreamEvent::Market(MarketEvent::Kline { symbol, .. }, _) => Some(symbol.clone()),
+            StreamEvent::Market(..) => continue,
+            _ => None,
         };
-        for (order, fill) in changed {
-            let _ = updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
+        let current: Vec<_> = locked_readers(&readers).clone();
+        let mut gone = Vec::new();
+        for (symbols, reader) in &current {
+            if symbol.as_ref().is_some_and(|s| !symbols.contains(s)) {
+                continue;
+            }
+            // A reader that is full is waited for (backpressure, never a dropped candle).
+            if reader.send(event.clone()).await.is_err() {
+                gone.push(reader.clone());
+            }
         }
-        let Some(balances) = balances else { continue };
-        let _ = updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: kline.open_ms });
-        if let Some(recorder) = &recorder
-            && let Err(e) = recorder.record(&balances, kline.open_ms).await
-        {
-            tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
+        if !gone.is_empty() {
+            locked_readers(&readers).retain(|(_, r)| !gone.iter().any(|g| g.same_channel(r)));
         }
+    }
+}
+
+fn locked_readers(
+    readers: &Mutex<Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>>,
+) -> std::sync::MutexGuard<'_, Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>> {
+    readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One event of the account's feed: a candle fills what it fills.
+async fn on_feed(
+    event: &StreamEvent,
+    account: &Mutex<PaperAccount>,
+    updates: &broadcast::Sender<AccountUpdate>,
+    recorder: Option<&BalanceRecorder>,
+) {
+    let StreamEvent::Market(MarketEvent::Kline { symbol, kline, .. }, _) = event else { return };
+    let (changed, balances) = {
+        let mut a = locked(account);
+        let changed = a.on_candle(symbol, kline);
+        let filled = changed.iter().any(|(_, fill)| fill.is_some());
+        (changed, filled.then(|| a.balances()))
+    };
+    for (order, fill) in changed {
+        let _ = updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
+    }
+    let Some(balances) = balances else { return };
+    let _ = updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: kline.open_ms });
+    if let Some(recorder) = recorder
+        && let Err(e) = recorder.record(&balances, kline.open_ms).await
+    {
+        tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
     }
 }
 
@@ -457,21 +647,17 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
         _rules: &ExchangeRules,
         _reference_price: Decimal,
     ) -> Result<(Order, Vec<Fill>), ExchangeError> {
-        let placed = {
-            let mut a = locked(&self.account);
-            let now = a.market_time(&order.symbol).unwrap_or_default();
-            match a.place(order, now) {
-                Ok(placed) => placed,
-                // The client order id is the idempotency key: the order it already names, as
-                // the Binance adapter answers a duplicate.
-                Err(e @ ExchangeError::Rejected { kind: RejectKind::DuplicateOrder, .. }) => {
-                    return a.order(&order.client_id).cloned().map(|o| (o, Vec::new())).ok_or(e);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let _ = self.updates.send(AccountUpdate::Order { order: placed.clone(), fill: None });
-        Ok((placed, Vec::new()))
+        self.take(order, None).await
+    }
+
+    async fn place_decided(
+        &self,
+        order: &OrderRequest,
+        _rules: &ExchangeRules,
+        reference_price: Decimal,
+        decided_ms: i64,
+    ) -> Result<(Order, Vec<Fill>), ExchangeError> {
+        self.take(order, Some((decided_ms, reference_price))).await
     }
 
     async fn order(&self, _symbol: &str, client_id: &ClientOrderId) -> Result<Option<Order>, ExchangeError> {
@@ -524,8 +710,29 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
             .collect())
     }
 
+    /// Candles of the account's own feed come through the account: each after the account has
+    /// filled on it, so a trader never decides on a candle the account has not seen. Other
+    /// feeds come from the market.
     fn market_stream(&self, feeds: &[MarketFeed]) -> mpsc::Receiver<StreamEvent> {
-        self.market.market_stream(feeds)
+        let own: Option<Vec<String>> = feeds
+            .iter()
+            .map(|f| match f {
+                MarketFeed::Klines(symbol, interval)
+                    if *interval == self.interval && self.symbols.contains(symbol) =>
+                {
+                    Some(symbol.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        match own {
+            Some(symbols) if !symbols.is_empty() => {
+                let (tx, rx) = mpsc::channel(1024);
+                locked_readers(&self.readers).push((symbols, tx));
+                rx
+            }
+            _ => self.market.market_stream(feeds),
+        }
     }
 
     /// Subscribed at once; every change of the account from then on.

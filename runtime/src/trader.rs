@@ -696,6 +696,9 @@ impl<E: Exchange> Trader<E> {
         if !self.watchdog.may_trade() {
             return self.blocked(candle, at, signal, "stale_market_data", "no decision on stale market data");
         }
+        if self.desk.open() > 0 {
+            self.settle_open().await;
+        }
         let position = self.desk.position(&self.plan.symbol);
         let long = position >= self.rules.lot.min && !position.is_zero();
         // As the backtest: a buy when flat, a sell when long; one order at a time.
@@ -716,10 +719,16 @@ impl<E: Exchange> Trader<E> {
         }
         let quantity = match side {
             Side::Buy => {
+                // As the backtest sizes a buy: what the budget buys at the price a market order
+                // fills at (slipped, on the tick), its fee included.
                 let budget = self.desk.free_quote() * self.plan.allocation;
-                let unit = kline.close
-                    * self.plan.costs.one_plus_fee()
-                    * (Decimal::ONE + self.plan.costs.slippage_rate());
+                let price = kuant_agents::execution::execution_price(
+                    kline.close,
+                    Side::Buy,
+                    &self.plan.costs,
+                    &self.rules.engine_rules(),
+                );
+                let unit = price * self.plan.costs.one_plus_fee();
                 if unit.is_zero() { Decimal::ZERO } else { self.rules.floor_quantity(budget / unit, true) }
             }
             Side::Sell => self.rules.floor_quantity(self.desk.position(&self.plan.symbol), true),
@@ -775,7 +784,7 @@ impl<E: Exchange> Trader<E> {
             client_id,
         };
         let submitted = self.chain_id(candle, SUBMITTED);
-        match self.exchange.place(&request, &self.rules, kline.close).await {
+        match self.exchange.place_decided(&request, &self.rules, kline.close, kline.close_ms).await {
             Ok((order, fills)) => {
                 self.orders.insert(order.client_id.clone(), Chain::order(candle, submitted));
                 self.note(submitted, signal, Some(judged), Step::Submitted(order.clone()));
@@ -794,6 +803,28 @@ impl<E: Exchange> Trader<E> {
                     _ => "exchange_unavailable",
                 };
                 self.blocked(candle, at, judged, reason, e.to_string());
+            }
+        }
+    }
+
+    /// An order still open at a new decision may have ended with its news on the way: the
+    /// exchange is asked, and what became of it applied (its fills counted once), so the
+    /// decision sees the books as they are.
+    async fn settle_open(&mut self) {
+        let open: Vec<String> = self.desk.open_ids().map(str::to_owned).collect();
+        for id in open {
+            let Ok(client) = ClientOrderId::new(id) else { continue };
+            match self.exchange.order(&self.plan.symbol, &client).await {
+                Ok(Some(order)) if !order.status.is_open() => {
+                    let fills = if order.filled_quantity.is_zero() {
+                        Vec::new()
+                    } else {
+                        crate::recovery::fills_of(self.exchange.as_ref(), &order).await.unwrap_or_default()
+                    };
+                    self.apply(&order, &fills);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "an open order's state could not be read"),
             }
         }
     }

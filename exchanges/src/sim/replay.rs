@@ -123,6 +123,21 @@ impl Replay {
         let high = reached.iter().copied().fold(price, Decimal::max);
         let low = reached.iter().copied().fold(price, Decimal::min);
         let share = Decimal::from(t - c.open_ms + 1) / Decimal::from(self.step_ms);
+        let closed = t >= c.open_ms + self.step_ms - 1;
+        if closed {
+            // Its last millisecond: the candle as the data has it (the path's interpolation
+            // stops a hair short of the close).
+            return Some(Kline {
+                open_ms: c.open_ms,
+                open: c.open,
+                high: c.high,
+                low: c.low,
+                close: c.close,
+                volume: c.volume,
+                close_ms: c.open_ms + self.step_ms - 1,
+                closed,
+            });
+        }
         Some(Kline {
             open_ms: c.open_ms,
             open: c.open,
@@ -131,7 +146,7 @@ impl Replay {
             close: price,
             volume: (c.volume * share).round_dp(8),
             close_ms: c.open_ms + self.step_ms - 1,
-            closed: t >= c.open_ms + self.step_ms - 1,
+            closed,
         })
     }
 
