@@ -157,6 +157,24 @@ pub enum RuleViolation {
     },
 }
 
+impl RuleViolation {
+    /// The name of the exchange filter it breaks, as Binance names it (`PRICE_FILTER`,
+    /// `LOT_SIZE`, `NOTIONAL`; `TRADING` when the symbol does not trade).
+    pub fn filter(&self) -> &'static str {
+        match self {
+            Self::NotTrading(_) => "TRADING",
+            Self::PriceTooLow { .. } | Self::PriceTooHigh { .. } | Self::PriceOffTick { .. } => {
+                "PRICE_FILTER"
+            }
+            Self::NonPositiveQuantity(_)
+            | Self::QuantityTooSmall { .. }
+            | Self::QuantityTooLarge { .. }
+            | Self::QuantityOffStep { .. } => "LOT_SIZE",
+            Self::NotionalTooSmall { .. } | Self::NotionalTooLarge { .. } => "NOTIONAL",
+        }
+    }
+}
+
 impl ExchangeRules {
     /// Whether `order` may be sent. `reference_price` values a market order's notional (the
     /// last or average price); a limit order is valued at its own price.
@@ -299,6 +317,10 @@ mod tests {
         assert!(matches!(check(&market("0")), RuleViolation::NonPositiveQuantity(_)));
         let message = check(&limit("60000", "0.00005")).to_string();
         assert_eq!(message, "order value 3.00000 is below the minimum notional 5");
+        assert_eq!(check(&limit("60000", "0.00005")).filter(), "NOTIONAL");
+        assert_eq!(check(&market("0")).filter(), "LOT_SIZE");
+        assert_eq!(check(&limit("60000", "0.000015")).filter(), "LOT_SIZE");
+        assert_eq!(check(&limit("60000.001", "0.001")).filter(), "PRICE_FILTER");
     }
 
     #[test]

@@ -797,12 +797,13 @@ impl<E: Exchange> Trader<E> {
             }
             Err(e) => {
                 self.desk.end(&id);
-                let reason = match e {
-                    ExchangeError::Blocked(_) => "exchange_filter",
-                    ExchangeError::Rejected { .. } => "rejected_by_exchange",
-                    _ => "exchange_unavailable",
+                let (reason, detail) = match &e {
+                    // The filter named, as the exchange names it.
+                    ExchangeError::Blocked(v) => ("exchange_filter", format!("{}: {e}", v.filter())),
+                    ExchangeError::Rejected { .. } => ("rejected_by_exchange", e.to_string()),
+                    _ => ("exchange_unavailable", e.to_string()),
                 };
-                self.blocked(candle, at, judged, reason, e.to_string());
+                self.blocked(candle, at, judged, reason, detail);
             }
         }
     }

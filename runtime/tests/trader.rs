@@ -425,3 +425,31 @@ async fn after_a_restart_a_resting_stop_is_adopted_and_a_lost_one_is_placed_agai
         ExchangeRules::binance_default("BTCUSDT").expect("rules").floor_quantity(position, false)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_below_the_lot_size_or_the_minimum_notional_never_leaves_and_names_its_filter() {
+    // 4 USDT buys 0.00006 BTC at 60,000: worth 3.6, under the 5 USDT minimum notional; 0.3 USDT
+    // buys less than the 0.00001 lot.
+    for (budget, filter) in [("4", "NOTIONAL"), ("0.3", "LOT_SIZE")] {
+        let (base, state) = simulator(Speed::Times(360_000.0));
+        let exchange = Arc::new(
+            BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s")))
+                .expect("client"),
+        );
+        let plan = Plan { budget: d(budget), ..plan() };
+        let trader = Trader::start(exchange, plan).await.expect("started");
+        let trader = trader.run(tokio::time::sleep(Duration::from_secs(2)), off()).await.expect("ran");
+        let steps = trader.steps();
+        let blocked: Vec<&String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Blocked { reason, detail, .. } if reason == "exchange_filter" => Some(detail),
+                _ => None,
+            })
+            .collect();
+        assert!(!blocked.is_empty(), "{budget}: blocked: {steps:#?}");
+        assert!(blocked.iter().all(|d| d.starts_with(filter)), "{budget}: {blocked:#?}");
+        assert!(!steps.iter().any(|s| matches!(s, Step::Submitted(_))), "{budget}: nothing submitted");
+        assert_eq!(state.orders_placed(), 0, "{budget}: nothing reached the exchange");
+    }
+}
