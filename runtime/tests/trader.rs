@@ -453,3 +453,106 @@ async fn an_order_below_the_lot_size_or_the_minimum_notional_never_leaves_and_na
         assert_eq!(state.orders_placed(), 0, "{budget}: nothing reached the exchange");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_intents_raced_on_a_budget_for_ten_send_ten_orders_and_no_balance_goes_negative() {
+    use kuant_agents::risk::{Desk, Execution, Intent};
+    use kuant_agents::strategy::Side;
+    // Real time: the price holds still while the orders race.
+    let (base, state) = simulator(Speed::Times(1.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    let rules = Arc::new(ExchangeRules::binance_default("BTCUSDT").expect("rules"));
+    let price = exchange.latest_price("BTCUSDT").await.expect("a price");
+    let (quantity, fee) = (d("0.01"), d("0.001"));
+    // Ten orders' worth, and 5 % to spare for the fills' slippage: not eleven.
+    let budget = Decimal::TEN * quantity * price * (Decimal::ONE + fee) * d("1.05");
+    let limits = RiskLimits { max_open_orders: 1000, ..plan().limits };
+    let desk = Arc::new(std::sync::Mutex::new(Desk::new(limits, budget, fee, wall())));
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (desk, exchange, rules) = (desk.clone(), exchange.clone(), rules.clone());
+        racers.spawn(async move {
+            let id = format!("race-{i}");
+            let intent =
+                Intent { id: id.clone(), symbol: "BTCUSDT".into(), side: Side::Buy, quantity, price };
+            let approved = desk.lock().expect("desk").approve(&intent, wall()).is_ok();
+            if !approved {
+                return false;
+            }
+            let request = kuant_exchanges::OrderRequest {
+                symbol: "BTCUSDT".into(),
+                side: Side::Buy,
+                kind: kuant_exchanges::OrderKind::Market,
+                quantity,
+                client_id: kuant_exchanges::ClientOrderId::new(id.clone()).expect("id"),
+            };
+            let placed = exchange.place(&request, &rules, price).await;
+            let mut desk = desk.lock().expect("desk");
+            if let Ok((_, fills)) = &placed {
+                for f in fills {
+                    let execution = Execution {
+                        symbol: "BTCUSDT",
+                        side: f.side,
+                        quantity: f.quantity,
+                        price: f.price,
+                        fee: f.fee,
+                        fee_in_base: &*f.fee_asset == "BTC",
+                    };
+                    desk.fill(&id, &execution);
+                }
+            }
+            desk.end(&id);
+            placed.is_ok()
+        });
+    }
+    let placed = racers.join_all().await.into_iter().filter(|ok| *ok).count();
+    assert_eq!(placed, 10, "the budget covers ten");
+    assert_eq!(state.orders_placed(), 10, "at most ten reached the exchange");
+    let desk = desk.lock().expect("desk");
+    assert!(desk.free_quote() >= Decimal::ZERO, "the budget never goes negative: {}", desk.free_quote());
+    assert_eq!(desk.reserved_quote(), Decimal::ZERO, "every reservation released");
+    let balances = exchange.balances().await.expect("balances");
+    assert!(balances.iter().all(|b| b.free >= Decimal::ZERO && b.locked >= Decimal::ZERO), "{balances:#?}");
+    let btc = balances.iter().find(|b| b.asset == "BTC").map(|b| b.total()).unwrap_or_default();
+    assert_eq!(desk.position("BTCUSDT"), btc, "the desk holds what the exchange holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_loss_beyond_the_limit_halts_trading_until_the_next_utc_day() {
+    const DAY: i64 = 86_400_000;
+    let (base, _state) = simulator(Speed::Times(360_000.0));
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    // Half the budget in a position that swings 5 %: a loss of 0.5 % of the day's equity comes
+    // soon.
+    let plan = Plan { limits: RiskLimits { max_daily_loss: d("0.005"), ..plan().limits }, ..plan() };
+    let trader = Trader::start(exchange.clone(), plan).await.expect("started");
+    let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
+    let steps = trader.steps();
+    let halted = steps
+        .iter()
+        .position(|s| matches!(s, Step::Halted { reason, .. } if reason == "DailyLossLimit"))
+        .unwrap_or_else(|| panic!("a daily-loss halt: {steps:#?}"));
+    let Step::Halted { message, .. } = steps[halted] else { unreachable!("a halt") };
+    assert!(message.contains("maxDailyLossPct"), "the figures: {message}");
+    // The halt's market day: the candle the market was on.
+    let day = steps[..halted]
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            Step::Fill(f) => Some(f.time_ms),
+            Step::Signal { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+        .expect("a step before the halt")
+        .div_euclid(DAY);
+    let after: Vec<i64> = steps[halted..]
+        .iter()
+        .filter_map(|s| if let Step::Submitted(o) = s { Some(o.created_ms.div_euclid(DAY)) } else { None })
+        .collect();
+    assert!(after.iter().all(|d| *d > day), "no order on the halted day: {after:?} vs {day}");
+    assert!(!after.is_empty(), "trading resumed on a later day: {steps:#?}");
+}
