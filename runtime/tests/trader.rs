@@ -510,13 +510,16 @@ async fn a_hundred_intents_raced_on_a_budget_for_ten_send_ten_orders_and_no_bala
     let placed = racers.join_all().await.into_iter().filter(|ok| *ok).count();
     assert_eq!(placed, 10, "the budget covers ten");
     assert_eq!(state.orders_placed(), 10, "at most ten reached the exchange");
-    let desk = desk.lock().expect("desk");
-    assert!(desk.free_quote() >= Decimal::ZERO, "the budget never goes negative: {}", desk.free_quote());
-    assert_eq!(desk.reserved_quote(), Decimal::ZERO, "every reservation released");
+    let (free, reserved, position) = {
+        let desk = desk.lock().expect("desk");
+        (desk.free_quote(), desk.reserved_quote(), desk.position("BTCUSDT"))
+    };
+    assert!(free >= Decimal::ZERO, "the budget never goes negative: {free}");
+    assert_eq!(reserved, Decimal::ZERO, "every reservation released");
     let balances = exchange.balances().await.expect("balances");
     assert!(balances.iter().all(|b| b.free >= Decimal::ZERO && b.locked >= Decimal::ZERO), "{balances:#?}");
     let btc = balances.iter().find(|b| b.asset == "BTC").map(|b| b.total()).unwrap_or_default();
-    assert_eq!(desk.position("BTCUSDT"), btc, "the desk holds what the exchange holds");
+    assert_eq!(position, btc, "the desk holds what the exchange holds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
