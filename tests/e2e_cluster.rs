@@ -644,3 +644,107 @@ async fn kubectl_shows_running_while_the_agent_runs_and_rounded_figures_when_it_
     let sharpe = results.sharpe.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"));
     assert_eq!(column("SHARPE"), sharpe, "{shown}");
 }
+
+/// A session's agent as a process of its own, killed when dropped.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `(status, reason)` of the session's condition `type_`.
+fn session_condition(session: &TradingSession, type_: &str) -> Option<(String, String)> {
+    let status = session.status.as_ref()?;
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The session agent against a real API server. (Starting its pod is the TradingSession
+/// controller's job, issue 16; here the agent runs as a process with the test cluster's
+/// kubeconfig, as the pod would with its service account.) It applies its part of the status as
+/// `kuant-agent` — heartbeat, portfolio, counters and its conditions — and follows the kill
+/// switch: `spec.suspend: true` turns `Trading` to `Suspended` at once, `false` turns it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_the_api_server() {
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    apply_crds(&client).await;
+    let ns = test_namespace(&client, "session").await;
+    let sessions: Api<TradingSession> = Api::namespaced(client.clone(), &ns.name);
+    let path = format!("{}/examples/sessions/sim-btc.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the example");
+    let mut session: TradingSession = kuant_crds::manifest::parse(&text, &path).expect("the example parses");
+    session.metadata.namespace = Some(ns.name.clone());
+    let created = sessions.create(&PostParams::default(), &session).await.expect("TradingSession created");
+    let _agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_kuant"))
+            .args(["agent", "session"])
+            .env("KUANT_SESSION", serde_json::to_string(&created).expect("JSON"))
+            .env_remove("KUANT_DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the agent starts"),
+    );
+    let get = || {
+        let sessions = sessions.clone();
+        async move { sessions.get("sim-btc").await.ok() }
+    };
+    let trading = |want: &'static str, reason: &'static str| {
+        move |s: &TradingSession| {
+            session_condition(s, "Trading").is_some_and(|(status, r)| status == want && r == reason)
+        }
+    };
+    let first = eventually("the agent's status", Duration::from_secs(90), || async {
+        get().await.filter(|s| trading("True", "Trading")(s))
+    })
+    .await;
+    let status = first.status.clone().expect("a status");
+    assert!(status.last_heartbeat.is_some(), "{status:#?}");
+    assert_eq!(status.portfolio.as_ref().map(|p| p.equity.value()), Some("10000".parse().expect("decimal")));
+    assert!(status.counters.is_some(), "{status:#?}");
+    assert_eq!(session_condition(&first, "MarketDataHealthy").map(|c| c.0).as_deref(), Some("True"));
+    assert_eq!(session_condition(&first, "Halted").map(|c| c.0).as_deref(), Some("False"));
+    assert!(status.conditions.iter().all(|c| c.observed_generation == created.metadata.generation));
+    let managers: Vec<(Option<String>, Option<String>)> = first
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| (m.manager.clone(), m.subresource.clone()))
+        .collect();
+    assert!(
+        managers.contains(&(Some("kuant-agent".into()), Some("status".into()))),
+        "the status applied as kuant-agent: {managers:?}"
+    );
+    // The heartbeat moves on.
+    let beat = status.last_heartbeat.clone();
+    eventually("a second heartbeat", Duration::from_secs(20), || async {
+        get().await.filter(|s| s.status.as_ref().and_then(|st| st.last_heartbeat.clone()) != beat)
+    })
+    .await;
+
+    // The kill switch, through the API server.
+    let switch = |on: bool| {
+        let sessions = sessions.clone();
+        async move {
+            let patch = Patch::Merge(serde_json::json!({"spec": {"suspend": on}}));
+            sessions.patch("sim-btc", &PatchParams::default(), &patch).await.expect("patched");
+        }
+    };
+    let thrown = Instant::now();
+    switch(true).await;
+    eventually("Trading=False (Suspended)", Duration::from_secs(15), || async {
+        get().await.filter(|s| trading("False", "Suspended")(s))
+    })
+    .await;
+    eprintln!("the kill switch showed in the status {:?} after the patch", thrown.elapsed());
+    switch(false).await;
+    eventually("Trading=True again", Duration::from_secs(15), || async {
+        get().await.filter(|s| trading("True", "Trading")(s))
+    })
+    .await;
+}

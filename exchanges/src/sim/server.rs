@@ -67,7 +67,14 @@ struct Sim {
     tick_id: u64,
     weight: (i64, u32),
     next_generated_id: u64,
+    /// When each symbol's market streams last heard of it (wall time).
+    last_emit: HashMap<String, Instant>,
 }
+
+/// At a `--speed` factor slow enough that a candle's path points are minutes apart (real time
+/// and 1 h candles: 2 min), the streams still hear the forming candle this often, as Binance
+/// pushes kline updates every second or two: a quiet market is not a silent stream.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The simulator's shared state.
 #[derive(Clone)]
@@ -117,6 +124,7 @@ impl SimState {
             tick_id: 0,
             weight: (0, 0),
             next_generated_id: 1,
+            last_emit: HashMap::new(),
         };
         let state = Self {
             sim: Arc::new(Mutex::new(sim)),
@@ -346,6 +354,7 @@ impl Sim {
             if until - t > point * 3000 {
                 t = until - point * 3000;
             }
+            let mut emitted = false;
             while t <= until {
                 // A candle's last moment first, so its closed kline is streamed.
                 if t % step_ms == 0
@@ -353,6 +362,7 @@ impl Sim {
                 {
                     self.engine.set_price(&symbol, on_tick(price), t - 1);
                     self.emit(&symbol, t - 1);
+                    emitted = true;
                 }
                 if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(t)) {
                     let changes = self.engine.set_price(&symbol, on_tick(price), t);
@@ -360,11 +370,19 @@ impl Sim {
                         self.report(order, fills, "TRADE", t);
                     }
                     self.emit(&symbol, t);
+                    emitted = true;
                 }
                 t += point;
             }
             if let Some(price) = self.symbols.get(&symbol).and_then(|s| s.replay.price_at(until)) {
                 self.engine.set_price(&symbol, on_tick(price), until);
+            }
+            let quiet = self.last_emit.get(&symbol).is_none_or(|at| at.elapsed() >= KEEPALIVE);
+            if emitted {
+                self.last_emit.insert(symbol.clone(), Instant::now());
+            } else if quiet && matches!(self.speed, Speed::Times(_)) && until >= self.applied_ms.max(0) {
+                self.emit(&symbol, until);
+                self.last_emit.insert(symbol.clone(), Instant::now());
             }
         }
         self.applied_ms = now;
