@@ -17,8 +17,8 @@ use rust_decimal::Decimal;
 const KEY: &str = "recovery-key";
 const SECRET: &str = "recovery-secret-0123456789";
 
-fn dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kuant-session-recovery-{}", std::process::id()));
+fn dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuant-session-recovery-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
@@ -73,7 +73,8 @@ fn fault(url: &str, body: &str) {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-fn manifest(dir: &Path, url: &str) -> PathBuf {
+/// The live session's manifest, with `risk` lines added to its risk limits.
+fn manifest(dir: &Path, url: &str, risk: &str) -> PathBuf {
     let path = dir.join("live.yaml");
     let text = format!(
         "apiVersion: kuant.dev/v1alpha1
@@ -103,7 +104,7 @@ spec:
     maxDrawdownPct: 90
     maxOpenOrders: 2
     maxOrdersPerMinute: 100
-"
+{risk}"
     );
     std::fs::write(&path, text).expect("manifest");
     path
@@ -126,9 +127,9 @@ fn session(dir: &Path, manifest: &Path, extra: &[&str]) -> Command {
 
 #[test]
 fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() {
-    let dir = dir();
+    let dir = dir("in-flight");
     let (_sim, url) = exchange_sim(&dir);
-    let file = manifest(&dir, &url);
+    let file = manifest(&dir, &url, "");
 
     // First life: trade until an order has filled, then slow the exchange's answers down and
     // kill the process while the next order waits for its answer.
@@ -231,4 +232,76 @@ fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() 
             .unwrap_or_default();
         assert_eq!(ledger_usdt, usdt, "the ledger's USDT is the exchange's");
     });
+}
+
+#[test]
+fn killed_while_its_protective_stop_rests_the_restart_adopts_it_and_places_no_second_one() {
+    let dir = dir("stop");
+    let (_sim, url) = exchange_sim(&dir);
+    // 30 %: the stop rests for as long as the position lasts.
+    let file = manifest(&dir, &url, "    stopLossPct: 30\n");
+
+    // First life: trade until a stop rests, then SIGKILL.
+    let log = std::fs::File::create(dir.join("first.log")).expect("log");
+    let mut first = session(&dir, &file, &[]).stdout(Stdio::piped()).stderr(log).spawn().expect("runs");
+    let stdout = first.stdout.take().expect("stdout");
+    let mut first = Killed(first);
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut stop: Option<(String, String)> = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+        if event["type"] == "order_submitted" && event["payload"]["type"] == "stop_loss_limit" {
+            let id = event["payload"]["client_order_id"].as_str().expect("an id").to_owned();
+            let chain = event["correlation_id"].as_str().expect("a chain").to_owned();
+            stop = Some((id, chain));
+            break;
+        }
+    }
+    let (stop_id, chain) = stop.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+        panic!("no stop placed within 90 s; the session said:\n{log}")
+    });
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&url), Some(Credentials::hmac(KEY, SECRET)))
+            .expect("client"),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let client = ClientOrderId::new(stop_id.clone()).expect("a client id");
+    let resting =
+        runtime.block_on(exchange.order("BTCUSDT", &client)).expect("asked").expect("the exchange has it");
+    assert!(resting.status.is_open(), "the stop rests while the agent is down: {resting:?}");
+
+    // Second life: recovery adopts the stop; no second stop for the same entry.
+    let out = session(&dir, &file, &["--duration", "3s"]).output().expect("runs again");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("mismatch"), "{stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON event"))
+        .collect();
+    let stops_of_the_entry: Vec<&str> = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "order_submitted"
+                && e["payload"]["type"] == "stop_loss_limit"
+                && e["correlation_id"] == chain.as_str()
+        })
+        .filter_map(|e| e["payload"]["client_order_id"].as_str())
+        .collect();
+    assert!(stops_of_the_entry.iter().all(|id| *id == stop_id), "one stop per entry: {stops_of_the_entry:?}");
+    // Followed again: it ended in this life (an exit, or the kill switch that ends the run).
+    let ended = events.iter().any(|e| {
+        e["type"] == "order_update"
+            && e["payload"]["client_order_id"] == stop_id.as_str()
+            && matches!(e["payload"]["status"].as_str(), Some("canceled" | "filled"))
+    });
+    assert!(ended, "the adopted stop was followed: {events:#?}");
+    let now =
+        runtime.block_on(exchange.order("BTCUSDT", &client)).expect("asked").expect("the exchange has it");
+    assert!(!now.status.is_open(), "{now:?}");
 }
