@@ -125,6 +125,33 @@ fn session(dir: &Path, manifest: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// A first life: the session runs until `watch` finds what it waits for in one of its events
+/// (within 90 s), and is handed back running, with what was found.
+fn first_life<T>(
+    dir: &Path,
+    file: &Path,
+    what: &str,
+    mut watch: impl FnMut(&serde_json::Value) -> Option<T>,
+) -> (Killed, T) {
+    let log = std::fs::File::create(dir.join("first.log")).expect("log");
+    let mut first = session(dir, file, &[]).stdout(Stdio::piped()).stderr(log).spawn().expect("runs");
+    let stdout = first.stdout.take().expect("stdout");
+    let first = Killed(first);
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+        if let Some(found) = watch(&event) {
+            // The rest is read too: a closed pipe would end the session at its next line.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (first, found);
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+    panic!("no {what} within 90 s; the session said:\n{log}")
+}
+
 #[test]
 fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() {
     let dir = dir("in-flight");
@@ -133,33 +160,19 @@ fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() 
 
     // First life: trade until an order has filled, then slow the exchange's answers down and
     // kill the process while the next order waits for its answer.
-    let log = std::fs::File::create(dir.join("first.log")).expect("log");
-    let mut first = session(&dir, &file, &[]).stdout(Stdio::piped()).stderr(log).spawn().expect("runs");
-    let stdout = first.stdout.take().expect("stdout");
-    let mut first = Killed(first);
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(90);
     let mut filled = false;
-    let mut in_flight: Option<String> = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
-        match event["type"].as_str() {
+    let (mut first, chain) =
+        first_life(&dir, &file, "order decided after the first fill", |event| match event["type"].as_str() {
             Some("fill") if !filled => {
                 filled = true;
                 fault(&url, r#"{"kind": "latency", "ms": 6000}"#);
+                None
             }
             Some("plan_judged") if filled && event["payload"]["approved"] == true => {
-                in_flight = event["correlation_id"].as_str().map(str::to_owned);
-                break;
+                event["correlation_id"].as_str().map(str::to_owned)
             }
-            _ => {}
-        }
-    }
-    let chain = in_flight.unwrap_or_else(|| {
-        let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
-        panic!("no order decided after the first fill (within 90 s); the session said:\n{log}")
-    });
+            _ => None,
+        });
     // The decision is stored (write-ahead) and the order is on its way; its answer is not.
     std::thread::sleep(Duration::from_millis(1500));
     first.0.kill().expect("SIGKILL");
@@ -242,26 +255,12 @@ fn killed_while_its_protective_stop_rests_the_restart_adopts_it_and_places_no_se
     let file = manifest(&dir, &url, "    stopLossPct: 30\n");
 
     // First life: trade until a stop rests, then SIGKILL.
-    let log = std::fs::File::create(dir.join("first.log")).expect("log");
-    let mut first = session(&dir, &file, &[]).stdout(Stdio::piped()).stderr(log).spawn().expect("runs");
-    let stdout = first.stdout.take().expect("stdout");
-    let mut first = Killed(first);
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut stop: Option<(String, String)> = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
-        if event["type"] == "order_submitted" && event["payload"]["type"] == "stop_loss_limit" {
+    let (mut first, (stop_id, chain)) = first_life(&dir, &file, "stop placed", |event| {
+        let stop = event["type"] == "order_submitted" && event["payload"]["type"] == "stop_loss_limit";
+        stop.then(|| {
             let id = event["payload"]["client_order_id"].as_str().expect("an id").to_owned();
-            let chain = event["correlation_id"].as_str().expect("a chain").to_owned();
-            stop = Some((id, chain));
-            break;
-        }
-    }
-    let (stop_id, chain) = stop.unwrap_or_else(|| {
-        let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
-        panic!("no stop placed within 90 s; the session said:\n{log}")
+            (id, event["correlation_id"].as_str().expect("a chain").to_owned())
+        })
     });
     first.0.kill().expect("SIGKILL");
     let _ = first.0.wait();

@@ -127,16 +127,7 @@ impl Replay {
         if closed {
             // Its last millisecond: the candle as the data has it (the path's interpolation
             // stops a hair short of the close).
-            return Some(Kline {
-                open_ms: c.open_ms,
-                open: c.open,
-                high: c.high,
-                low: c.low,
-                close: c.close,
-                volume: c.volume,
-                close_ms: c.open_ms + self.step_ms - 1,
-                closed,
-            });
+            return Some(self.whole(&c));
         }
         Some(Kline {
             open_ms: c.open_ms,
@@ -169,18 +160,23 @@ impl Replay {
             .iter()
             .map(|c| match self.kline_at(now) {
                 Some(k) if k.open_ms == c.open_ms => k,
-                _ => Kline {
-                    open_ms: c.open_ms,
-                    open: c.open,
-                    high: c.high,
-                    low: c.low,
-                    close: c.close,
-                    volume: c.volume,
-                    close_ms: c.open_ms + self.step_ms - 1,
-                    closed: true,
-                },
+                _ => self.whole(c),
             })
             .collect()
+    }
+
+    /// Candle `c` closed, as the data has it.
+    fn whole(&self, c: &Candle) -> Kline {
+        Kline {
+            open_ms: c.open_ms,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            close_ms: c.open_ms + self.step_ms - 1,
+            closed: true,
+        }
     }
 }
 
