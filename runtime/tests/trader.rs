@@ -58,6 +58,15 @@ fn simulator(speed: Speed) -> (String, SimState) {
     (base, state)
 }
 
+/// A client trading on a fresh simulator (see [`simulator`]) at `speed`, with the simulator's state.
+fn live(speed: Speed) -> (Arc<BinanceExchange>, SimState) {
+    let (base, state) = simulator(speed);
+    let exchange = Arc::new(
+        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
+    );
+    (exchange, state)
+}
+
 /// A kill switch that stays off (its sender gone, it never changes).
 fn off() -> tokio::sync::watch::Receiver<bool> {
     tokio::sync::watch::channel(false).1
@@ -145,10 +154,7 @@ fn traces_to_signals(journal: &[Noted]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_on_the_simulator_signals_become_orders_and_the_books_agree() {
-    let (base, state) = simulator(Speed::Times(360_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, state) = live(Speed::Times(360_000.0));
     let trader = Trader::start(exchange.clone(), plan()).await.expect("started");
     let trader = trader.run(tokio::time::sleep(Duration::from_secs(4)), off()).await.expect("ran");
     let orders = check_chain(trader.journal());
@@ -176,10 +182,7 @@ async fn on_paper_nothing_reaches_the_simulator_and_fills_come_from_the_paper_ac
 async fn a_silent_stream_is_stale_within_its_limit_and_nothing_trades_until_it_returns() {
     use kuant_agents::watchdog::Change;
     // Ten candles a second: the trader keeps up, so silence at the server is silence here.
-    let (base, state) = simulator(Speed::Times(36_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, state) = live(Speed::Times(36_000.0));
     let plan = Plan { stale_after_ms: 500, ..plan() };
     let trader = Trader::start(exchange, plan).await.expect("started");
     let silenced = std::time::Instant::now() + Duration::from_secs(1);
@@ -292,10 +295,7 @@ fn stops_submitted(steps: &[&Step]) -> Vec<kuant_exchanges::ClientOrderId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protective_stop_rests_after_each_entry_and_sells_when_the_price_falls_through_it() {
-    let (base, state) = simulator(Speed::Times(360_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, state) = live(Speed::Times(360_000.0));
     let plan = Plan { stop_loss: Some(d("0.01")), ..plan() };
     let trader = Trader::start(exchange.clone(), plan).await.expect("started");
     // The 600 candles are replayed in 6 s; a stop that fills at the end is reported on the
@@ -333,10 +333,7 @@ async fn a_protective_stop_rests_after_each_entry_and_sells_when_the_price_falls
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_cancels_its_stop_before_the_sell_leaves() {
-    let (base, _state) = simulator(Speed::Times(360_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, _state) = live(Speed::Times(360_000.0));
     // 30 %: the swings never reach it.
     let plan = Plan { stop_loss: Some(d("0.3")), ..plan() };
     let trader = Trader::start(exchange.clone(), plan).await.expect("started");
@@ -370,10 +367,7 @@ async fn an_exit_cancels_its_stop_before_the_sell_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_resting_stop_is_adopted_and_a_lost_one_is_placed_again_under_a_new_id() {
-    let (base, _state) = simulator(Speed::Times(36_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, _state) = live(Speed::Times(36_000.0));
     let plan = Plan { stop_loss: Some(d("0.3")), ..plan() };
     // The first life trades until a stop rests.
     let mut first = Trader::start(exchange.clone(), plan.clone()).await.expect("started");
@@ -431,11 +425,7 @@ async fn an_order_below_the_lot_size_or_the_minimum_notional_never_leaves_and_na
     // 4 USDT buys 0.00006 BTC at 60,000: worth 3.6, under the 5 USDT minimum notional; 0.3 USDT
     // buys less than the 0.00001 lot.
     for (budget, filter) in [("4", "NOTIONAL"), ("0.3", "LOT_SIZE")] {
-        let (base, state) = simulator(Speed::Times(360_000.0));
-        let exchange = Arc::new(
-            BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s")))
-                .expect("client"),
-        );
+        let (exchange, state) = live(Speed::Times(360_000.0));
         let plan = Plan { budget: d(budget), ..plan() };
         let trader = Trader::start(exchange, plan).await.expect("started");
         let trader = trader.run(tokio::time::sleep(Duration::from_secs(2)), off()).await.expect("ran");
@@ -459,10 +449,7 @@ async fn a_hundred_intents_raced_on_a_budget_for_ten_send_ten_orders_and_no_bala
     use kuant_agents::risk::{Desk, Execution, Intent};
     use kuant_agents::strategy::Side;
     // Real time: the price holds still while the orders race.
-    let (base, state) = simulator(Speed::Times(1.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, state) = live(Speed::Times(1.0));
     let rules = Arc::new(ExchangeRules::binance_default("BTCUSDT").expect("rules"));
     let price = exchange.latest_price("BTCUSDT").await.expect("a price");
     let (quantity, fee) = (d("0.01"), d("0.001"));
@@ -525,10 +512,7 @@ async fn a_hundred_intents_raced_on_a_budget_for_ten_send_ten_orders_and_no_bala
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_loss_beyond_the_limit_halts_trading_until_the_next_utc_day() {
     const DAY: i64 = 86_400_000;
-    let (base, _state) = simulator(Speed::Times(360_000.0));
-    let exchange = Arc::new(
-        BinanceExchange::new(BinanceEndpoints::at(&base), Some(Credentials::hmac("k", "s"))).expect("client"),
-    );
+    let (exchange, _state) = live(Speed::Times(360_000.0));
     // Half the budget in a position that swings 5 %: a loss of 0.5 % of the day's equity comes
     // soon.
     let plan = Plan { limits: RiskLimits { max_daily_loss: d("0.005"), ..plan().limits }, ..plan() };
