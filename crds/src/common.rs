@@ -286,8 +286,9 @@ fn default_api_key_key() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
-    /// Name of the Secret (same namespace as this resource). Its values are handed to the agent pod
-    /// as environment variables by the kubelet; kuant never copies them into status, events or logs.
+    /// Name of the Secret (same namespace as this resource). Its two keys reach the agent pod as
+    /// files of a Secret volume (never environment variables); kuant never copies them into
+    /// status, events or logs.
     #[schemars(pattern(OBJECT_NAME_PATTERN), length(min = 1, max = 253))]
     pub name: String,
     /// Key of the API key inside the Secret.

@@ -1,9 +1,9 @@
 //! `kuant agent session`: a TradingSession's agent, in the pod the operator runs for it.
 //!
 //! - **The spec** arrives in `KUANT_SESSION` (the TradingSession as JSON, with its metadata).
-//! - **Live credentials** in `KUANT_EXCHANGE_API_KEY` and `KUANT_EXCHANGE_API_SECRET` (from the
-//!   Secret the spec names, as environment variables of the pod; never in the spec, never
-//!   logged).
+//! - **Live credentials** as the files `apiKey` and `apiSecret` of the directory
+//!   `KUANT_CREDENTIALS_DIR` (the Secret the spec names, mounted as a volume by the operator;
+//!   never in the environment, the spec, the status or the log).
 //! - **The store**: `KUANT_DATABASE_URL` when set; the session continues from it after a restart
 //!   (recovery first, see `kuant_runtime::recovery`).
 //! - **The kill switch**: the agent watches its TradingSession; `spec.suspend: true` cancels
@@ -37,10 +37,12 @@ use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
 /// Environment variable holding the TradingSession (the operator sets it).
 pub const ENV_SESSION: &str = "KUANT_SESSION";
-/// Live trading's API key.
-pub const ENV_API_KEY: &str = "KUANT_EXCHANGE_API_KEY";
-/// Live trading's API secret.
-pub const ENV_API_SECRET: &str = "KUANT_EXCHANGE_API_SECRET";
+/// The directory holding live trading's credentials, as files.
+pub const ENV_CREDENTIALS_DIR: &str = "KUANT_CREDENTIALS_DIR";
+/// The file of that directory holding the API key.
+pub const API_KEY_FILE: &str = "apiKey";
+/// The file of that directory holding the API secret.
+pub const API_SECRET_FILE: &str = "apiSecret";
 /// Field manager of the agent's status writes.
 const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
@@ -58,10 +60,11 @@ pub fn run() -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
-    let credentials = match (std::env::var(ENV_API_KEY), std::env::var(ENV_API_SECRET)) {
-        (Ok(key), Ok(secret)) if !key.is_empty() && !secret.is_empty() => {
-            Some(Credentials::hmac(key, &secret))
-        }
+    let credentials = match std::env::var_os(ENV_CREDENTIALS_DIR) {
+        Some(dir) if !dir.is_empty() => match read_credentials(std::path::Path::new(&dir)) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        },
         _ => None,
     };
     let store = std::env::var("KUANT_DATABASE_URL").ok().filter(|u| !u.is_empty());
@@ -103,6 +106,22 @@ pub fn run() -> ExitCode {
             Hooks { credentials, suspend: Some(suspend_rx), status: Some(view_tx), stop_keeps_orders: true };
         run_session(&args, manifest, hooks).await
     })
+}
+
+/// The credentials in `dir` (files [`API_KEY_FILE`] and [`API_SECRET_FILE`], surrounding
+/// whitespace ignored); the error names the file, never its content.
+fn read_credentials(dir: &std::path::Path) -> Result<Credentials, String> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+            Ok(_) => Err(format!("{ENV_CREDENTIALS_DIR}: {} is empty", path.display())),
+            Err(e) => Err(format!("{ENV_CREDENTIALS_DIR}: cannot read {}: {e}", path.display())),
+        }
+    };
+    let key = read(API_KEY_FILE)?;
+    let secret = read(API_SECRET_FILE)?;
+    Ok(Credentials::hmac(key, &secret))
 }
 
 /// Follows the TradingSession's `spec.suspend` (a watch of the one object, reconnected by the
@@ -172,6 +191,21 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_read_from_the_mounted_files_and_errors_never_show_them() {
+        let dir = std::env::temp_dir().join(format!("kuant-agent-credentials-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(API_KEY_FILE), "the-key\n").expect("key");
+        let missing = read_credentials(&dir).expect_err("no secret file");
+        assert!(missing.contains("apiSecret") && !missing.contains("the-key"), "{missing}");
+        std::fs::write(dir.join(API_SECRET_FILE), "  \n").expect("secret");
+        let empty = read_credentials(&dir).expect_err("an empty secret");
+        assert!(empty.contains("is empty"), "{empty}");
+        std::fs::write(dir.join(API_SECRET_FILE), "the-secret\n").expect("secret");
+        assert!(read_credentials(&dir).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use http::{Request, Response};
     use kuant_runtime::session::Snapshot;
     use kube::client::Body;
