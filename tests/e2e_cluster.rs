@@ -681,7 +681,9 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
     let _agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_kuant"))
             .args(["agent", "session"])
-            .env("KUANT_SESSION", serde_json::to_string(&created).expect("JSON"))
+            // As the operator hands it over: without `suspend` and the generation, which the
+            // agent reads from the API server.
+            .env("KUANT_SESSION", kuant_operator::session::children::handed_over(&created).expect("JSON"))
             .env_remove("KUANT_DATABASE_URL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

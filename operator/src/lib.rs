@@ -8,7 +8,9 @@ pub mod backtest;
 pub mod conditions;
 pub mod metrics;
 pub mod names;
+pub mod pod;
 pub mod run;
+pub mod session;
 
 /// Field manager of everything the operator applies, objects and status alike.
 pub const FIELD_MANAGER: &str = "kuant-operator";

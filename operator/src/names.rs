@@ -9,12 +9,22 @@ const MAX_LABELLED_NAME: usize = 63;
 /// The name of the Job that runs the Backtest `name` with `uid`: `<name>-bt-<hash>`, the name
 /// shortened when needed to keep the whole within 63 characters.
 pub fn backtest_job(name: &str, uid: &str) -> String {
-    child(name, "bt", uid)
+    child(name, "bt", uid, MAX_LABELLED_NAME)
 }
 
-fn child(name: &str, role: &str, uid: &str) -> String {
+/// Longest name of a StatefulSet: its pods carry the label `controller-revision-hash` with the
+/// value `<name>-<10 characters>`, which must fit a label value.
+const MAX_STATEFUL_SET_NAME: usize = 52;
+
+/// The name of the StatefulSet (and its headless Service) that runs the agent of the
+/// TradingSession `name` with `uid`: `<name>-ts-<hash>`, at most 52 characters.
+pub fn session_agent(name: &str, uid: &str) -> String {
+    child(name, "ts", uid, MAX_STATEFUL_SET_NAME)
+}
+
+fn child(name: &str, role: &str, uid: &str, max: usize) -> String {
     let suffix = format!("-{role}-{:08x}", fnv1a(uid.as_bytes()));
-    let room = MAX_LABELLED_NAME - suffix.len();
+    let room = max - suffix.len();
     let mut stem: &str = name.get(..room.min(name.len())).unwrap_or(name);
     // A name must end with an alphanumeric character.
     stem = stem.trim_end_matches(['-', '.']);
@@ -22,7 +32,7 @@ fn child(name: &str, role: &str, uid: &str) -> String {
 }
 
 /// 32-bit FNV-1a: a stable hash (the standard library's may change between releases).
-fn fnv1a(bytes: &[u8]) -> u32 {
+pub fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
@@ -49,6 +59,15 @@ mod tests {
         assert!(name.len() <= 63, "{} chars", name.len());
         assert!(!name.contains("--"), "no dash left dangling before the suffix: {name}");
         assert!(name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn a_session_agents_name_leaves_room_for_the_statefulsets_pod_labels() {
+        let name = session_agent(&"s".repeat(80), "uid");
+        assert!(name.len() <= 52, "{} chars", name.len());
+        assert!(name.contains("-ts-"), "{name}");
+        assert_eq!(session_agent("paper-btc", "u1"), session_agent("paper-btc", "u1"));
+        assert_ne!(session_agent("paper-btc", "u1"), session_agent("paper-btc", "u2"));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //!   never in the environment, the spec, the status or the log).
 //! - **The store**: `KUANT_DATABASE_URL` when set; the session continues from it after a restart
 //!   (recovery first, see `kuant_runtime::recovery`).
-//! - **The kill switch**: the agent watches its TradingSession; `spec.suspend: true` cancels
-//!   every open order and places no new one until it is false again.
+//! - **The kill switch**: the agent reads its TradingSession before it trades (the operator hands
+//!   the spec over without `suspend`, so the switch never rolls the pod; unreadable, the switch
+//!   stays on) and then watches it; `spec.suspend: true` cancels every open order and places no
+//!   new one until it is false again. The generation its conditions observe comes from there too.
 //! - **Status**: the agent applies its part of the status (`lastHeartbeat`, `portfolio`,
 //!   `counters`, the conditions `MarketDataHealthy`, `Trading`, `Halted`, `Degraded`; see
 //!   `kuant_runtime::status` for who owns which field) by server-side apply as `kuant-agent`,
@@ -85,23 +87,41 @@ pub fn run() -> ExitCode {
         Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
-        let (suspend_tx, suspend_rx) = watch::channel(manifest.spec.suspend);
         let (view_tx, view_rx) = watch::channel(View::default());
-        match (
+        let suspend_rx = match (
             Client::try_default().await,
             manifest.metadata.name.clone(),
             manifest.metadata.namespace.clone(),
         ) {
             (Ok(client), Some(name), Some(namespace)) => {
                 let api: Api<TradingSession> = Api::namespaced(client, &namespace);
-                tokio::spawn(follow_suspend(api.clone(), name.clone(), suspend_tx));
-                tokio::spawn(write_status(api, name, manifest.metadata.generation, view_rx, HEARTBEAT));
+                // The operator hands the spec over without `suspend` (the kill switch must not
+                // roll the pod): the switch and the generation come from the object itself.
+                let (suspend, generation) = match api.get_opt(&name).await {
+                    Ok(Some(now)) => (now.spec.suspend, now.metadata.generation),
+                    Ok(None) => {
+                        return fail(EXIT_INTERNAL, format!("TradingSession {namespace}/{name} does not exist"));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the TradingSession could not be read: the kill switch stays on until it can");
+                        (true, manifest.metadata.generation)
+                    }
+                };
+                let (suspend_tx, suspend_rx) = watch::channel(suspend);
+                let (generation_tx, generation_rx) = watch::channel(generation);
+                tokio::spawn(follow_suspend(api.clone(), name.clone(), suspend_tx, generation_tx));
+                tokio::spawn(write_status(api, name, generation_rx, view_rx, HEARTBEAT));
+                suspend_rx
             }
             (Err(e), _, _) => {
-                tracing::warn!(error = %e, "no API access: no status, and spec.suspend is read only at start")
+                tracing::warn!(error = %e, "no API access: no status, and spec.suspend is read only at start");
+                watch::channel(manifest.spec.suspend).1
             }
-            _ => tracing::warn!("the TradingSession has no name or namespace: no status"),
-        }
+            _ => {
+                tracing::warn!("the TradingSession has no name or namespace: no status");
+                watch::channel(manifest.spec.suspend).1
+            }
+        };
         let hooks =
             Hooks { credentials, suspend: Some(suspend_rx), status: Some(view_tx), stop_keeps_orders: true };
         run_session(&args, manifest, hooks).await
@@ -124,14 +144,24 @@ fn read_credentials(dir: &std::path::Path) -> Result<Credentials, String> {
     Ok(Credentials::hmac(key, &secret))
 }
 
-/// Follows the TradingSession's `spec.suspend` (a watch of the one object, reconnected by the
-/// watcher's own backoff).
-async fn follow_suspend(api: Api<TradingSession>, name: String, suspend: watch::Sender<bool>) {
+/// Follows the TradingSession's `spec.suspend` and its generation (a watch of the one object,
+/// reconnected by the watcher's own backoff).
+async fn follow_suspend(
+    api: Api<TradingSession>,
+    name: String,
+    suspend: watch::Sender<bool>,
+    generation: watch::Sender<Option<i64>>,
+) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                generation.send_if_modified(|g| {
+                    let changed = *g != s.metadata.generation;
+                    *g = s.metadata.generation;
+                    changed
+                });
                 suspend.send_if_modified(|on| {
                     let changed = *on != s.spec.suspend;
                     *on = s.spec.suspend;
@@ -148,7 +178,7 @@ async fn follow_suspend(api: Api<TradingSession>, name: String, suspend: watch::
 async fn write_status(
     api: Api<TradingSession>,
     name: String,
-    generation: Option<i64>,
+    generation: watch::Receiver<Option<i64>>,
     mut views: watch::Receiver<View>,
     heartbeat: Duration,
 ) {
@@ -168,7 +198,7 @@ async fn write_status(
         if view.snapshots.is_empty() {
             continue;
         }
-        let status = agent_status(&view, generation, &previous, Time(jiff::Timestamp::now()));
+        let status = agent_status(&view, *generation.borrow(), &previous, Time(jiff::Timestamp::now()));
         if view_changed && !conditions_changed(&previous, &status.conditions) {
             // Nothing a user needs now: the heartbeat carries it.
             continue;
@@ -222,7 +252,13 @@ mod tests {
             ..View::default()
         };
         let (tx, rx) = watch::channel(View::default());
-        let writer = tokio::spawn(write_status(api, "btc".into(), Some(3), rx, Duration::from_secs(5)));
+        let writer = tokio::spawn(write_status(
+            api,
+            "btc".into(),
+            watch::channel(Some(3)).1,
+            rx,
+            Duration::from_secs(5),
+        ));
         tx.send_replace(view(true));
         let mut seen = Vec::new();
         for expected_trading in ["True", "True", "False"] {

@@ -9,9 +9,8 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -33,8 +32,6 @@ pub const ANNOTATION_BACKTEST: &str = "kuant.dev/backtest-name";
 /// Label selector of the pods of Backtest Jobs.
 pub const POD_SELECTOR: &str =
     "app.kubernetes.io/managed-by=kuant-operator,app.kubernetes.io/component=backtest";
-/// User and group of the agent process (the image's `nonroot` user).
-const AGENT_UID: i64 = 65532;
 /// Where the agent may write (the root filesystem is read-only): the exchange download cache.
 const SCRATCH: &str = "/tmp";
 /// Exit codes of `kuant agent backtest` that retrying cannot fix: 2 bad input, 1 internal error.
@@ -215,13 +212,7 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
         // without writing one, the kubelet takes the end of its log instead.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Default::default() }),
-            ..Default::default()
-        }),
+        security_context: Some(crate::pod::container_security()),
         ..Default::default()
     };
 
@@ -271,19 +262,8 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
                     restart_policy: Some("Never".to_owned()),
                     service_account_name: Some(agent.service_account.clone()),
                     automount_service_account_token: Some(true),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        // The image's user (distroless `nonroot`); the group lets it read a
-                        // mounted data volume.
-                        run_as_user: Some(AGENT_UID),
-                        run_as_group: Some(AGENT_UID),
-                        fs_group: Some(AGENT_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    // The image's user; its group may read a mounted data volume.
+                    security_context: Some(crate::pod::pod_security()),
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..Default::default()
