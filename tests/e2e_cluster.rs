@@ -722,6 +722,17 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
         managers.contains(&(Some("kuant-agent".into()), Some("status".into()))),
         "the status applied as kuant-agent: {managers:?}"
     );
+    // The agent holds the session's trading Lease (orders leave only while it does).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let lease = eventually("the trading Lease", Duration::from_secs(20), || async {
+        leases
+            .get("sim-btc-trader")
+            .await
+            .ok()
+            .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_some())
+    })
+    .await;
+    assert_eq!(lease.spec.and_then(|s| s.lease_duration_seconds), Some(15));
     // The heartbeat moves on.
     let beat = status.last_heartbeat.clone();
     eventually("a second heartbeat", Duration::from_secs(20), || async {

@@ -282,6 +282,9 @@ pub struct Trader<E: Exchange> {
     entry_chain: Option<(u64, u64)>,
     /// A stop is wanted and not resting: place it at the next chance.
     stop_due: bool,
+    /// Orders may be placed only while this says true (the agent's trading Lease); `None`:
+    /// always.
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<E: Exchange> Trader<E> {
@@ -323,6 +326,7 @@ impl<E: Exchange> Trader<E> {
             stop: None,
             entry_chain: None,
             stop_due: false,
+            gate: None,
             entry_price: Decimal::ZERO,
             last_open_ms,
             last_price,
@@ -337,6 +341,21 @@ impl<E: Exchange> Trader<E> {
     pub fn with_judge(mut self, judge: Arc<dyn Judge>) -> Self {
         self.judge = judge;
         self
+    }
+
+    /// Orders are placed only while `gate` says true (and never once its sender is gone): the
+    /// agent's hold on its trading Lease, so a pod that lost it stops placing orders before a
+    /// replacement can start. Nothing is cancelled when it closes: the orders may be the
+    /// replacement's to follow.
+    #[must_use]
+    pub fn with_gate(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether the gate (if any) lets orders out now.
+    pub fn gate_open(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.has_changed().is_ok() && *g.borrow())
     }
 
     /// What happened so far (and not yet taken by [`Trader::take_journal`]).
@@ -502,6 +521,7 @@ impl<E: Exchange> Trader<E> {
         self.plan.stop_loss.is_some()
             && self.stop.is_none()
             && !self.suspended
+            && self.gate_open()
             && self.desk.open() == 0
             && self.rules.floor_quantity(self.desk.position(&self.plan.symbol), false) >= self.rules.lot.min
             && !self.desk.position(&self.plan.symbol).is_zero()
@@ -695,6 +715,10 @@ impl<E: Exchange> Trader<E> {
         }
         if !self.watchdog.may_trade() {
             return self.blocked(candle, at, signal, "stale_market_data", "no decision on stale market data");
+        }
+        if !self.gate_open() {
+            let detail = "this agent does not hold the session's trading Lease: no orders";
+            return self.blocked(candle, at, signal, "no_trading_lease", detail);
         }
         if self.desk.open() > 0 {
             self.settle_open().await;

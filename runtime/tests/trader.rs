@@ -543,3 +543,38 @@ async fn a_daily_loss_beyond_the_limit_halts_trading_until_the_next_utc_day() {
     assert!(after.iter().all(|d| *d > day), "no order on the halted day: {after:?} vs {day}");
     assert!(!after.is_empty(), "trading resumed on a later day: {steps:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_leave_only_while_the_trading_lease_is_held_and_never_once_it_is_lost() {
+    let (exchange, state) = live(Speed::Times(360_000.0));
+    let (holding, gate) = tokio::sync::watch::channel(false);
+    let trader = Trader::start(exchange, plan()).await.expect("started").with_gate(gate);
+    let submitted = |steps: &[&Step]| steps.iter().filter(|s| matches!(s, Step::Submitted(_))).count();
+    let refused = |steps: &[&Step]| {
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Blocked { reason, .. } if reason == "no_trading_lease"))
+            .count()
+    };
+    // Not held yet: signals, no orders.
+    let mut trader = trader.run(tokio::time::sleep(Duration::from_millis(1500)), off()).await.expect("ran");
+    let steps = trader.steps();
+    assert!(refused(&steps) >= 1, "{steps:#?}");
+    assert_eq!(submitted(&steps), 0);
+    assert_eq!(state.orders_placed(), 0);
+    trader.take_journal();
+    // Held: it trades.
+    holding.send(true).expect("sent");
+    let mut trader = trader.run(tokio::time::sleep(Duration::from_millis(1500)), off()).await.expect("ran");
+    assert!(submitted(&trader.steps()) >= 1, "{:#?}", trader.steps());
+    trader.take_journal();
+    let placed = state.orders_placed();
+    // Lost for good (the Lease's task ended): no order again.
+    drop(holding);
+    assert!(!trader.gate_open());
+    let trader = trader.run(tokio::time::sleep(Duration::from_millis(1500)), off()).await.expect("ran");
+    let steps = trader.steps();
+    assert_eq!(submitted(&steps), 0, "{steps:#?}");
+    assert!(refused(&steps) >= 1, "{steps:#?}");
+    assert_eq!(state.orders_placed(), placed, "nothing reached the exchange after the Lease was lost");
+}

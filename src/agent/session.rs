@@ -45,6 +45,14 @@ pub const ENV_CREDENTIALS_DIR: &str = "KUANT_CREDENTIALS_DIR";
 pub const API_KEY_FILE: &str = "apiKey";
 /// The file of that directory holding the API secret.
 pub const API_SECRET_FILE: &str = "apiSecret";
+/// Environment variable with the pod's name: the agent's identity in its trading Lease.
+pub const ENV_POD_NAME: &str = "KUANT_POD_NAME";
+/// Seconds a trading Lease lasts without renewal; the holder renews it [`LEASE_GRACE`] seconds
+/// before then, and stops placing orders as soon as a renewal fails — before the Lease expires
+/// and a replacement can take it.
+const LEASE_SECONDS: u64 = 15;
+/// See [`LEASE_SECONDS`].
+const LEASE_GRACE: u64 = 5;
 /// Field manager of the agent's status writes.
 const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
@@ -88,13 +96,14 @@ pub fn run() -> ExitCode {
     };
     runtime.block_on(async move {
         let (view_tx, view_rx) = watch::channel(View::default());
+        let mut gate = None;
         let suspend_rx = match (
             Client::try_default().await,
             manifest.metadata.name.clone(),
             manifest.metadata.namespace.clone(),
         ) {
             (Ok(client), Some(name), Some(namespace)) => {
-                let api: Api<TradingSession> = Api::namespaced(client, &namespace);
+                let api: Api<TradingSession> = Api::namespaced(client.clone(), &namespace);
                 // The operator hands the spec over without `suspend` (the kill switch must not
                 // roll the pod): the switch and the generation come from the object itself.
                 let (suspend, generation) = match api.get_opt(&name).await {
@@ -107,6 +116,7 @@ pub fn run() -> ExitCode {
                         (true, manifest.metadata.generation)
                     }
                 };
+                gate = Some(trading_lease(client.clone(), &namespace, &name).await);
                 let (suspend_tx, suspend_rx) = watch::channel(suspend);
                 let (generation_tx, generation_rx) = watch::channel(generation);
                 tokio::spawn(follow_suspend(api.clone(), name.clone(), suspend_tx, generation_tx));
@@ -122,10 +132,58 @@ pub fn run() -> ExitCode {
                 watch::channel(manifest.spec.suspend).1
             }
         };
-        let hooks =
-            Hooks { credentials, suspend: Some(suspend_rx), status: Some(view_tx), stop_keeps_orders: true };
+        let hooks = Hooks {
+            credentials,
+            suspend: Some(suspend_rx),
+            status: Some(view_tx),
+            gate,
+            stop_keeps_orders: true,
+        };
         run_session(&args, manifest, hooks).await
     })
+}
+
+/// Takes and keeps the session's trading Lease `<name>-trader` (the library the operator's
+/// leader election uses): the receiver says whether this agent holds it, and closes when the
+/// Lease is lost for good. Orders leave only while it says true, so two pods of one session
+/// (a partitioned node's and its replacement) never trade at once. A Lease that cannot be
+/// managed at all (no rights) keeps the gate shut.
+async fn trading_lease(client: Client, namespace: &str, name: &str) -> watch::Receiver<bool> {
+    let identity = std::env::var(ENV_POD_NAME)
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("{name}-agent-{}", std::process::id()));
+    let lease = format!("{name}-trader");
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &lease)
+        .with_namespace(namespace)
+        .with_identity(&identity)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE)
+        .with_field_manager(format!("{FIELD_MANAGER}-lease-{identity}"))
+        .build()
+        .await;
+    match manager {
+        Ok(manager) => {
+            let (holding, task) = manager.watch().await;
+            tokio::spawn(async move {
+                match task.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "the trading Lease is lost: no more orders from this agent")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the trading Lease's task ended: no more orders from this agent")
+                    }
+                }
+            });
+            tracing::info!(%lease, %identity, "trading once the Lease is held");
+            holding
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %lease, "the trading Lease cannot be managed: this agent places no orders");
+            watch::channel(false).1
+        }
+    }
 }
 
 /// The credentials in `dir` (files [`API_KEY_FILE`] and [`API_SECRET_FILE`], surrounding

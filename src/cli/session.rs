@@ -141,6 +141,8 @@ pub struct Hooks {
     pub suspend: Option<watch::Receiver<bool>>,
     /// Where the session's state goes for the status (the agent applies it).
     pub status: Option<watch::Sender<kuant_runtime::status::View>>,
+    /// Orders leave only while this says true (the agent's trading Lease); `None`: always.
+    pub gate: Option<watch::Receiver<bool>>,
     /// SIGTERM and Ctrl-C stop the traders without the kill switch: a pod being replaced leaves
     /// its orders (and protective stops) on the exchange.
     pub stop_keeps_orders: bool,
@@ -324,6 +326,9 @@ impl Context<'_> {
             Err(e @ kuant_runtime::TraderError::UnknownSymbol { .. }) => return fail(EXIT_BAD_INPUT, e),
             Err(e) => return fail(EXIT_INTERNAL, format!("the session did not start: {e}")),
         };
+        if let Some(gate) = &self.hooks.gate {
+            traders = traders.into_iter().map(|t| t.with_gate(gate.clone())).collect();
+        }
         // A session that continues: the store and the exchange compared before any order.
         if let (Some(store), false) = (&self.store, self.in_process) {
             let stored = match recovery::Stored::read(store, &self.run.run_id).await {
