@@ -9,11 +9,10 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kuant_crds::Backtest;
 use kube::Resource;
@@ -32,8 +31,7 @@ pub const ANNOTATION_BACKTEST: &str = "kuant.dev/backtest-name";
 /// Label selector of the pods of Backtest Jobs.
 pub const POD_SELECTOR: &str =
     "app.kubernetes.io/managed-by=kuant-operator,app.kubernetes.io/component=backtest";
-/// Where the agent may write (the root filesystem is read-only): the exchange download cache.
-const SCRATCH: &str = "/tmp";
+use crate::pod::SCRATCH;
 /// Exit codes of `kuant agent backtest` that retrying cannot fix: 2 bad input, 1 internal error.
 const FATAL_EXIT_CODES: [i32; 2] = [1, 2];
 
@@ -125,19 +123,8 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
         (LABEL_BACKTEST.to_owned(), label_value(name)),
     ]);
 
-    let mut volumes = vec![Volume {
-        name: "scratch".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity("1Gi".to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "scratch".to_owned(),
-        mount_path: SCRATCH.to_owned(),
-        ..Default::default()
-    }];
+    let (scratch, scratch_mount) = crate::pod::scratch("1Gi");
+    let (mut volumes, mut mounts) = (vec![scratch], vec![scratch_mount]);
     if let Some(data) = &backtest.spec.data.volume {
         volumes.push(Volume {
             name: "data".to_owned(),
@@ -187,24 +174,7 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
                 env("KUANT_CACHE_DIR", format!("{SCRATCH}/kuant-cache")),
             ]
             .into_iter()
-            .chain(agent.database_secret.iter().flat_map(|secret| {
-                [
-                    // The URL (and its password) stays in the Secret: the Job only names it.
-                    EnvVar {
-                        name: "KUANT_DATABASE_URL".to_owned(),
-                        value_from: Some(EnvVarSource {
-                            secret_key_ref: Some(SecretKeySelector {
-                                name: secret.clone(),
-                                key: agent.database_secret_key.clone(),
-                                optional: Some(true),
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    env(ENV_DATABASE_SECRET, format!("{secret}/{}", agent.database_secret_key)),
-                ]
-            }))
+            .chain(crate::pod::store_env(agent))
             .collect(),
         ),
         resources: runner.resources.clone(),

@@ -18,17 +18,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kuant_crds::TradingSession;
 use kube::Resource;
 
-use crate::backtest::job::{AgentSettings, ENV_DATABASE_SECRET};
+use crate::backtest::job::AgentSettings;
 use crate::names;
 
 /// Environment variable carrying the session into the pod (what `kuant agent session` reads).
@@ -51,8 +49,6 @@ pub const ANNOTATION_SPEC_HASH: &str = "kuant.dev/spec-hash";
 pub const METRICS_PORT: i32 = 9090;
 /// Seconds a stopping pod has to leave (the agent cancels its open orders on SIGTERM).
 pub const GRACE_SECONDS: i64 = 30;
-/// Where the agent may write (the root filesystem is read-only).
-const SCRATCH: &str = "/tmp";
 
 /// Why no children can be built for a TradingSession.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -147,35 +143,9 @@ pub fn build(
             ..Default::default()
         },
     ];
-    if let Some(secret) = &agent.database_secret {
-        // The URL (and its password) stays in the Secret: the pod only names it.
-        envs.push(EnvVar {
-            name: "KUANT_DATABASE_URL".to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
-                    key: agent.database_secret_key.clone(),
-                    optional: Some(true),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        envs.push(env(ENV_DATABASE_SECRET, format!("{secret}/{}", agent.database_secret_key)));
-    }
-    let mut volumes = vec![Volume {
-        name: "scratch".to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity("256Mi".to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "scratch".to_owned(),
-        mount_path: SCRATCH.to_owned(),
-        ..Default::default()
-    }];
+    envs.extend(crate::pod::store_env(agent));
+    let (scratch, scratch_mount) = crate::pod::scratch("256Mi");
+    let (mut volumes, mut mounts) = (vec![scratch], vec![scratch_mount]);
     if let Some(credentials) = &session.spec.exchange.credentials_secret_ref {
         volumes.push(Volume {
             name: "credentials".to_owned(),
