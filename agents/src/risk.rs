@@ -50,7 +50,9 @@ pub struct BadPercentage {
     pub value: String,
 }
 
-fn fraction(field: &'static str, pct: f64) -> Result<Decimal, BadPercentage> {
+/// A spec's percentage (0 to 100) as a fraction, to six decimals of a percent; `field` names it
+/// in the error.
+pub fn fraction(field: &'static str, pct: f64) -> Result<Decimal, BadPercentage> {
     let bad = || BadPercentage { field, value: pct.to_string() };
     if !(0.0..=100.0).contains(&pct) {
         return Err(bad());

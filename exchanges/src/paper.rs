@@ -226,7 +226,7 @@ impl PaperAccount {
     /// A new candle of `symbol`: open orders placed before it fill, market orders at its open
     /// (with slippage, on the tick), limit orders at their price or better when it reaches them
     /// (an IOC that does not fill at the open expires). Returns what changed.
-    pub fn on_candle(&mut self, symbol: &str, candle: &Kline) -> Vec<(Order, Option<Fill>)> {
+    pub fn on_candle(&mut self, symbol: &str, candle: &Kline) -> Vec<Changed> {
         let changed = self.fill_open(symbol, candle, None);
         self.last_price.insert(symbol.to_owned(), candle.close);
         let time = self.market_time.entry(symbol.to_owned()).or_insert(candle.open_ms);
@@ -242,12 +242,7 @@ impl PaperAccount {
     }
 
     /// The open orders (only `only`, when given) that `candle` fills, filled.
-    fn fill_open(
-        &mut self,
-        symbol: &str,
-        candle: &Kline,
-        only: Option<&ClientOrderId>,
-    ) -> Vec<(Order, Option<Fill>)> {
+    fn fill_open(&mut self, symbol: &str, candle: &Kline, only: Option<&ClientOrderId>) -> Vec<Changed> {
         let Some(rules) = self.rules.get(symbol).cloned() else { return Vec::new() };
         let engine_rules = rules.engine_rules();
         let mut changed = Vec::new();
@@ -426,8 +421,10 @@ pub struct PaperExchange<M: Exchange> {
     readers: Readers,
 }
 
-/// Readers of a paper account's market feed: the symbols each follows, and its channel.
-type Readers = Arc<Mutex<Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>>>;
+/// A reader of a paper account's market feed: the symbols it follows, and its channel.
+type Reader = (Vec<String>, mpsc::Sender<StreamEvent>);
+/// The readers of a paper account's market feed.
+type Readers = Arc<Mutex<Vec<Reader>>>;
 
 impl<M: Exchange> Drop for PaperExchange<M> {
     fn drop(&mut self) {
@@ -435,9 +432,9 @@ impl<M: Exchange> Drop for PaperExchange<M> {
     }
 }
 
-fn locked(account: &Mutex<PaperAccount>) -> std::sync::MutexGuard<'_, PaperAccount> {
-    // Every change to the account is whole before the lock is let go.
-    account.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn locked<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every change (to the account, to the readers) is whole before the lock is let go.
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<M: Exchange> PaperExchange<M> {
@@ -525,22 +522,13 @@ impl<M: Exchange> PaperExchange<M> {
             }
         };
         let _ = self.updates.send(AccountUpdate::Order { order: placed.clone(), fill: None });
-        let mut now = (placed, Vec::new());
-        for (order, fill) in changed {
-            if order.client_id == now.0.client_id {
-                now.0 = order.clone();
-                now.1.extend(fill.clone());
-            }
-            let _ = self.updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
+        // The order as it stands now, with the fills it got at once.
+        let mut now = (placed.clone(), Vec::new());
+        for (order, fill) in changed.iter().filter(|(o, _)| o.client_id == placed.client_id) {
+            now.0 = order.clone();
+            now.1.extend(fill.clone());
         }
-        if let Some((balances, at_ms)) = balances {
-            let _ = self.updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: at_ms });
-            if let Some(recorder) = &self.recorder
-                && let Err(e) = recorder.record(&balances, at_ms).await
-            {
-                tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
-            }
-        }
+        publish(&self.updates, self.recorder.as_ref(), changed, balances).await;
         Ok(now)
     }
 }
@@ -562,7 +550,7 @@ async fn feed(
             StreamEvent::Market(..) => continue,
             _ => None,
         };
-        let current: Vec<_> = locked_readers(&readers).clone();
+        let current: Vec<_> = locked(&readers).clone();
         let mut gone = Vec::new();
         for (symbols, reader) in &current {
             if symbol.as_ref().is_some_and(|s| !symbols.contains(s)) {
@@ -574,15 +562,9 @@ async fn feed(
             }
         }
         if !gone.is_empty() {
-            locked_readers(&readers).retain(|(_, r)| !gone.iter().any(|g| g.same_channel(r)));
+            locked(&readers).retain(|(_, r)| !gone.iter().any(|g| g.same_channel(r)));
         }
     }
-}
-
-fn locked_readers(
-    readers: &Mutex<Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>>,
-) -> std::sync::MutexGuard<'_, Vec<(Vec<String>, mpsc::Sender<StreamEvent>)>> {
-    readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One event of the account's feed: a candle fills what it fills.
@@ -597,15 +579,26 @@ async fn on_feed(
         let mut a = locked(account);
         let changed = a.on_candle(symbol, kline);
         let filled = changed.iter().any(|(_, fill)| fill.is_some());
-        (changed, filled.then(|| a.balances()))
+        (changed, filled.then(|| (a.balances(), kline.open_ms)))
     };
+    publish(updates, recorder, changed, balances).await;
+}
+
+/// Announces what changed and, after a fill, the balances (as of `at_ms`), which are recorded
+/// too; a balance not recorded is written again with the next fill.
+async fn publish(
+    updates: &broadcast::Sender<AccountUpdate>,
+    recorder: Option<&BalanceRecorder>,
+    changed: Vec<Changed>,
+    balances: Option<(Vec<Balance>, i64)>,
+) {
     for (order, fill) in changed {
         let _ = updates.send(AccountUpdate::Order { order, fill: fill.map(Box::new) });
     }
-    let Some(balances) = balances else { return };
-    let _ = updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: kline.open_ms });
+    let Some((balances, at_ms)) = balances else { return };
+    let _ = updates.send(AccountUpdate::Balances { balances: balances.clone(), time_ms: at_ms });
     if let Some(recorder) = recorder
-        && let Err(e) = recorder.record(&balances, kline.open_ms).await
+        && let Err(e) = recorder.record(&balances, at_ms).await
     {
         tracing::warn!(run_id = %recorder.run_id, error = %e, "the paper account's balances were not recorded; the next fill writes them again");
     }
@@ -728,7 +721,7 @@ impl<M: Exchange> Exchange for PaperExchange<M> {
         match own {
             Some(symbols) if !symbols.is_empty() => {
                 let (tx, rx) = mpsc::channel(1024);
-                locked_readers(&self.readers).push((symbols, tx));
+                locked(&self.readers).push((symbols, tx));
                 rx
             }
             _ => self.market.market_stream(feeds),

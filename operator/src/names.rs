@@ -22,6 +22,12 @@ pub fn session_agent(name: &str, uid: &str) -> String {
     child(name, "ts", uid, MAX_STATEFUL_SET_NAME)
 }
 
+/// An owner's name as a label value (at most 63 characters; longer names are cut, and the
+/// ownerReference, not the label, is what ties a child to its owner).
+pub fn label_value(name: &str) -> String {
+    name.get(..MAX_LABELLED_NAME.min(name.len())).unwrap_or(name).trim_end_matches(['-', '.']).to_owned()
+}
+
 fn child(name: &str, role: &str, uid: &str, max: usize) -> String {
     let suffix = format!("-{role}-{:08x}", fnv1a(uid.as_bytes()));
     let room = max - suffix.len();

@@ -72,15 +72,16 @@ pub fn plans(session_id: &str, spec: &TradingSessionSpec) -> Result<Vec<Plan>, S
     let stale_after_ms = i64::from(spec.market_data.stale_after_seconds.max(1)) * 1000;
     let poll_every_ms =
         spec.market_data.rest_fallback.then(|| i64::from(spec.market_data.rest_poll_seconds.max(1)) * 1000);
-    let stop_loss = match spec.risk.stop_loss_pct {
-        None => None,
-        Some(pct) => Some(
-            Decimal::from_f64(pct)
-                .filter(|p| *p > Decimal::ZERO && *p < Decimal::ONE_HUNDRED)
-                .map(|p| p.round_dp(6) / Decimal::ONE_HUNDRED)
-                .ok_or_else(|| bad("spec.risk.stopLossPct", format!("{pct} is not between 0 and 100")))?,
-        ),
-    };
+    let stop_loss = spec
+        .risk
+        .stop_loss_pct
+        .map(|pct| {
+            kuant_agents::risk::fraction("stopLossPct", pct)
+                .ok()
+                .filter(|f| *f > Decimal::ZERO && *f < Decimal::ONE)
+                .ok_or_else(|| bad("spec.risk.stopLossPct", format!("{pct} is not between 0 and 100")))
+        })
+        .transpose()?;
     let symbols = Decimal::from(spec.symbols.len());
     let mut plans = Vec::new();
     for (i, strategy) in spec.strategies.iter().enumerate() {

@@ -428,8 +428,7 @@ impl<E: Exchange> Trader<E> {
     /// The attempt number when `id` is the client order id of one of this trader's protective
     /// stops.
     fn stop_attempt_of(&self, id: &ClientOrderId) -> Option<(u64, u64)> {
-        let uuid = kuant_agents::events::ClientOrderId::parse(id.as_str())?.0;
-        let seq = self.ids.seq_of(uuid)?.0.get();
+        let seq = self.seq_of_order(id)?;
         let slot = seq & ((1 << CHAIN_BITS) - 1);
         (STOPS..STOPS + STOP_ATTEMPTS).contains(&slot).then(|| (seq >> CHAIN_BITS, slot - STOPS))
     }
@@ -440,24 +439,37 @@ impl<E: Exchange> Trader<E> {
         for id in client_ids {
             let Ok(id) = ClientOrderId::new(id.to_owned()) else { continue };
             if let Some((candle, attempt)) = self.stop_attempt_of(&id) {
-                match &mut self.entry_chain {
-                    Some((c, next)) if *c == candle => *next = (*next).max(attempt + 1),
-                    Some((c, _)) if *c > candle => {}
-                    _ => self.entry_chain = Some((candle, attempt + 1)),
-                }
-            } else if let Some(candle) =
-                kuant_agents::events::ClientOrderId::parse(id.as_str()).and_then(|u| self.owns(u.0))
-                && self.entry_chain.is_none_or(|(c, _)| c < candle)
-            {
-                self.entry_chain = Some((candle, 0));
+                self.count_stop(candle, attempt);
+            } else if let Some(seq) = self.seq_of_order(&id) {
+                // An entry or exit: the latest one is the position's entry.
+                self.entry_chain = self.entry_chain.max(Some((seq >> CHAIN_BITS, 0)));
             }
         }
     }
 
+    /// Stop `attempt` of the entry on `candle` was placed: the next is numbered past it (the
+    /// latest entry's chain, by candle, is the position's).
+    fn count_stop(&mut self, candle: u64, attempt: u64) {
+        self.entry_chain = self.entry_chain.max(Some((candle, attempt + 1)));
+    }
+
     /// The client order id of the decision on `candle`.
     pub fn client_id(&self, candle: u64) -> Option<ClientOrderId> {
-        let seq = NonZeroU64::new((candle << CHAIN_BITS) | SUBMITTED)?;
-        ClientOrderId::new(self.ids.client_order_id(Seq(seq)).to_string()).ok()
+        self.order_id(candle, SUBMITTED).ok()
+    }
+
+    /// The client order id of slot `slot` of the chain of `candle` (its UUID is that slot's
+    /// event id); the text when the exchange's rules refuse it.
+    fn order_id(&self, candle: u64, slot: u64) -> Result<ClientOrderId, String> {
+        let seq = NonZeroU64::new((candle << CHAIN_BITS) | slot).unwrap_or(NonZeroU64::MIN);
+        let id = self.ids.client_order_id(Seq(seq)).to_string();
+        ClientOrderId::new(id.clone()).map_err(|_| id)
+    }
+
+    /// The sequence number of `id` when it is one of this trader's client order ids.
+    fn seq_of_order(&self, id: &ClientOrderId) -> Option<u64> {
+        let uuid = kuant_agents::events::ClientOrderId::parse(id.as_str())?.0;
+        self.ids.seq_of(uuid).map(|seq| seq.0.get())
     }
 
     /// After a restart: `order`, of the decision on `candle`, is followed again, with the fills
@@ -479,9 +491,7 @@ impl<E: Exchange> Trader<E> {
             if order.status.is_open() {
                 self.stop = Some(order.client_id.clone());
             }
-            if self.entry_chain.is_none_or(|(c, next)| c < candle || (c == candle && next <= attempt)) {
-                self.entry_chain = Some((candle, attempt + 1));
-            }
+            self.count_stop(candle, attempt);
         }
         self.apply(order, fills);
     }
@@ -547,10 +557,7 @@ impl<E: Exchange> Trader<E> {
         let stop_price = self.rules.price.floor(reference * (Decimal::ONE - loss));
         let price = self.rules.price.floor(stop_price * (Decimal::ONE - STOP_LIMIT_BAND));
         let quantity = self.rules.floor_quantity(self.desk.position(&self.plan.symbol), false);
-        let seq = NonZeroU64::new((candle << CHAIN_BITS) | (STOPS + attempt)).unwrap_or(NonZeroU64::MIN);
-        let Ok(client_id) = ClientOrderId::new(self.ids.client_order_id(Seq(seq)).to_string()) else {
-            return;
-        };
+        let Ok(client_id) = self.order_id(candle, STOPS + attempt) else { return };
         let request = OrderRequest {
             symbol: self.plan.symbol.clone(),
             side: Side::Sell,
@@ -605,12 +612,7 @@ impl<E: Exchange> Trader<E> {
                 }
             },
         };
-        let fills = if order.filled_quantity.is_zero() {
-            Vec::new()
-        } else {
-            crate::recovery::fills_of(self.exchange.as_ref(), &order).await.unwrap_or_default()
-        };
-        self.apply(&order, &fills);
+        self.apply_with_fills(&order).await;
         self.stop.is_none()
     }
 
@@ -723,10 +725,8 @@ impl<E: Exchange> Trader<E> {
         if self.desk.open() > 0 {
             self.settle_open().await;
         }
-        let position = self.desk.position(&self.plan.symbol);
-        let long = position >= self.rules.lot.min && !position.is_zero();
         // As the backtest: a buy when flat, a sell when long; one order at a time.
-        if self.desk.open() > 0 || (side == Side::Buy) == long {
+        if self.desk.open() > 0 || (side == Side::Buy) == self.long() {
             return;
         }
         // An exit first takes its protective stop off the exchange (it holds the position).
@@ -735,8 +735,7 @@ impl<E: Exchange> Trader<E> {
                 let detail = "the protective stop could not be cancelled: no exit while it rests";
                 return self.blocked(candle, at, signal, "stop_not_cancelled", detail);
             }
-            let position = self.desk.position(&self.plan.symbol);
-            if position < self.rules.lot.min || position.is_zero() {
+            if !self.long() {
                 // The stop sold it meanwhile.
                 return;
             }
@@ -760,13 +759,11 @@ impl<E: Exchange> Trader<E> {
         let intent_id = self.chain_id(candle, INTENT);
         let step = Step::Intent { at_ms: at, side, quantity, price: kline.close };
         self.note(intent_id, signal, Some(signal), step);
-        let client = self.ids.client_order_id(Seq(
-            NonZeroU64::new((candle << CHAIN_BITS) | SUBMITTED).unwrap_or(NonZeroU64::MIN)
-        ));
-        let id = client.to_string();
-        let Ok(client_id) = ClientOrderId::new(id.clone()) else {
-            return self.blocked(candle, at, intent_id, "invalid_client_id", id);
+        let client_id = match self.order_id(candle, SUBMITTED) {
+            Ok(c) => c,
+            Err(id) => return self.blocked(candle, at, intent_id, "invalid_client_id", id),
         };
+        let id = client_id.to_string();
         let intent =
             Intent { id: id.clone(), symbol: self.plan.symbol.clone(), side, quantity, price: kline.close };
         if let Err(block) = self.desk.approve(&intent, now_ms) {
@@ -840,18 +837,28 @@ impl<E: Exchange> Trader<E> {
         for id in open {
             let Ok(client) = ClientOrderId::new(id) else { continue };
             match self.exchange.order(&self.plan.symbol, &client).await {
-                Ok(Some(order)) if !order.status.is_open() => {
-                    let fills = if order.filled_quantity.is_zero() {
-                        Vec::new()
-                    } else {
-                        crate::recovery::fills_of(self.exchange.as_ref(), &order).await.unwrap_or_default()
-                    };
-                    self.apply(&order, &fills);
-                }
+                Ok(Some(order)) if !order.status.is_open() => self.apply_with_fills(&order).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "an open order's state could not be read"),
             }
         }
+    }
+
+    /// `order`, as the exchange answered a query, applied with the fills it had (read from the
+    /// account's trades when it filled at all; each counts once).
+    async fn apply_with_fills(&mut self, order: &Order) {
+        let fills = if order.filled_quantity.is_zero() {
+            Vec::new()
+        } else {
+            crate::recovery::fills_of(self.exchange.as_ref(), order).await.unwrap_or_default()
+        };
+        self.apply(order, &fills);
+    }
+
+    /// Whether the position holds at least a lot.
+    fn long(&self) -> bool {
+        let position = self.desk.position(&self.plan.symbol);
+        position >= self.rules.lot.min && !position.is_zero()
     }
 
     /// Hands the journal to the reporter and waits until it says it is stored; true at once

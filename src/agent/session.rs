@@ -123,12 +123,12 @@ pub fn run() -> ExitCode {
                 tokio::spawn(write_status(api, name, generation_rx, view_rx, HEARTBEAT));
                 suspend_rx
             }
-            (Err(e), _, _) => {
-                tracing::warn!(error = %e, "no API access: no status, and spec.suspend is read only at start");
-                watch::channel(manifest.spec.suspend).1
-            }
-            _ => {
-                tracing::warn!("the TradingSession has no name or namespace: no status");
+            (client, _, _) => {
+                match client {
+                    Err(e) => tracing::warn!(error = %e, "no API access: no status, and spec.suspend is read only at start"),
+                    Ok(_) => tracing::warn!("the TradingSession has no name or namespace: no status"),
+                }
+                // Its sender gone, the switch stays where the manifest put it.
                 watch::channel(manifest.spec.suspend).1
             }
         };

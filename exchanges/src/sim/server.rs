@@ -380,7 +380,7 @@ impl Sim {
             let quiet = self.last_emit.get(&symbol).is_none_or(|at| at.elapsed() >= KEEPALIVE);
             if emitted {
                 self.last_emit.insert(symbol.clone(), Instant::now());
-            } else if quiet && matches!(self.speed, Speed::Times(_)) && until >= self.applied_ms.max(0) {
+            } else if quiet && matches!(self.speed, Speed::Times(_)) && until >= self.applied_ms {
                 self.emit(&symbol, until);
                 self.last_emit.insert(symbol.clone(), Instant::now());
             }

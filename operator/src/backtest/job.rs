@@ -120,7 +120,7 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
         ("app.kubernetes.io/name".to_owned(), "kuant".to_owned()),
         ("app.kubernetes.io/component".to_owned(), "backtest".to_owned()),
         ("app.kubernetes.io/managed-by".to_owned(), crate::FIELD_MANAGER.to_owned()),
-        (LABEL_BACKTEST.to_owned(), label_value(name)),
+        (LABEL_BACKTEST.to_owned(), names::label_value(name)),
     ]);
 
     let (scratch, scratch_mount) = crate::pod::scratch("1Gi");
@@ -243,12 +243,6 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
         }),
         status: None,
     })
-}
-
-/// The Backtest's name as a label value (at most 63 characters; longer names are cut, and the
-/// ownerReference, not the label, is what ties a Job to its Backtest).
-fn label_value(name: &str) -> String {
-    name.get(..63.min(name.len())).unwrap_or(name).trim_end_matches(['-', '.']).to_owned()
 }
 
 /// The Backtest a pod handed over in [`ENV_BACKTEST`], as the agent reads it back.

@@ -108,7 +108,7 @@ pub fn build(
     let child = names::session_agent(name, uid);
     let selector = BTreeMap::from([
         ("app.kubernetes.io/component".to_owned(), "session".to_owned()),
-        (LABEL_SESSION.to_owned(), label_value(name)),
+        (LABEL_SESSION.to_owned(), names::label_value(name)),
     ]);
     let mut labels = selector.clone();
     labels.insert("app.kubernetes.io/name".to_owned(), "kuant".to_owned());
@@ -238,11 +238,6 @@ pub fn build(
         status: None,
     };
     Ok((stateful_set, service))
-}
-
-/// The session's name as a label value (at most 63 characters).
-fn label_value(name: &str) -> String {
-    name.get(..63.min(name.len())).unwrap_or(name).trim_end_matches(['-', '.']).to_owned()
 }
 
 #[cfg(test)]
