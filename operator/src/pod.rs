@@ -1,8 +1,8 @@
 //! What every agent pod shares, whatever it runs: a locked-down pod and container.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -76,6 +76,19 @@ pub fn pod_security() -> PodSecurityContext {
         run_as_group: Some(AGENT_UID),
         fs_group: Some(AGENT_UID),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// An agent's pod: `container` with `volumes`, as `agent`'s ServiceAccount (its token mounted:
+/// the agent writes its status), locked down ([`pod_security`]).
+pub fn agent_pod(agent: &AgentSettings, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        service_account_name: Some(agent.service_account.clone()),
+        automount_service_account_token: Some(true),
+        security_context: Some(pod_security()),
+        containers: vec![container],
+        volumes: Some(volumes),
         ..Default::default()
     }
 }

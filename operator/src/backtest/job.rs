@@ -228,15 +228,10 @@ pub fn build(backtest: &Backtest, agent: &AgentSettings) -> Result<Job, BuildErr
                     annotations: Some(BTreeMap::from([(ANNOTATION_BACKTEST.to_owned(), name.to_owned())])),
                     ..Default::default()
                 }),
+                // The image's user; its group may read a mounted data volume.
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
-                    service_account_name: Some(agent.service_account.clone()),
-                    automount_service_account_token: Some(true),
-                    // The image's user; its group may read a mounted data volume.
-                    security_context: Some(crate::pod::pod_security()),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
+                    ..crate::pod::agent_pod(agent, container, volumes)
                 }),
             },
             ..Default::default()

@@ -209,13 +209,8 @@ pub fn build(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(agent.service_account.clone()),
-                    automount_service_account_token: Some(true),
                     termination_grace_period_seconds: Some(GRACE_SECONDS),
-                    security_context: Some(crate::pod::pod_security()),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
+                    ..crate::pod::agent_pod(agent, container, volumes)
                 }),
             },
             ..Default::default()
