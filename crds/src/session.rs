@@ -22,6 +22,13 @@ pub const CONDITION_HALTED: &str = "Halted";
 /// Condition type: running, but impaired (e.g. on REST fallback, judge unavailable).
 pub const CONDITION_DEGRADED: &str = "Degraded";
 
+/// Annotation a human sets to resume a held session: an RFC 3339 time; the operator clears every
+/// hold placed at or before it (see [`Hold`]). GitOps-safe: it is not in the spec, and setting it
+/// again with a later time clears later holds.
+pub const ANNOTATION_RESUME_AT: &str = "kuant.dev/resume-at";
+/// Finalizer that keeps a deleted TradingSession until its agent has cancelled its open orders.
+pub const FINALIZER: &str = "kuant.dev/cancel-open-orders";
+
 /// A TradingSession runs strategies against an exchange, on paper or live, until deleted or
 /// suspended. The operator runs its agent in a StatefulSet of one replica: never two traders for
 /// one session.
@@ -39,10 +46,16 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
     derive = "PartialEq",
     doc = "A TradingSession runs strategies against an exchange, on paper or live, until deleted or suspended.",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Symbols", type_ = "string", json_path = ".spec.symbols"),
+    printcolumn(name = "Symbols", type_ = "string", json_path = ".spec.symbols", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Equity", type_ = "string", json_path = ".status.portfolio.equity"),
     printcolumn(name = "PnL-Today", type_ = "string", json_path = ".status.portfolio.pnlToday"),
+    printcolumn(
+        name = "Market-Data",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"MarketDataHealthy\")].reason"
+    ),
+    printcolumn(name = "Open-Orders", type_ = "integer", json_path = ".status.openOrders", priority = 1),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
     printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastHeartbeat", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -357,6 +370,34 @@ pub struct TradingSessionStatus {
     /// A human-readable summary of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Orders open on the exchange (protective stops included), as the agent last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_orders: Option<u32>,
+    /// Requests from outside the agent to stop trading (e.g. a reconciliation's drift), one per
+    /// source; the agent honours them within 2 s and shows them in the Halted condition. Written
+    /// by the operator only; cleared by the annotation `kuant.dev/resume-at`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["source".into()]))]
+    pub holds: Vec<Hold>,
+}
+
+/// A request from outside the agent to stop trading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// Who asks, e.g. `reconciliation/binance-main`.
+    #[schemars(length(min = 1, max = 253))]
+    pub source: String,
+    /// Why, in CamelCase, e.g. `BalanceDrift`.
+    #[schemars(length(min = 1, max = 128))]
+    pub reason: String,
+    /// What a human should know.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// When the hold was placed.
+    pub since: Time,
 }
 
 /// Equity, cash and positions of a session, in the budget's quote asset.

@@ -138,6 +138,8 @@ pub struct Snapshot {
     pub halted: Option<String>,
     /// The kill switch is on.
     pub suspended: bool,
+    /// Orders may not leave: the trader does not hold its session's trading Lease.
+    pub no_lease: bool,
 }
 
 impl Snapshot {
@@ -155,6 +157,7 @@ impl Snapshot {
             healthy: trader.healthy(),
             halted: desk.halted().map(|h| format!("{}: {h}", h.reason())),
             suspended: trader.suspended(),
+            no_lease: !trader.gate_open(),
         }
     }
 }

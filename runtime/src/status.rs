@@ -34,6 +34,10 @@ pub struct View {
     pub counters: record::Counters,
     /// Why the store cannot be written, when it cannot.
     pub store_error: Option<String>,
+    /// The holds of `status.holds` the agent honours (each `source: reason: message`).
+    pub holds: Vec<String>,
+    /// The session is being deleted: its orders are cancelled and none placed.
+    pub deleting: bool,
 }
 
 fn condition(
@@ -79,7 +83,11 @@ pub fn agent_status(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let halted = view.snapshots.iter().find_map(|s| s.halted.clone());
+    // A hold from outside is a halt too, shown first: a human must clear it.
+    let halted = match view.holds.as_slice() {
+        [] => view.snapshots.iter().find_map(|s| s.halted.clone()),
+        holds => Some(format!("Held: {}", holds.join("; "))),
+    };
     let suspended = view.snapshots.iter().any(|s| s.suspended);
     let healthy = stale.is_empty();
     let data = if healthy {
@@ -118,7 +126,17 @@ pub fn agent_status(
             &now,
         ),
     };
-    let trading = if halted.is_some() {
+    let trading = if view.deleting {
+        condition(
+            CONDITION_TRADING,
+            false,
+            "Deleting",
+            "the session is being deleted: open orders cancelled, no new ones".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else if halted.is_some() {
         condition(
             CONDITION_TRADING,
             false,
@@ -134,6 +152,16 @@ pub fn agent_status(
             false,
             "Suspended",
             "spec.suspend is true: open orders cancelled, no new ones".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else if view.snapshots.iter().any(|s| s.no_lease) {
+        condition(
+            CONDITION_TRADING,
+            false,
+            "NoTradingLease",
+            "waiting for the session's trading Lease (another pod of this session may still hold it)".into(),
             generation,
             previous,
             &now,
@@ -216,6 +244,9 @@ pub fn agent_status(
                 .collect(),
         }),
         counters: Some(Counters { signals: c.signals, orders: c.orders, fills: c.fills, blocked: c.blocked }),
+        open_orders: Some(
+            u32::try_from(view.snapshots.iter().map(|s| s.open_orders).sum::<usize>()).unwrap_or(u32::MAX),
+        ),
         ..TradingSessionStatus::default()
     }
 }
@@ -248,6 +279,7 @@ mod tests {
             healthy,
             halted: None,
             suspended: false,
+            no_lease: false,
         }
     }
 
@@ -256,7 +288,7 @@ mod tests {
             symbols: vec!["BTCUSDT".into(), "BTCUSDT".into()],
             snapshots,
             counters: record::Counters { signals: 3, orders: 2, fills: 2, blocked: 1 },
-            store_error: None,
+            ..View::default()
         }
     }
 
@@ -305,6 +337,27 @@ mod tests {
         off.suspended = true;
         let s = agent_status(&view(vec![off, snapshot(0, true)]), None, &[], now);
         assert_eq!(find(&s, CONDITION_TRADING).reason, "Suspended");
+    }
+
+    #[test]
+    fn holds_halt_deletion_stops_and_open_orders_are_summed() {
+        let now = time("2026-12-07T10:00:00Z");
+        let mut busy = snapshot(1, true);
+        busy.open_orders = 2;
+        let mut held = view(vec![busy, snapshot(0, true)]);
+        held.holds = vec!["reconciliation/main: BalanceDrift: BTC off by 0.1".into()];
+        let s = agent_status(&held, None, &[], now.clone());
+        let h = find(&s, CONDITION_HALTED);
+        assert_eq!((h.status.as_str(), h.reason.as_str()), ("True", "Held"));
+        assert!(h.message.contains("reconciliation/main: BalanceDrift"), "{}", h.message);
+        assert_eq!(find(&s, CONDITION_TRADING).reason, "Halted");
+        assert_eq!(s.open_orders, Some(2));
+        held.deleting = true;
+        assert_eq!(find(&agent_status(&held, None, &[], now.clone()), CONDITION_TRADING).reason, "Deleting");
+        let mut unleased = snapshot(0, true);
+        unleased.no_lease = true;
+        let s = agent_status(&view(vec![unleased, snapshot(0, true)]), None, &[], now);
+        assert_eq!(find(&s, CONDITION_TRADING).reason, "NoTradingLease");
     }
 
     #[test]

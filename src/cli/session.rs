@@ -524,6 +524,7 @@ impl StatusLine {
             snapshots: self.snapshots.clone(),
             counters: self.counters,
             store_error,
+            ..Default::default()
         }
     }
 

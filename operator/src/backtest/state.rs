@@ -12,7 +12,7 @@ use super::job::CONTAINER;
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 /// Waiting reasons of a container that will not start without a change to the Job or cluster.
-const STUCK_REASONS: [&str; 6] = [
+pub(crate) const STUCK_REASONS: [&str; 6] = [
     "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",

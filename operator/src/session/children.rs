@@ -146,7 +146,9 @@ pub fn build(
     envs.extend(crate::pod::store_env(agent));
     let (scratch, scratch_mount) = crate::pod::scratch("256Mi");
     let (mut volumes, mut mounts) = (vec![scratch], vec![scratch_mount]);
-    if let Some(credentials) = &session.spec.exchange.credentials_secret_ref {
+    // Paper trading reads market data only: its pod gets no key, even when the spec names one.
+    let live = session.spec.mode == kuant_crds::session::TradingMode::Live;
+    if let Some(credentials) = session.spec.exchange.credentials_secret_ref.as_ref().filter(|_| live) {
         volumes.push(Volume {
             name: "credentials".to_owned(),
             secret: Some(SecretVolumeSource {

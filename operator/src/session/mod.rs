@@ -1,7 +1,8 @@
-//! The TradingSession controller (issue 16, under way): a session runs as one agent pod of a
-//! StatefulSet of one replica, never two traders at once.
+//! The TradingSession controller: a session runs as one agent pod of a StatefulSet of one
+//! replica, never two traders at once.
 //!
-//! Pure stages so far: [`children`] (the StatefulSet, its headless Service and the agent's
-//! image).
+//! Pure stages: [`children`] (the StatefulSet, its headless Service and the agent's image) and
+//! [`plan`] (status, children, finalizer, Events). The IO around them is in [`controller`].
 
 pub mod children;
+pub mod plan;
