@@ -65,6 +65,13 @@ struct OperatorArgs {
     /// ClusterRole bound to that ServiceAccount, per namespace.
     #[arg(long, env = "KUANT_AGENT_CLUSTER_ROLE", default_value = "kuant-agent")]
     agent_cluster_role: String,
+    /// ServiceAccount of TradingSession agent pods (rights of their own: their session's status
+    /// and trading Lease), created in each namespace that has sessions.
+    #[arg(long, env = "KUANT_SESSION_AGENT_SERVICE_ACCOUNT", default_value = "kuant-session-agent")]
+    session_agent_service_account: String,
+    /// ClusterRole bound to that ServiceAccount, per namespace.
+    #[arg(long, env = "KUANT_SESSION_AGENT_CLUSTER_ROLE", default_value = "kuant-session-agent")]
+    session_agent_cluster_role: String,
     /// Secret with the store's URL, in each Backtest's namespace: agents save their runs there.
     /// Unset: agents save nothing.
     #[arg(long, env = "KUANT_AGENT_DATABASE_SECRET")]
@@ -176,15 +183,21 @@ fn run_operator(args: OperatorArgs) -> ExitCode {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("kuant-operator-{}", std::process::id()));
+    let agent = AgentSettings {
+        image: args.agent_image,
+        service_account: args.agent_service_account,
+        log_level: args.agent_log_level,
+        cluster_role: args.agent_cluster_role,
+        database_secret: args.agent_database_secret.filter(|s| !s.is_empty()),
+        database_secret_key: args.agent_database_secret_key,
+    };
     let settings = Settings {
-        agent: AgentSettings {
-            image: args.agent_image,
-            service_account: args.agent_service_account,
-            log_level: args.agent_log_level,
-            cluster_role: args.agent_cluster_role,
-            database_secret: args.agent_database_secret.filter(|s| !s.is_empty()),
-            database_secret_key: args.agent_database_secret_key,
+        session_agent: AgentSettings {
+            service_account: args.session_agent_service_account,
+            cluster_role: args.session_agent_cluster_role,
+            ..agent.clone()
         },
+        agent,
         concurrency: args.concurrency,
         metrics_addr: args.metrics_addr,
         leader_election: args.leader_election.then_some(Lease { namespace: args.lease_namespace, identity }),

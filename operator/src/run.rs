@@ -24,8 +24,10 @@ pub const LEASE_NAME: &str = "kuant-operator";
 /// How the operator runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// What agent pods get.
+    /// What Backtest agent pods get.
     pub agent: AgentSettings,
+    /// What TradingSession agent pods get.
+    pub session_agent: AgentSettings,
     /// Backtests reconciled at once, at most.
     pub concurrency: u16,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
@@ -83,9 +85,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     let ctx = Arc::new(
         Context::new(client.clone(), settings.agent.clone(), Recorder::new(client.clone(), reporter))
+            .with_session_agent(settings.session_agent.clone())
             .with_metrics(metrics),
     );
-    let controllers = controller::run(ctx, settings.concurrency, shutdown_signal());
+    let shutdown = futures::FutureExt::shared(shutdown_signal());
+    let controllers = async {
+        futures::join!(
+            controller::run(ctx.clone(), settings.concurrency, shutdown.clone()),
+            crate::session::controller::run(ctx, settings.concurrency, shutdown),
+        );
+    };
 
     let Some(lease) = settings.leader_election else {
         ready.store(true, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kuant_crds::{Backtest, BacktestStatus};
@@ -16,7 +16,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::job::AgentSettings;
-use super::plan::{self, Action, Observed, Severity};
+use super::plan::{self, Action, Note, Observed, Severity};
 use super::state::JOB_NAME_LABEL;
 use crate::metrics::Metrics;
 use crate::{FIELD_MANAGER, names};
@@ -33,13 +33,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The Backtest lacks metadata the API server always sets.
-    #[error("the Backtest has no {0}")]
+    /// The resource lacks metadata the API server always sets.
+    #[error("the resource has no {0}")]
     Metadata(&'static str),
 }
 
 impl Error {
-    fn api(what: &'static str) -> impl FnOnce(kube::Error) -> Self {
+    pub(crate) fn api(what: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Api { what, source }
     }
 
@@ -53,14 +53,16 @@ impl Error {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// What agent pods get.
+    /// What Backtest agent pods get.
     pub agent: AgentSettings,
-    /// Records Events on Backtests.
+    /// What TradingSession agent pods get (their own ServiceAccount and role).
+    pub session_agent: AgentSettings,
+    /// Records Events on Backtests and TradingSessions.
     pub recorder: Recorder,
-    /// Consecutive failures per Backtest (namespace/name), for the backoff.
+    /// Consecutive failures per resource (kind/namespace/name), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// The clock (a test fixes it).
-    now: fn() -> Time,
+    pub(crate) now: fn() -> Time,
     /// Reconcile counts and durations.
     pub metrics: Arc<Metrics>,
 }
@@ -70,12 +72,19 @@ impl Context {
     pub fn new(client: Client, agent: AgentSettings, recorder: Recorder) -> Self {
         Self {
             client,
+            session_agent: agent.clone(),
             agent,
             recorder,
             failures: Mutex::default(),
             now: || Time(jiff::Timestamp::now()),
             metrics: Arc::default(),
         }
+    }
+
+    /// The same, with `session_agent` for TradingSession pods.
+    pub fn with_session_agent(mut self, session_agent: AgentSettings) -> Self {
+        self.session_agent = session_agent;
+        self
     }
 
     /// The same, counting into `metrics`.
@@ -126,7 +135,7 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
 
     // A new Job first: a status naming a Job that does not exist would read as a lost run.
     if let Action::Create(job) = &plan.action {
-        ensure_agent_identity(&ctx, &namespace).await?;
+        ensure_agent_identity(&ctx, &namespace, &ctx.agent).await?;
         jobs.patch(&job_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(job.as_ref()))
             .await
             .map_err(Error::api("creating the Job"))?;
@@ -162,28 +171,8 @@ pub async fn reconcile(backtest: Arc<Backtest>, ctx: Arc<Context>) -> Result<Req
         }
     }
 
-    // Tell the user. An Event that cannot be written is logged, not retried: the status holds
-    // the same facts.
-    let reference = backtest.object_ref(&());
-    for note in &plan.notes {
-        let event = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.to_owned(),
-            note: Some(event_note(&note.message)),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(backtest = %name, namespace = %namespace, error = %e, "cannot record an Event");
-        }
-    }
-
-    if let Ok(mut failures) = ctx.failures.lock() {
-        failures.remove(&format!("{namespace}/{name}"));
-    }
+    publish(&ctx, &backtest.object_ref(&()), &plan.notes).await;
+    ctx.succeeded(&backtest.object_ref(&()));
     Ok(match plan.recheck {
         Some(after) => Requeue::requeue(after),
         None => Requeue::await_change(),
@@ -204,28 +193,32 @@ pub fn status_patch(status: &BacktestStatus, resource_version: Option<&str>) -> 
     body
 }
 
-/// The agent's ServiceAccount and RoleBinding in `namespace`, unless the ServiceAccount is
+/// The ServiceAccount and RoleBinding of `agent` in `namespace`, unless the ServiceAccount is
 /// already there (the chart makes both in its own namespace, and they are Helm's to manage).
-async fn ensure_agent_identity(ctx: &Context, namespace: &str) -> Result<(), Error> {
+pub(crate) async fn ensure_agent_identity(
+    ctx: &Context,
+    namespace: &str,
+    agent: &AgentSettings,
+) -> Result<(), Error> {
     let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
     if accounts
-        .get_opt(&ctx.agent.service_account)
+        .get_opt(&agent.service_account)
         .await
         .map_err(Error::api("reading the agent ServiceAccount"))?
         .is_some()
     {
         return Ok(());
     }
-    let (account, binding) = super::job::agent_identity(namespace, &ctx.agent);
+    let (account, binding) = super::job::agent_identity(namespace, agent);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
     bindings
-        .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&binding))
+        .patch(&agent.service_account, &apply, &Patch::Apply(&binding))
         .await
         .map_err(Error::api("applying the agent RoleBinding"))?;
     // The ServiceAccount last: once it exists, both do.
     accounts
-        .patch(&ctx.agent.service_account, &apply, &Patch::Apply(&account))
+        .patch(&agent.service_account, &apply, &Patch::Apply(&account))
         .await
         .map_err(Error::api("applying the agent ServiceAccount"))?;
     Ok(())
@@ -244,13 +237,60 @@ fn event_note(message: &str) -> String {
     format!("{}…", &message[..end])
 }
 
-/// After a failed reconcile: retry this Backtest after 1 s, 2 s, 4 s … up to 5 minutes. A
-/// conflict (the Backtest changed since it was read, e.g. by the agent's progress) is no failure:
-/// it is retried in a second on a fresh copy.
-pub fn error_policy(backtest: Arc<Backtest>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let key = format!("{}/{}", backtest.namespace().unwrap_or_default(), backtest.name_any());
+/// Tells the user what `notes` say, as Events on `reference`. An Event that cannot be written
+/// is logged, not retried: the status holds the same facts.
+pub(crate) async fn publish(ctx: &Context, reference: &ObjectReference, notes: &[Note]) {
+    for note in notes {
+        let event = Event {
+            type_: match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: note.reason.to_owned(),
+            note: Some(event_note(&note.message)),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, reference).await {
+            tracing::warn!(
+                kind = reference.kind.as_deref().unwrap_or_default(),
+                name = reference.name.as_deref().unwrap_or_default(),
+                namespace = reference.namespace.as_deref().unwrap_or_default(),
+                error = %e,
+                "cannot record an Event"
+            );
+        }
+    }
+}
+
+impl Context {
+    /// Forgets the failures of the resource `reference` names (its backoff starts over).
+    pub(crate) fn succeeded(&self, reference: &ObjectReference) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&failure_key(reference));
+        }
+    }
+}
+
+fn failure_key(reference: &ObjectReference) -> String {
+    format!(
+        "{}/{}/{}",
+        reference.kind.as_deref().unwrap_or_default(),
+        reference.namespace.as_deref().unwrap_or_default(),
+        reference.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// After a failed reconcile: retry this resource after 1 s, 2 s, 4 s … up to 5 minutes. A
+/// conflict (it changed since it was read, e.g. by the agent's progress) is no failure: it is
+/// retried in a second on a fresh copy.
+pub fn error_policy<K>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Requeue
+where
+    K: Resource<DynamicType = ()>,
+{
+    let key = failure_key(&object.object_ref(&()));
     if error.is_conflict() {
-        tracing::debug!(backtest = %key, "changed since read; deciding again");
+        tracing::debug!(object = %key, "changed since read; deciding again");
         return Requeue::requeue(Duration::from_secs(1));
     }
     let attempts = ctx
@@ -263,7 +303,7 @@ pub fn error_policy(backtest: Arc<Backtest>, error: &Error, ctx: Arc<Context>) -
         })
         .unwrap_or(1);
     let delay = backoff(attempts);
-    tracing::warn!(backtest = %key, attempts, retry_in = ?delay, error = %error, "reconcile failed");
+    tracing::warn!(object = %key, attempts, retry_in = ?delay, error = %error, "reconcile failed");
     Requeue::requeue(delay)
 }
 

@@ -41,6 +41,9 @@ pub const CREDENTIALS_DIR: &str = "/var/run/kuant/credentials";
 pub const CONTAINER: &str = "agent";
 /// Label naming the TradingSession a StatefulSet or pod belongs to.
 pub const LABEL_SESSION: &str = "kuant.dev/session";
+/// Label selector of every session agent pod the operator made.
+pub const POD_SELECTOR: &str =
+    "app.kubernetes.io/component=session,app.kubernetes.io/managed-by=kuant-operator";
 /// Annotation of a pod with the full name of its TradingSession.
 pub const ANNOTATION_SESSION: &str = "kuant.dev/session-name";
 /// Pod template annotation: the hash of what the pod reads (a change rolls the pod).

@@ -5,4 +5,9 @@
 //! [`plan`] (status, children, finalizer, Events). The IO around them is in [`controller`].
 
 pub mod children;
+pub mod controller;
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod mock_api;
 pub mod plan;
