@@ -15,8 +15,14 @@
 //!   `kuant_runtime::status` for who owns which field) by server-side apply as `kuant-agent`,
 //!   every 5 s and at once when a condition changes.
 //! - **Events** go to stdout, one JSON object per line (the pod's log), as `kuant session -o json`.
-//! - SIGTERM stops the traders without the kill switch: a pod being replaced leaves its orders
-//!   on the exchange, and the next pod recovers them.
+//! - **Holds and deletion**: `status.holds` (requests from outside to stop trading, written by
+//!   the operator) and the deletion timestamp work as the kill switch does, within 2 s of the
+//!   change; holds show in `Halted` (reason `Held`), deletion in `Trading` (reason `Deleting`),
+//!   and `openOrders` is reported at once when it changes, so the operator's finalizer can let
+//!   the session go once it is 0.
+//! - SIGTERM (the pod deleted, rolled or evicted) turns the kill switch on, so the open orders
+//!   are cancelled within the pod's grace period, then stops; the next pod recovers the
+//!   positions.
 //!
 //! Exit codes as `kuant session`: 0 stopped, 2 bad input, 1 an internal error.
 
@@ -97,7 +103,7 @@ pub fn run() -> ExitCode {
     runtime.block_on(async move {
         let (view_tx, view_rx) = watch::channel(View::default());
         let mut gate = None;
-        let suspend_rx = match (
+        let switch_rx = match (
             Client::try_default().await,
             manifest.metadata.name.clone(),
             manifest.metadata.namespace.clone(),
@@ -105,23 +111,23 @@ pub fn run() -> ExitCode {
             (Ok(client), Some(name), Some(namespace)) => {
                 let api: Api<TradingSession> = Api::namespaced(client.clone(), &namespace);
                 // The operator hands the spec over without `suspend` (the kill switch must not
-                // roll the pod): the switch and the generation come from the object itself.
-                let (suspend, generation) = match api.get_opt(&name).await {
-                    Ok(Some(now)) => (now.spec.suspend, now.metadata.generation),
+                // roll the pod): the switch, the holds and the generation come from the object.
+                let control = match api.get_opt(&name).await {
+                    Ok(Some(now)) => Control::of(&now),
                     Ok(None) => {
                         return fail(EXIT_INTERNAL, format!("TradingSession {namespace}/{name} does not exist"));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the TradingSession could not be read: the kill switch stays on until it can");
-                        (true, manifest.metadata.generation)
+                        Control { suspend: true, generation: manifest.metadata.generation, ..Control::default() }
                     }
                 };
                 gate = Some(trading_lease(client.clone(), &namespace, &name).await);
-                let (suspend_tx, suspend_rx) = watch::channel(suspend);
-                let (generation_tx, generation_rx) = watch::channel(generation);
-                tokio::spawn(follow_suspend(api.clone(), name.clone(), suspend_tx, generation_tx));
-                tokio::spawn(write_status(api, name, generation_rx, view_rx, HEARTBEAT));
-                suspend_rx
+                let (switch_tx, switch_rx) = watch::channel(control.stops());
+                let (control_tx, control_rx) = watch::channel(control);
+                tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx));
+                tokio::spawn(write_status(api, name, control_rx, view_rx, HEARTBEAT));
+                switch_rx
             }
             (client, _, _) => {
                 match client {
@@ -134,13 +140,46 @@ pub fn run() -> ExitCode {
         };
         let hooks = Hooks {
             credentials,
-            suspend: Some(suspend_rx),
+            suspend: Some(switch_rx),
             status: Some(view_tx),
             gate,
-            stop_keeps_orders: true,
+            // SIGTERM (the pod deleted, rolled or evicted) cancels the open orders within the
+            // grace period; the next pod recovers the positions from the store and the exchange.
+            stop_keeps_orders: false,
         };
         run_session(&args, manifest, hooks).await
     })
+}
+
+/// What the agent follows of its TradingSession, besides the spec it was handed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Control {
+    /// `spec.suspend`.
+    suspend: bool,
+    /// `status.holds`, each as `source: reason: message`.
+    holds: Vec<String>,
+    /// `metadata.deletionTimestamp` is set: cancel everything and report it.
+    deleting: bool,
+    /// `metadata.generation`.
+    generation: Option<i64>,
+}
+
+impl Control {
+    fn of(session: &TradingSession) -> Self {
+        let holds = session.status.as_ref().map(|s| s.holds.as_slice()).unwrap_or_default();
+        Self {
+            suspend: session.spec.suspend,
+            holds: holds.iter().map(|h| format!("{}: {}: {}", h.source, h.reason, h.message)).collect(),
+            deleting: session.metadata.deletion_timestamp.is_some(),
+            generation: session.metadata.generation,
+        }
+    }
+
+    /// Whether the traders' kill switch is on: suspended, held or being deleted (open orders
+    /// cancelled, none placed).
+    fn stops(&self) -> bool {
+        self.suspend || self.deleting || !self.holds.is_empty()
+    }
 }
 
 /// Takes and keeps the session's trading Lease `<name>-trader` (the library the operator's
@@ -202,62 +241,72 @@ fn read_credentials(dir: &std::path::Path) -> Result<Credentials, String> {
     Ok(Credentials::hmac(key, &secret))
 }
 
-/// Follows the TradingSession's `spec.suspend` and its generation (a watch of the one object,
-/// reconnected by the watcher's own backoff).
-async fn follow_suspend(
+/// Follows the TradingSession (a watch of the one object, reconnected by the watcher's own
+/// backoff): what it says in `control`, and whether the traders' kill switch is on in `switch`.
+async fn follow_session(
     api: Api<TradingSession>,
     name: String,
-    suspend: watch::Sender<bool>,
-    generation: watch::Sender<Option<i64>>,
+    control: watch::Sender<Control>,
+    switch: watch::Sender<bool>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                generation.send_if_modified(|g| {
-                    let changed = *g != s.metadata.generation;
-                    *g = s.metadata.generation;
+                let now = Control::of(&s);
+                switch.send_if_modified(|on| {
+                    let changed = *on != now.stops();
+                    *on = now.stops();
                     changed
                 });
-                suspend.send_if_modified(|on| {
-                    let changed = *on != s.spec.suspend;
-                    *on = s.spec.suspend;
+                control.send_if_modified(|c| {
+                    let changed = *c != now;
+                    *c = now;
                     changed
                 });
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "watching the TradingSession for spec.suspend"),
+            Err(e) => tracing::warn!(error = %e, "watching the TradingSession"),
         }
     }
 }
 
-/// Applies the agent's status fields every `heartbeat`, and at once when a condition changes.
+/// Applies the agent's status fields every `heartbeat`, and at once when a condition or the
+/// number of open orders changes.
 async fn write_status(
     api: Api<TradingSession>,
     name: String,
-    generation: watch::Receiver<Option<i64>>,
+    mut control: watch::Receiver<Control>,
     mut views: watch::Receiver<View>,
     heartbeat: Duration,
 ) {
     let mut previous: Vec<Condition> = Vec::new();
+    let mut previous_open: Option<u32> = None;
     let mut every = tokio::time::interval(heartbeat);
     loop {
-        let view_changed = tokio::select! {
+        let changed = tokio::select! {
             changed = views.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 true
             }
+            Ok(()) = control.changed() => true,
             _ = every.tick() => false,
         };
-        let view = views.borrow_and_update().clone();
+        let mut view = views.borrow_and_update().clone();
         if view.snapshots.is_empty() {
             continue;
         }
-        let status = agent_status(&view, *generation.borrow(), &previous, Time(jiff::Timestamp::now()));
-        if view_changed && !conditions_changed(&previous, &status.conditions) {
+        let now = control.borrow_and_update().clone();
+        view.holds = now.holds;
+        view.deleting = now.deleting;
+        let status = agent_status(&view, now.generation, &previous, Time(jiff::Timestamp::now()));
+        if changed
+            && !conditions_changed(&previous, &status.conditions)
+            && status.open_orders == previous_open
+        {
             // Nothing a user needs now: the heartbeat carries it.
             continue;
         }
@@ -268,7 +317,10 @@ async fn write_status(
         });
         match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
         {
-            Ok(_) => previous = status.conditions,
+            Ok(_) => {
+                previous = status.conditions;
+                previous_open = status.open_orders;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the session's status could not be written; the next heartbeat tries again")
             }
@@ -279,6 +331,33 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_and_deletion_work_the_kill_switch_as_suspend_does() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sessions/paper-btc.yaml"))
+                .expect("the example");
+        let mut s: TradingSession = kuant_crds::manifest::parse(&text, "example").expect("a session");
+        assert!(!Control::of(&s).stops());
+        s.spec.suspend = true;
+        assert!(Control::of(&s).stops());
+        s.spec.suspend = false;
+        s.status = Some(kuant_crds::session::TradingSessionStatus {
+            holds: vec![kuant_crds::session::Hold {
+                source: "reconciliation/main".into(),
+                reason: "BalanceDrift".into(),
+                message: "BTC off by 0.1".into(),
+                since: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        let held = Control::of(&s);
+        assert!(held.stops());
+        assert_eq!(held.holds, ["reconciliation/main: BalanceDrift: BTC off by 0.1"]);
+        s.status = None;
+        s.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(Control::of(&s).stops() && Control::of(&s).deleting);
+    }
 
     #[test]
     fn credentials_are_read_from_the_mounted_files_and_errors_never_show_them() {
@@ -313,7 +392,7 @@ mod tests {
         let writer = tokio::spawn(write_status(
             api,
             "btc".into(),
-            watch::channel(Some(3)).1,
+            watch::channel(Control { generation: Some(3), ..Control::default() }).1,
             rx,
             Duration::from_secs(5),
         ));
