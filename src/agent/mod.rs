@@ -1,4 +1,5 @@
 //! `kuant agent …`: the roles that run inside pods the operator starts.
 
 pub mod backtest;
+pub mod lease;
 pub mod session;

@@ -53,12 +53,6 @@ pub const API_KEY_FILE: &str = "apiKey";
 pub const API_SECRET_FILE: &str = "apiSecret";
 /// Environment variable with the pod's name: the agent's identity in its trading Lease.
 pub const ENV_POD_NAME: &str = "KUANT_POD_NAME";
-/// Seconds a trading Lease lasts without renewal; the holder renews it [`LEASE_GRACE`] seconds
-/// before then, and stops placing orders as soon as a renewal fails — before the Lease expires
-/// and a replacement can take it.
-const LEASE_SECONDS: u64 = 15;
-/// See [`LEASE_SECONDS`].
-const LEASE_GRACE: u64 = 5;
 /// Field manager of the agent's status writes.
 const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
@@ -182,47 +176,20 @@ impl Control {
     }
 }
 
-/// Takes and keeps the session's trading Lease `<name>-trader` (the library the operator's
-/// leader election uses): the receiver says whether this agent holds it, and closes when the
-/// Lease is lost for good. Orders leave only while it says true, so two pods of one session
-/// (a partitioned node's and its replacement) never trade at once. A Lease that cannot be
-/// managed at all (no rights) keeps the gate shut.
+/// Takes and keeps the session's trading Lease `<name>-trader` (see [`super::lease`]): the
+/// receiver says whether this agent holds it now. Orders leave only while it says true, so two
+/// pods of one session (a partitioned node's and its replacement) never trade at once.
 async fn trading_lease(client: Client, namespace: &str, name: &str) -> watch::Receiver<bool> {
     let identity = std::env::var(ENV_POD_NAME)
         .ok()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| format!("{name}-agent-{}", std::process::id()));
     let lease = format!("{name}-trader");
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &lease)
-        .with_namespace(namespace)
-        .with_identity(&identity)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(LEASE_GRACE)
-        .with_field_manager(format!("{FIELD_MANAGER}-lease-{identity}"))
-        .build()
-        .await;
-    match manager {
-        Ok(manager) => {
-            let (holding, task) = manager.watch().await;
-            tokio::spawn(async move {
-                match task.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "the trading Lease is lost: no more orders from this agent")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the trading Lease's task ended: no more orders from this agent")
-                    }
-                }
-            });
-            tracing::info!(%lease, %identity, "trading once the Lease is held");
-            holding
-        }
-        Err(e) => {
-            tracing::error!(error = %e, %lease, "the trading Lease cannot be managed: this agent places no orders");
-            watch::channel(false).1
-        }
-    }
+    tracing::info!(%lease, %identity, "trading once the Lease is held");
+    let (holding_tx, holding) = watch::channel(false);
+    let api = Api::namespaced(client, namespace);
+    tokio::spawn(super::lease::hold(api, lease, identity, holding_tx, super::lease::RENEW_EVERY));
+    holding
 }
 
 /// The credentials in `dir` (files [`API_KEY_FILE`] and [`API_SECRET_FILE`], surrounding
