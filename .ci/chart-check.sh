@@ -13,7 +13,9 @@
 #   1. helm lint --strict, with the default values, the alternate ones (ServiceMonitor on,
 #      PostgreSQL Secret) and the bundled PostgreSQL, and values.schema.json rejecting bad
 #      values;
-#   2. every RBAC rule in the templates is preceded by a comment saying why;
+#   2. every RBAC rule in the templates is preceded by a comment saying why, and the
+#      operator's, agent's and session agent's ClusterRoles hold exactly the rules listed in
+#      EXPECTED_RULES below;
 #   3. helm template --include-crds of the three value sets, validated by kubernetes-validate
 #      --strict (unknown fields fail) for the oldest supported and the newest bundled
 #      Kubernetes; no custom resource (Backtest...) in the output; the CRDs of
@@ -286,6 +288,52 @@ else:
 lease_rules = [r for d in docs if d["kind"] == "Role" for r in d.get("rules", []) if "leases" in r.get("resources", [])]
 if not lease_rules or set(lease_rules[0]["verbs"]) != {"get", "create", "patch"}:
     problems.append(f"the leader-election Role must allow get, create and patch on leases: {lease_rules}")
+# Exactly these rules, per component's ClusterRole (each commented in the template; a new
+# right must be added here too, on purpose): (apiGroup, resource, verbs, resourceNames suffixes).
+EXPECTED_RULES = {
+    "operator": {
+        ("kuant.dev", "backtests", ("get", "list", "watch"), ()),
+        ("kuant.dev", "backtests/status", ("patch",), ()),
+        ("kuant.dev", "backtests/finalizers", ("update",), ()),
+        ("kuant.dev", "tradingsessions", ("get", "list", "patch", "watch"), ()),
+        ("kuant.dev", "tradingsessions/status", ("patch",), ()),
+        ("kuant.dev", "tradingsessions/finalizers", ("update",), ()),
+        ("apps", "statefulsets", ("create", "delete", "get", "list", "patch", "watch"), ()),
+        ("", "services", ("create", "patch"), ()),
+        ("", "secrets", ("get",), ()),
+        ("batch", "jobs", ("create", "delete", "get", "list", "patch", "watch"), ()),
+        ("", "pods", ("get", "list", "watch"), ()),
+        ("events.k8s.io", "events", ("create", "patch"), ()),
+        ("", "serviceaccounts", ("create", "get", "patch"), ()),
+        ("rbac.authorization.k8s.io", "rolebindings", ("create", "patch"), ()),
+        ("rbac.authorization.k8s.io", "clusterroles", ("bind",), ("-agent", "-session-agent")),
+    },
+    "agent": {
+        ("kuant.dev", "backtests/status", ("patch",), ()),
+    },
+    "session-agent": {
+        ("kuant.dev", "tradingsessions", ("get", "list", "watch"), ()),
+        ("kuant.dev", "tradingsessions/status", ("patch",), ()),
+        ("coordination.k8s.io", "leases", ("create", "get", "update"), ()),
+    },
+}
+def suffix(name):
+    return "-session-agent" if name.endswith("-session-agent") else "-agent" if name.endswith("-agent") else name
+for component, expected in EXPECTED_RULES.items():
+    roles = [d for d in docs if d["kind"] == "ClusterRole"
+             and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+    if len(roles) != 1:
+        problems.append(f"expected one ClusterRole of component {component}, found {len(roles)}")
+        continue
+    found = set()
+    for r in roles[0].get("rules", []):
+        for group in r.get("apiGroups", []):
+            for resource in r.get("resources", []):
+                found.add((group, resource, tuple(sorted(r.get("verbs", []))),
+                           tuple(suffix(n) for n in r.get("resourceNames", []))))
+    if found != expected:
+        problems.append(f"the {component} ClusterRole's rules differ: extra {sorted(found - expected)}, "
+                        f"missing {sorted(expected - found)}")
 def container_env(name_suffix):
     """The env of the first container of the Deployment whose name ends with name_suffix."""
     for d in docs:

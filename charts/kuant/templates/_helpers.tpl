@@ -75,6 +75,14 @@ namespace that holds a kuant resource, and the ClusterRole it binds there.
 {{- end }}
 
 {{/*
+The identity of TradingSession agent pods: rights of their own (a Backtest pod must not get a
+session's, nor the reverse), created and bound per namespace like the agent's.
+*/}}
+{{- define "kuant.sessionAgent.name" -}}
+{{- printf "%s-session-agent" (include "kuant.fullname" .) }}
+{{- end }}
+
+{{/*
 The one image of every role.
 */}}
 {{- define "kuant.image" -}}
