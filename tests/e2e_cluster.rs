@@ -761,3 +761,279 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
     })
     .await;
 }
+
+/// `kuant exchange-sim` on a free loopback port with the keys `key`/`secret`, three hours of
+/// synthetic candles per second; killed when dropped. Returns it and its URL.
+fn exchange_sim(dir: &std::path::Path, key: &str, secret: &str) -> (Agent, String) {
+    use std::io::BufRead;
+    let keys = dir.join("sim-keys.yaml");
+    std::fs::write(&keys, format!("apiKey: {key}\napiSecret: {secret}\n")).expect("keys");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["exchange-sim", "--listen", "127.0.0.1:0", "--speed", "10800", "--bars", "8000", "--keys"])
+        .arg(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the simulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("text");
+    // The rest is read too: a closed pipe would end the simulator at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_owned();
+    (Agent(child), url)
+}
+
+/// A TradingSession on the simulator at `url`: sma-crossover 3/8 on 1h candles, a protective
+/// stop 5 % under each entry (so an order rests on the exchange while a position is held).
+fn sim_session(name: &str, namespace: &str, url: &str, live: bool, secret: &str) -> TradingSession {
+    let mode = if live { "mode: live\n  liveTradingAcknowledged: true" } else { "mode: paper" };
+    let text = format!(
+        "apiVersion: kuant.dev/v1alpha1
+kind: TradingSession
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  {mode}
+  exchange:
+    name: binance
+    baseUrl: {url}
+    credentialsSecretRef:
+      name: {secret}
+  symbols: [BTCUSDT]
+  timeframe: 1h
+  strategies:
+    - name: sma-crossover
+      params: {{fast: 3, slow: 8}}
+      allocationPct: 100
+  budget:
+    quoteAsset: USDT
+    amount: \"5000\"
+  risk:
+    maxPositionPct: 95
+    maxDailyLossPct: 50
+    maxDrawdownPct: 90
+    maxOpenOrders: 2
+    maxOrdersPerMinute: 100
+    stopLossPct: 5
+  marketData:
+    staleAfterSeconds: 10
+"
+    );
+    kuant_crds::manifest::parse(&text, name).expect("a valid session")
+}
+
+/// The TradingSession controller end to end (issue 16), the operator and the agents as the test
+/// node runs them: a live session on `kuant exchange-sim` runs as one pod of its StatefulSet,
+/// reaches `Trading` with its fills in the store, and its protective stop rests on the simulator;
+/// `suspend: true` cancels it and shows `Suspended` within 5 s; deleting the session waits for
+/// the agent to cancel its orders, then the pod goes and the simulator has no open order. A
+/// paper session trades on the simulator's market data; a live one without acknowledgement is
+/// refused by the API server, and one without its Secret gets no pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_deleted() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Secret;
+    use kuant_exchanges::binance::Credentials;
+    use kuant_exchanges::{BinanceEndpoints, BinanceExchange, Exchange};
+
+    const KEY: &str = "e2e-session-key";
+    const SECRET: &str = "e2e-session-secret-0123456789";
+    let _serial = SERIAL.lock().await;
+    let Some(client) = test_cluster().await else { return };
+    let agent_image = std::env::var("KUANT_E2E_AGENT_IMAGE")
+        .expect("KUANT_E2E_AGENT_IMAGE names a kuant image the cluster's nodes can run");
+    apply_crds(&client).await;
+    apply_agent_role(&client).await;
+    let ns = test_namespace(&client, "ts").await;
+    let namespace = ns.name.clone();
+
+    // The store: a schema of this test's own on the CI PostgreSQL.
+    let schema = format!("kuant_e2e_ts_{}", std::process::id());
+    let psql = |sql: String| {
+        let target = std::env::var("KUANT_TEST_PG")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let out = Command::new("psql")
+            .args([target.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+            .output()
+            .expect("psql runs (install postgresql-client)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"));
+    let base = std::env::var("KUANT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let store_url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+
+    let dir = std::env::temp_dir().join(format!("kuant-e2e-ts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (_sim, url) = exchange_sim(&dir, KEY, SECRET);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    for (name, data) in [
+        ("kuant-store", serde_json::json!({ "url": store_url })),
+        ("sim-keys", serde_json::json!({ "apiKey": KEY, "apiSecret": SECRET })),
+    ] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": data
+        }))
+        .expect("a Secret");
+        secrets.create(&PostParams::default(), &secret).await.expect("Secret created");
+    }
+    let _operator = Operator(
+        Command::new(env!("CARGO_BIN_EXE_kuant"))
+            .args(["operator", "--metrics-addr", "127.0.0.1:0", "--agent-image", &agent_image])
+            .args(["--agent-database-secret", "kuant-store"])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the operator starts"),
+    );
+    let sessions: Api<TradingSession> = Api::namespaced(client.clone(), &namespace);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let get = |name: &'static str| {
+        let sessions = sessions.clone();
+        async move { sessions.get(name).await.ok() }
+    };
+    let phase = |s: &TradingSession| s.status.as_ref().and_then(|st| st.phase).map(|p| format!("{p:?}"));
+    let exchange = BinanceExchange::new(BinanceEndpoints::at(&url), Some(Credentials::hmac(KEY, SECRET)))
+        .expect("a client of the simulator");
+    let open_on_sim =
+        || async { exchange.open_orders("BTCUSDT").await.map(|o| o.len()).unwrap_or(usize::MAX) };
+
+    // Refused: by the API server without the acknowledgement...
+    let mut unacknowledged = sim_session("live-unacked", &namespace, &url, true, "sim-keys");
+    unacknowledged.spec.live_trading_acknowledged = false;
+    let refused = sessions.create(&PostParams::default(), &unacknowledged).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("liveTradingAcknowledged")),
+        "{refused:?}"
+    );
+    // ...and by the operator without the Secret: Ready=False, and never a pod.
+    let keyless = sim_session("live-keyless", &namespace, &url, true, "no-such-secret");
+    sessions.create(&PostParams::default(), &keyless).await.expect("created");
+    let refused = eventually("CredentialsMissing", Duration::from_secs(30), || async {
+        get("live-keyless")
+            .await
+            .filter(|s| session_condition(s, "Ready").is_some_and(|c| c.1 == "CredentialsMissing"))
+    })
+    .await;
+    assert_eq!(phase(&refused).as_deref(), Some("Failed"));
+
+    // A paper session and a live one on the simulator.
+    sessions
+        .create(&PostParams::default(), &sim_session("paper", &namespace, &url, false, "sim-keys"))
+        .await
+        .expect("created");
+    let live = sessions
+        .create(&PostParams::default(), &sim_session("live", &namespace, &url, true, "sim-keys"))
+        .await
+        .expect("created");
+    for name in ["paper", "live"] {
+        let s = eventually(&format!("{name} Trading"), Duration::from_secs(120), || async move {
+            get(name).await.filter(|s| phase(s).as_deref() == Some("Trading"))
+        })
+        .await;
+        assert_eq!(session_condition(&s, "Ready"), Some(("True".into(), "Trading".into())), "{name}");
+    }
+    let child = kuant_operator::names::session_agent("live", &live.uid().expect("uid"));
+    let set = sets.get(&child).await.expect("the live session's StatefulSet");
+    assert_eq!(set.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    assert_eq!(set.owner_references()[0].kind, "TradingSession");
+    let managed = ListParams::default().labels("app.kubernetes.io/component=session");
+    let all_sets = sets.list(&managed).await.expect("listed").items;
+    assert_eq!(all_sets.len(), 2, "one StatefulSet per running session, none for the refused");
+    assert!(pods.get_opt("live-keyless").await.expect("read").is_none());
+    assert!(
+        pods.list(&managed).await.expect("listed").items.iter().all(|p| !p.name_any().contains("keyless")),
+        "no pod for the session without its Secret"
+    );
+
+    // Trading: fills in the store (both sessions), a stop resting on the simulator (the live one).
+    let store = kuant_store::Store::open(&store_url).await.expect("the store");
+    for run in [format!("{namespace}/paper"), format!("{namespace}/live")] {
+        let store = store.clone();
+        eventually(&format!("fills of {run} in the store"), Duration::from_secs(120), || {
+            let (store, run) = (store.clone(), run.clone());
+            async move { store.fills_of_run(&run).await.ok().filter(|f| !f.is_empty()) }
+        })
+        .await;
+    }
+    eventually("a protective stop on the simulator", Duration::from_secs(120), || async {
+        (open_on_sim().await > 0 && open_on_sim().await != usize::MAX).then_some(())
+    })
+    .await;
+
+    // The kill switch: open orders cancelled and Suspended within 5 s.
+    let switch = |on: bool| {
+        let sessions = sessions.clone();
+        async move {
+            let patch = Patch::Merge(serde_json::json!({"spec": {"suspend": on}}));
+            sessions.patch("live", &PatchParams::default(), &patch).await.expect("patched");
+        }
+    };
+    let thrown = Instant::now();
+    switch(true).await;
+    eventually("Suspended with no open order", Duration::from_secs(5), || async {
+        let s = get("live").await?;
+        (phase(&s).as_deref() == Some("Suspended") && open_on_sim().await == 0).then_some(())
+    })
+    .await;
+    eprintln!("suspended, orders cancelled, {:?} after the patch", thrown.elapsed());
+    let pod_before = pods.get(&format!("{child}-0")).await.expect("the agent pod").uid();
+    switch(false).await;
+    eventually("Trading again", Duration::from_secs(30), || async {
+        get("live").await.filter(|s| phase(s).as_deref() == Some("Trading"))
+    })
+    .await;
+    assert_eq!(
+        pods.get(&format!("{child}-0")).await.expect("the agent pod").uid(),
+        pod_before,
+        "the kill switch does not roll the pod"
+    );
+    eventually("a stop resting again", Duration::from_secs(120), || async {
+        (open_on_sim().await > 0 && open_on_sim().await != usize::MAX).then_some(())
+    })
+    .await;
+
+    // Deleted: the agent cancels its orders, then the session, its StatefulSet and pod go.
+    sessions.delete("live", &DeleteParams::background()).await.expect("deleted");
+    eventually("the session to go", Duration::from_secs(90), || async {
+        sessions.get_opt("live").await.ok().and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    assert_eq!(open_on_sim().await, 0, "no open order left on the simulator");
+    // What `kubectl describe` showed along the way.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events listed")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("live"))
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["Created", "Started", "Suspended", "Resumed", "OrdersCancelled"] {
+        assert!(reasons.iter().any(|r| r == reason), "no {reason} Event: {reasons:?}");
+    }
+    eventually("the agent pod to go", Duration::from_secs(90), || async {
+        pods.get_opt(&format!("{child}-0")).await.ok().and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    for name in ["paper", "live-keyless"] {
+        sessions.delete(name, &DeleteParams::background()).await.expect("deleted");
+    }
+    eventually("every session gone", Duration::from_secs(90), || async {
+        sessions.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
+    })
+    .await;
+    psql(format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

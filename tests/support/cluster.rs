@@ -14,6 +14,8 @@ use kube::{Api, Client, ResourceExt};
 pub const FIELD_MANAGER: &str = "kuant-e2e";
 /// The agent's ClusterRole, as the chart names it for a release called `kuant`.
 pub const AGENT_ROLE: &str = "kuant-agent";
+/// The session agent's ClusterRole (the operator's default name).
+pub const SESSION_AGENT_ROLE: &str = "kuant-session-agent";
 
 /// Polls `check` every half second until it gives `Some`, or fails after `limit` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
@@ -89,6 +91,22 @@ pub async fn apply_agent_role(client: &Client) {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     roles
         .patch(AGENT_ROLE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&role))
+        .await
+        .expect("ClusterRole applied");
+    // The session agent's, as rbac-session-agent.yaml defines it.
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": { "name": SESSION_AGENT_ROLE },
+        "rules": [
+            { "apiGroups": ["kuant.dev"], "resources": ["tradingsessions"], "verbs": ["get", "list", "watch"] },
+            { "apiGroups": ["kuant.dev"], "resources": ["tradingsessions/status"], "verbs": ["patch"] },
+            { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"] },
+        ],
+    }))
+    .expect("ClusterRole");
+    roles
+        .patch(SESSION_AGENT_ROLE, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&role))
         .await
         .expect("ClusterRole applied");
 }

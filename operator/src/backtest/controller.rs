@@ -363,6 +363,8 @@ pub async fn run(
             match result {
                 Ok((object, _)) => tracing::debug!(backtest = %object, "reconciled"),
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                // A child's change after its owner is gone: nothing to reconcile.
+                Err(e @ controller::Error::ObjectNotFound(_)) => tracing::debug!(error = %e, "controller"),
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
         })

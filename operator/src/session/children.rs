@@ -191,6 +191,9 @@ pub fn build(
             ..Default::default()
         }]),
         resources: runner.resources,
+        // A failed start (bad keys, a store with a newer schema) shows in the Ready condition
+        // through the end of the agent's log.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(mounts),
         security_context: Some(crate::pod::container_security()),
         ..Default::default()

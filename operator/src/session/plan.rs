@@ -304,9 +304,22 @@ fn kept_holds(session: &TradingSession, previous: &[Hold], notes: &mut Vec<Note>
     kept.into_iter().cloned().collect()
 }
 
+/// The agent container's status in `pod`.
+fn agent_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == CONTAINER)
+}
+
 /// The agent container's state in `pod`.
 fn agent_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerState> {
-    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == CONTAINER)?.state.as_ref()
+    agent_status(pod)?.state.as_ref()
+}
+
+/// How the agent's last run in `pod` ended, when it failed: exit code and the end of its message.
+fn last_failure(pod: &Pod) -> Option<String> {
+    let ended = agent_status(pod)?.last_state.as_ref()?.terminated.as_ref()?;
+    let message = ended.message.as_deref().unwrap_or_default().trim();
+    let skip = message.chars().count().saturating_sub(400);
+    Some(format!("exit code {}: {}", ended.exit_code, message.chars().skip(skip).collect::<String>()))
 }
 
 /// How long ago `then` was, at `now` (zero if in the future).
@@ -387,7 +400,12 @@ fn running(
                     CONDITION_READY,
                     Status::False,
                     reason,
-                    format!("the agent pod cannot run: {reason}: {message}"),
+                    match observed.pod.and_then(last_failure) {
+                        Some(last) => {
+                            format!("the agent pod cannot run: {reason}: {message}; its last run: {last}")
+                        }
+                        None => format!("the agent pod cannot run: {reason}: {message}"),
+                    },
                 ),
                 children: Children::Keep,
                 recheck: Some(RECHECK_REFUSED),
@@ -449,6 +467,12 @@ fn running(
             "Resuming",
             "the agent lifts the kill switch".into(),
         ),
+        // Before it first trades, an agent waits for its first market data: still starting.
+        Some((_, "StaleMarketData", message))
+            if matches!(previous.phase, None | Some(SessionPhase::Pending | SessionPhase::Starting)) =>
+        {
+            decision(SessionPhase::Starting, Status::False, "StaleMarketData", message)
+        }
         Some((_, "StaleMarketData", message)) => {
             decision(SessionPhase::Degraded, Status::False, "StaleMarketData", message)
         }

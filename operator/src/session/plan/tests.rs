@@ -93,6 +93,10 @@ fn the_phase_follows_the_pod_and_the_agents_heartbeat() {
     assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Starting), ("False", "AwaitingHeartbeat")));
     let p = run(&s, Some(&sts), Some(&up), 3);
     assert_eq!(ready(&p), ("False", "HeartbeatLost"));
+    // Waiting for its first market data: still starting, no Warning.
+    let p = run(&reported(s.clone(), 3, ("False", "StaleMarketData")), Some(&sts), Some(&up), 3);
+    assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Starting), ("False", "StaleMarketData")));
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
     // Trading: Ready, a Started Event once, and a look back when the heartbeat would be lost.
     let trading = reported(s.clone(), 3, ("True", "Trading"));
     let p = run(&trading, Some(&sts), Some(&up), 3);
@@ -101,6 +105,9 @@ fn the_phase_follows_the_pod_and_the_agents_heartbeat() {
     assert_eq!(p.recheck, Some(HEARTBEAT_TIMEOUT + Duration::from_secs(1)));
     let again = after(trading.clone(), &p);
     assert!(run(&again, Some(&sts), Some(&up), 3).notes.is_empty(), "no Event without a change");
+    // Its data goes stale while trading: degraded, with a Warning.
+    let p = run(&reported(again.clone(), 3, ("False", "StaleMarketData")), Some(&sts), Some(&up), 3);
+    assert_eq!((p.status.phase, reasons(&p)), (Some(SessionPhase::Degraded), vec!["StaleMarketData"]));
     // The heartbeat goes silent: lost, with a Warning; then back: recovered.
     let p = run(&again, Some(&sts), Some(&up), 4);
     assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Degraded), ("False", "HeartbeatLost")));
@@ -184,6 +191,30 @@ fn a_missing_credentials_secret_gives_no_pod_until_it_exists() {
     let stuck = pod(waiting("CreateContainerConfigError", "secret \"binance-credentials\" not found"));
     let p = run(&s, Some(&sts), Some(&stuck), 1);
     assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Failed), ("False", "CredentialsMissing")));
+    // An agent that keeps failing says why, from the end of its log.
+    let mut crashing = pod(waiting("CrashLoopBackOff", "back-off 40s restarting failed container"));
+    if let Some(c) =
+        crashing.status.as_mut().and_then(|s| s.container_statuses.as_mut()).and_then(|c| c.first_mut())
+    {
+        c.last_state = Some(ContainerState {
+            terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                exit_code: 1,
+                message: Some("error: the store's schema is newer than this kuant knows".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let p = run(&s, Some(&sts), Some(&crashing), 1);
+    assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Failed), ("False", "CrashLoopBackOff")));
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("exit code 1: error: the store's schema is newer")),
+        "{:?}",
+        p.status.message
+    );
     let pull = pod(waiting("ImagePullBackOff", "back-off pulling"));
     assert_eq!(ready(&run(&s, Some(&sts), Some(&pull), 1)), ("False", "ImagePullBackOff"));
 }
