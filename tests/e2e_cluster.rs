@@ -685,6 +685,7 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
             // agent reads from the API server.
             .env("KUANT_SESSION", kuant_operator::session::children::handed_over(&created).expect("JSON"))
             .env_remove("KUANT_DATABASE_URL")
+            .env("KUANT_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -926,45 +927,79 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
     .await;
     assert_eq!(phase(&refused).as_deref(), Some("Failed"));
 
-    // A paper session and a live one on the simulator.
-    sessions
-        .create(&PostParams::default(), &sim_session("paper", &namespace, &url, false, "sim-keys"))
-        .await
-        .expect("created");
-    let live = sessions
-        .create(&PostParams::default(), &sim_session("live", &namespace, &url, true, "sim-keys"))
-        .await
-        .expect("created");
-    for name in ["paper", "live"] {
+    // A paper session on the simulator's market data: it trades, its fills are stored, and its
+    // agent serves its metrics. (Pods on the test node share this machine's network, so only one
+    // agent at a time can listen on the metrics port: the sessions run one after the other.)
+    let store = kuant_store::Store::open(&store_url).await.expect("the store");
+    let trading = |name: &'static str| async move {
         let s = eventually(&format!("{name} Trading"), Duration::from_secs(120), || async move {
             get(name).await.filter(|s| phase(s).as_deref() == Some("Trading"))
         })
         .await;
         assert_eq!(session_condition(&s, "Ready"), Some(("True".into(), "Trading".into())), "{name}");
-    }
+        s
+    };
+    let fills = |name: &'static str| {
+        let (store, run) = (store.clone(), format!("{namespace}/{name}"));
+        async move {
+            eventually(&format!("fills of {run} in the store"), Duration::from_secs(120), || {
+                let (store, run) = (store.clone(), run.clone());
+                async move { store.fills_of_run(&run).await.ok().filter(|f| !f.is_empty()) }
+            })
+            .await
+        }
+    };
+    let paper = sessions
+        .create(&PostParams::default(), &sim_session("paper", &namespace, &url, false, "sim-keys"))
+        .await
+        .expect("created");
+    trading("paper").await;
+    fills("paper").await;
+    let metrics = tokio::task::spawn_blocking(|| {
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9090").expect("the agent's metrics port");
+        use std::io::{Read, Write};
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").expect("sent");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read");
+        text
+    })
+    .await
+    .expect("scraped");
+    let series = format!("kuant_session_fills_total{{session=\"{namespace}/paper\"}}");
+    assert!(
+        metrics.contains(&series) && metrics.contains("kuant_session_market_data_age_seconds"),
+        "{metrics}"
+    );
+    let paper_pod =
+        format!("{}-0", kuant_operator::names::session_agent("paper", &paper.uid().expect("uid")));
+    sessions.delete("paper", &DeleteParams::background()).await.expect("deleted");
+    eventually("the paper agent's pod to go", Duration::from_secs(90), || async {
+        pods.get_opt(&paper_pod).await.ok().and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+
+    // A live session: one StatefulSet of one pod, fills in the store, a stop resting on the
+    // simulator.
+    let live = sessions
+        .create(&PostParams::default(), &sim_session("live", &namespace, &url, true, "sim-keys"))
+        .await
+        .expect("created");
+    trading("live").await;
     let child = kuant_operator::names::session_agent("live", &live.uid().expect("uid"));
     let set = sets.get(&child).await.expect("the live session's StatefulSet");
     assert_eq!(set.spec.as_ref().and_then(|s| s.replicas), Some(1));
     assert_eq!(set.owner_references()[0].kind, "TradingSession");
     let managed = ListParams::default().labels("app.kubernetes.io/component=session");
     let all_sets = sets.list(&managed).await.expect("listed").items;
-    assert_eq!(all_sets.len(), 2, "one StatefulSet per running session, none for the refused");
-    assert!(pods.get_opt("live-keyless").await.expect("read").is_none());
+    assert!(
+        all_sets.iter().all(|s| !s.name_any().starts_with("live-keyless")),
+        "no StatefulSet for the session without its Secret"
+    );
     assert!(
         pods.list(&managed).await.expect("listed").items.iter().all(|p| !p.name_any().contains("keyless")),
         "no pod for the session without its Secret"
     );
-
-    // Trading: fills in the store (both sessions), a stop resting on the simulator (the live one).
-    let store = kuant_store::Store::open(&store_url).await.expect("the store");
-    for run in [format!("{namespace}/paper"), format!("{namespace}/live")] {
-        let store = store.clone();
-        eventually(&format!("fills of {run} in the store"), Duration::from_secs(120), || {
-            let (store, run) = (store.clone(), run.clone());
-            async move { store.fills_of_run(&run).await.ok().filter(|f| !f.is_empty()) }
-        })
-        .await;
-    }
+    fills("live").await;
     eventually("a protective stop on the simulator", Duration::from_secs(120), || async {
         (open_on_sim().await > 0 && open_on_sim().await != usize::MAX).then_some(())
     })
@@ -1027,9 +1062,7 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
         pods.get_opt(&format!("{child}-0")).await.ok().and_then(|p| p.is_none().then_some(()))
     })
     .await;
-    for name in ["paper", "live-keyless"] {
-        sessions.delete(name, &DeleteParams::background()).await.expect("deleted");
-    }
+    sessions.delete("live-keyless", &DeleteParams::background()).await.expect("deleted");
     eventually("every session gone", Duration::from_secs(90), || async {
         sessions.list(&ListParams::default()).await.ok().filter(|l| l.items.is_empty()).map(|_| ())
     })

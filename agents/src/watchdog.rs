@@ -66,6 +66,11 @@ impl Watchdog {
         self.health
     }
 
+    /// When the last stream message came (its receipt time), if one has.
+    pub fn last_message_ms(&self) -> Option<i64> {
+        self.last_message_ms
+    }
+
     /// Whether an intent may be decided: only on healthy data.
     pub fn may_trade(&self) -> bool {
         self.health == Health::Healthy

@@ -140,6 +140,8 @@ pub struct Snapshot {
     pub suspended: bool,
     /// Orders may not leave: the trader does not hold its session's trading Lease.
     pub no_lease: bool,
+    /// When its last market-data message came (wall clock, ms).
+    pub last_market_data_ms: Option<i64>,
 }
 
 impl Snapshot {
@@ -158,6 +160,7 @@ impl Snapshot {
             halted: desk.halted().map(|h| format!("{}: {h}", h.reason())),
             suspended: trader.suspended(),
             no_lease: !trader.gate_open(),
+            last_market_data_ms: trader.last_market_data_ms(),
         }
     }
 }

@@ -38,6 +38,42 @@ pub struct View {
     pub holds: Vec<String>,
     /// The session is being deleted: its orders are cancelled and none placed.
     pub deleting: bool,
+    /// Orders by outcome and blocked trades by reason.
+    pub tally: Tally,
+}
+
+/// Orders by how they ended and blocked trades by reason, counted from the traders' steps (what
+/// the agent's `/metrics` serves).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Orders by outcome: `submitted`, `filled`, `canceled`, `rejected`, `expired`.
+    pub outcomes: std::collections::BTreeMap<&'static str, u64>,
+    /// Blocked trades by reason (e.g. `stale_market_data`).
+    pub blocked: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// Counts `step`.
+    pub fn count(&mut self, step: &crate::trader::Step) {
+        use crate::trader::Step;
+        use kuant_exchanges::OrderStatus;
+        let outcome = match step {
+            Step::Submitted(_) => "submitted",
+            Step::Order(order) => match order.status {
+                OrderStatus::Filled => "filled",
+                OrderStatus::Canceled => "canceled",
+                OrderStatus::Rejected => "rejected",
+                OrderStatus::Expired => "expired",
+                _ => return,
+            },
+            Step::Blocked { reason, .. } => {
+                *self.blocked.entry(reason.clone()).or_default() += 1;
+                return;
+            }
+            _ => return,
+        };
+        *self.outcomes.entry(outcome).or_default() += 1;
+    }
 }
 
 fn condition(
@@ -280,6 +316,7 @@ mod tests {
             halted: None,
             suspended: false,
             no_lease: false,
+            last_market_data_ms: None,
         }
     }
 

@@ -404,6 +404,11 @@ impl<E: Exchange> Trader<E> {
         self.watchdog.may_trade()
     }
 
+    /// When the last market-data message came (wall clock, ms), if one has.
+    pub fn last_market_data_ms(&self) -> Option<i64> {
+        self.watchdog.last_message_ms()
+    }
+
     /// Whether the kill switch is on.
     pub fn suspended(&self) -> bool {
         self.suspended

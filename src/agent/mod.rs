@@ -2,4 +2,5 @@
 
 pub mod backtest;
 pub mod lease;
+pub mod metrics;
 pub mod session;

@@ -14,6 +14,8 @@
 //!   `counters`, the conditions `MarketDataHealthy`, `Trading`, `Halted`, `Degraded`; see
 //!   `kuant_runtime::status` for who owns which field) by server-side apply as `kuant-agent`,
 //!   every 5 s and at once when a condition changes.
+//! - **Metrics** at `/metrics` on `KUANT_METRICS_ADDR` (default `0.0.0.0:9090`; see
+//!   [`super::metrics`]).
 //! - **Events** go to stdout, one JSON object per line (the pod's log), as `kuant session -o json`.
 //! - **Holds and deletion**: `status.holds` (requests from outside to stop trading, written by
 //!   the operator) and the deletion timestamp work as the kill switch does, within 2 s of the
@@ -53,6 +55,10 @@ pub const API_KEY_FILE: &str = "apiKey";
 pub const API_SECRET_FILE: &str = "apiSecret";
 /// Environment variable with the pod's name: the agent's identity in its trading Lease.
 pub const ENV_POD_NAME: &str = "KUANT_POD_NAME";
+/// Environment variable: where `/metrics` is served.
+pub const ENV_METRICS_ADDR: &str = "KUANT_METRICS_ADDR";
+/// Where `/metrics` is served by default (the port the operator's headless Service names).
+pub const METRICS_ADDR: &str = "0.0.0.0:9090";
 /// Field manager of the agent's status writes.
 const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
@@ -97,6 +103,7 @@ pub fn run() -> ExitCode {
     runtime.block_on(async move {
         let (view_tx, view_rx) = watch::channel(View::default());
         let mut gate = None;
+        let mut followed = None;
         let switch_rx = match (
             Client::try_default().await,
             manifest.metadata.name.clone(),
@@ -119,8 +126,9 @@ pub fn run() -> ExitCode {
                 gate = Some(trading_lease(client.clone(), &namespace, &name).await);
                 let (switch_tx, switch_rx) = watch::channel(control.stops());
                 let (control_tx, control_rx) = watch::channel(control);
+                followed = Some(control_rx.clone());
                 tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx));
-                tokio::spawn(write_status(api, name, control_rx, view_rx, HEARTBEAT));
+                tokio::spawn(write_status(api, name, control_rx, view_rx.clone(), HEARTBEAT));
                 switch_rx
             }
             (client, _, _) => {
@@ -132,6 +140,12 @@ pub fn run() -> ExitCode {
                 watch::channel(manifest.spec.suspend).1
             }
         };
+        let session = format!(
+            "{}/{}",
+            manifest.metadata.namespace.as_deref().unwrap_or("local"),
+            manifest.metadata.name.as_deref().unwrap_or("session")
+        );
+        serve_metrics(&session, view_rx, followed, gate.clone(), manifest.spec.suspend).await;
         let hooks = Hooks {
             credentials,
             suspend: Some(switch_rx),
@@ -143,6 +157,37 @@ pub fn run() -> ExitCode {
         };
         run_session(&args, manifest, hooks).await
     })
+}
+
+/// Serves `/metrics` on `KUANT_METRICS_ADDR` (default [`METRICS_ADDR`]); an address that cannot
+/// be bound is logged, and the session trades all the same.
+async fn serve_metrics(
+    session: &str,
+    views: watch::Receiver<View>,
+    control: Option<watch::Receiver<Control>>,
+    gate: Option<watch::Receiver<bool>>,
+    suspend: bool,
+) {
+    let addr =
+        std::env::var(ENV_METRICS_ADDR).ok().filter(|a| !a.is_empty()).unwrap_or_else(|| METRICS_ADDR.into());
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve /metrics; trading without them");
+            return;
+        }
+    };
+    tracing::info!(addr = %listener.local_addr().map_or(addr, |a| a.to_string()), "serving /metrics");
+    let switches = move || {
+        let now = control.as_ref().map(|c| c.borrow().clone());
+        super::metrics::Switches {
+            suspended: now.as_ref().map_or(suspend, |c| c.suspend || c.deleting),
+            holds: now.as_ref().map_or(0, |c| c.holds.len()),
+            leased: gate.as_ref().is_none_or(|g| *g.borrow()),
+        }
+    };
+    let metrics = std::sync::Arc::new(super::metrics::SessionMetrics::new(session));
+    tokio::spawn(super::metrics::serve(listener, metrics, views, switches));
 }
 
 /// What the agent follows of its TradingSession, besides the spec it was handed.

@@ -498,6 +498,7 @@ struct StatusLine {
     budget: Decimal,
     snapshots: Vec<Snapshot>,
     counters: Counters,
+    tally: kuant_runtime::status::Tally,
     last_event: String,
     last_draw: Option<Instant>,
 }
@@ -512,6 +513,7 @@ impl StatusLine {
             budget,
             snapshots,
             counters: Counters::default(),
+            tally: kuant_runtime::status::Tally::default(),
             last_event: "starting".into(),
             last_draw: None,
         }
@@ -524,6 +526,7 @@ impl StatusLine {
             snapshots: self.snapshots.clone(),
             counters: self.counters,
             store_error,
+            tally: self.tally.clone(),
             ..Default::default()
         }
     }
@@ -543,6 +546,7 @@ impl StatusLine {
         }
         for n in &report.notes {
             self.counters.count(&n.step);
+            self.tally.count(&n.step);
         }
         // Only the last event is shown.
         if let (Some(n), Some(desk)) = (report.notes.last(), self.desks.get(report.trader)) {
