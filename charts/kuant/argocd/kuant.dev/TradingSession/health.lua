@@ -64,10 +64,39 @@ if obj.spec ~= nil and obj.spec.suspend == true then
   return hs
 end
 
+local ready = getCondition(status.conditions, "Ready")
+
+-- Refused by the operator (live without acknowledgement or credentials, a Secret another
+-- live session trades with) or an agent that cannot run.
+if status.phase == "Failed" then
+  hs.status = "Degraded"
+  hs.message = explain(ready, status.message or "Session failed")
+  return hs
+end
+
+-- The agent stopped reporting: nobody can tell whether it still trades.
+if ready ~= nil and ready.reason == "HeartbeatLost" then
+  hs.status = "Degraded"
+  hs.message = explain(ready, "Heartbeat lost")
+  return hs
+end
+
+-- A risk limit, a recovery mismatch or a hold from outside (reason Held) stopped trading.
 local halted = getCondition(status.conditions, "Halted")
 if isTrue(halted) then
   hs.status = "Degraded"
   hs.message = explain(halted, "Trading halted")
+  return hs
+end
+
+-- Starting: the agent waits for its pod, its first market data or its trading Lease.
+if status.phase == nil or status.phase == "Pending" or status.phase == "Starting" then
+  hs.status = "Progressing"
+  if ready ~= nil and nonEmpty(ready.message) then
+    hs.message = ready.message
+  else
+    hs.message = "Waiting for the session to start"
+  end
   return hs
 end
 
@@ -78,23 +107,12 @@ if isTrue(degraded) then
   return hs
 end
 
-local ready = getCondition(status.conditions, "Ready")
 if isTrue(ready) then
   hs.status = "Healthy"
   if nonEmpty(ready.message) then
     hs.message = ready.message
   else
     hs.message = "Ready"
-  end
-  return hs
-end
-
-if status.phase == "Failed" then
-  hs.status = "Degraded"
-  if nonEmpty(status.message) then
-    hs.message = status.message
-  else
-    hs.message = explain(ready, "Session failed")
   end
   return hs
 end
