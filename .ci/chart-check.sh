@@ -46,7 +46,7 @@ KUBE_VERSIONS=(1.33.0 1.37.0)
 # instances of them.
 CUSTOM_KINDS='Backtest|TradingSession|Reconciliation'
 # Kinds for which kubernetes-validate has no schema and that we render on purpose.
-UNVALIDATED_KINDS='ServiceMonitor'
+UNVALIDATED_KINDS='ServiceMonitor|PodMonitor|PrometheusRule'
 
 # Keep helm's config, cache and plugins out of $HOME.
 export HELM_CACHE_HOME=$CACHE/helm/cache
@@ -177,7 +177,10 @@ run "$HELM" version --short
 run "$KV" --version
 
 DEFAULT_VALUES=()
-ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set database.existingSecret=db --set opsApi.tokens.existingSecret=tok)
+ALT_VALUES=(--set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true
+  --set metrics.prometheusRule.enabled=true --set database.existingSecret=db --set opsApi.tokens.existingSecret=tok
+  --set networkPolicy.enabled=true --set 'networkPolicy.apiServer.cidrs={10.0.0.1/32}'
+  --set 'networkPolicy.store.cidrs={10.1.0.0/16}')
 PG_VALUES=(--set postgresql.enabled=true)
 
 step "helm lint"
@@ -187,7 +190,8 @@ run "$HELM" lint --strict "$CHART" "${PG_VALUES[@]}"
 
 step "values.schema.json rejects bad values"
 for bad in logLevel=loud image.pullPolicy=Sometimes operator.bogus=1 opsApi.service.port=0 \
-  operator.resources.limits.cpu=lots postgresql.enabled=maybe postgresql.storage=lots postgresql.bogus=1; do
+  operator.resources.limits.cpu=lots postgresql.enabled=maybe postgresql.storage=lots postgresql.bogus=1 \
+  networkPolicy.bogus=1 'networkPolicy.exchange.cidrs={anywhere}' metrics.prometheusRule.staleFor=soon; do
   if "$HELM" lint --strict "$CHART" --set "$bad" >"$OUT/lint-bad.log" 2>&1; then
     fail "helm lint accepted --set $bad"
   fi
@@ -229,7 +233,8 @@ for set in default alt postgresql; do
   step "helm template ($set values) + kubernetes-validate"
   case $set in
     default) values=("${DEFAULT_VALUES[@]}") ;;
-    alt) values=("${ALT_VALUES[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor) ;;
+    alt) values=("${ALT_VALUES[@]}" --api-versions monitoring.coreos.com/v1/ServiceMonitor
+      --api-versions monitoring.coreos.com/v1/PodMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule) ;;
     postgresql) values=("${PG_VALUES[@]}") ;;
   esac
   rendered=$OUT/$set.yaml
@@ -380,8 +385,9 @@ if value_set == "default":
             problems.append(f"the ops API may read only its own token Secret {own}: {secret_rules}")
         if any(set(r["verbs"]) - {"get", "create"} for r in secret_rules):
             problems.append(f"the ops API may only get and create its token Secret: {secret_rules}")
-    if "ServiceMonitor" in kinds:
-        problems.append("ServiceMonitor rendered although metrics.serviceMonitor.enabled is false")
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"):
+        if kind in kinds:
+            problems.append(f"{kind} rendered although it is opt-in")
     if "KUANT_DATABASE_URL" in ops_env or agent_secret:
         problems.append("a database URL is set without database.existingSecret or postgresql.enabled")
     if secrets or statefulsets:
@@ -389,6 +395,24 @@ if value_set == "default":
 elif value_set == "alt":
     if "ServiceMonitor" not in kinds:
         problems.append("no ServiceMonitor with metrics.serviceMonitor.enabled=true")
+    # The session agents' PodMonitor, their alerts and the agents' NetworkPolicies.
+    monitors = [d for d in docs if d["kind"] == "PodMonitor"]
+    if len(monitors) != 1 or monitors[0]["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") != "session" \
+            or monitors[0]["spec"]["podMetricsEndpoints"][0]["port"] != "metrics":
+        problems.append(f"one PodMonitor of the session agents' metrics port: {monitors}")
+    alerts = {r.get("alert") for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]}
+    if alerts != {"KuantSessionMarketDataStale", "KuantSessionHalted", "KuantSessionHeartbeatLost"}:
+        problems.append(f"the PrometheusRule must alert on stale data, a halt and a lost heartbeat: {alerts}")
+    policies = {d["metadata"]["name"].rsplit("-", 2)[-2]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    if set(policies) != {"session", "backtest"}:
+        problems.append(f"NetworkPolicies for the session and backtest agents: {sorted(policies)}")
+    else:
+        def egress_cidrs(spec):
+            return {b["ipBlock"]["cidr"] for rule in spec.get("egress", []) for b in rule.get("to", []) if "ipBlock" in b}
+        if egress_cidrs(policies["session"]) != {"10.0.0.1/32", "10.1.0.0/16", "0.0.0.0/0"}:
+            problems.append(f"a session agent reaches the API server, the store and its exchange only: {egress_cidrs(policies['session'])}")
+        if egress_cidrs(policies["backtest"]) != {"10.0.0.1/32", "10.1.0.0/16"}:
+            problems.append(f"a backtest agent reaches the API server and the store only: {egress_cidrs(policies['backtest'])}")
     if store_secret(ops_env) != "db" or agent_secret != "db":
         problems.append(f"database.existingSecret=db must reach the ops API and the agents: {store_secret(ops_env)}, {agent_secret}")
     if secrets or statefulsets:

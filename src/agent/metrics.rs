@@ -49,6 +49,8 @@ pub struct Switches {
     pub holds: usize,
     /// This agent holds the trading Lease.
     pub leased: bool,
+    /// When the agent last wrote its status (its heartbeat), wall clock ms.
+    pub heartbeat_ms: Option<i64>,
 }
 
 /// The metrics of one session.
@@ -68,6 +70,7 @@ pub struct SessionMetrics {
     suspended: Gauge,
     holds: Gauge,
     leased: Gauge,
+    heartbeat: FloatGauge,
 }
 
 /// Raises `counter` to `total` (counters only grow; the view carries totals).
@@ -96,6 +99,7 @@ impl SessionMetrics {
             suspended: Gauge::default(),
             holds: Gauge::default(),
             leased: Gauge::default(),
+            heartbeat: FloatGauge::default(),
         };
         let m = &metrics;
         registry.register("equity", "Cash plus positions at market, in the quote asset", m.equity.clone());
@@ -135,6 +139,11 @@ impl SessionMetrics {
             "trading_lease",
             "1 while this agent holds the session's trading Lease",
             m.leased.clone(),
+        );
+        registry.register(
+            "last_heartbeat_timestamp_seconds",
+            "When the agent last wrote its status (every 5 s); 0 before the first",
+            m.heartbeat.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -176,6 +185,7 @@ impl SessionMetrics {
         self.suspended.set(i64::from(switches.suspended));
         self.holds.set(i64::try_from(switches.holds).unwrap_or(i64::MAX));
         self.leased.set(i64::from(switches.leased));
+        self.heartbeat.set(switches.heartbeat_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
     }
 
     /// The metrics in Prometheus' text format.
@@ -237,7 +247,7 @@ mod tests {
         view.tally.outcomes.insert("filled", 3);
         view.tally.blocked.insert("stale_market_data".into(), 4);
         view.counters.fills = 3;
-        metrics.update(&view, Switches { suspended: false, holds: 0, leased: true }, 12_500);
+        metrics.update(&view, Switches { suspended: false, holds: 0, leased: true, heartbeat_ms: Some(12_000) }, 12_500);
         let text = metrics.encode();
         for line in [
             "kuant_session_equity{session=\"desk/btc\"} 1000.0",
@@ -248,12 +258,13 @@ mod tests {
             "kuant_session_fills_total{session=\"desk/btc\"} 3",
             "kuant_session_trading_lease{session=\"desk/btc\"} 1",
             "kuant_session_halted{session=\"desk/btc\"} 0",
+            "kuant_session_last_heartbeat_timestamp_seconds{session=\"desk/btc\"} 12.0",
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
         // Totals only grow: a later view with more adds the difference.
         view.tally.outcomes.insert("filled", 5);
-        metrics.update(&view, Switches { suspended: true, holds: 1, leased: true }, 13_000);
+        metrics.update(&view, Switches { suspended: true, holds: 1, leased: true, heartbeat_ms: None }, 13_000);
         let text = metrics.encode();
         assert!(
             text.contains("kuant_session_orders_total{session=\"desk/btc\",outcome=\"filled\"} 5"),

@@ -104,6 +104,8 @@ pub fn run() -> ExitCode {
         let (view_tx, view_rx) = watch::channel(View::default());
         let mut gate = None;
         let mut followed = None;
+        // When the status was last written (the heartbeat), for /metrics.
+        let beat = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let switch_rx = match (
             Client::try_default().await,
             manifest.metadata.name.clone(),
@@ -128,7 +130,7 @@ pub fn run() -> ExitCode {
                 let (control_tx, control_rx) = watch::channel(control);
                 followed = Some(control_rx.clone());
                 tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx));
-                tokio::spawn(write_status(api, name, control_rx, view_rx.clone(), HEARTBEAT));
+                tokio::spawn(write_status(api, name, control_rx, view_rx.clone(), HEARTBEAT, beat.clone()));
                 switch_rx
             }
             (client, _, _) => {
@@ -145,7 +147,7 @@ pub fn run() -> ExitCode {
             manifest.metadata.namespace.as_deref().unwrap_or("local"),
             manifest.metadata.name.as_deref().unwrap_or("session")
         );
-        serve_metrics(&session, view_rx, followed, gate.clone(), manifest.spec.suspend).await;
+        serve_metrics(&session, view_rx, followed, gate.clone(), manifest.spec.suspend, beat).await;
         let hooks = Hooks {
             credentials,
             suspend: Some(switch_rx),
@@ -167,6 +169,7 @@ async fn serve_metrics(
     control: Option<watch::Receiver<Control>>,
     gate: Option<watch::Receiver<bool>>,
     suspend: bool,
+    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) {
     let addr =
         std::env::var(ENV_METRICS_ADDR).ok().filter(|a| !a.is_empty()).unwrap_or_else(|| METRICS_ADDR.into());
@@ -184,6 +187,7 @@ async fn serve_metrics(
             suspended: now.as_ref().map_or(suspend, |c| c.suspend || c.deleting),
             holds: now.as_ref().map_or(0, |c| c.holds.len()),
             leased: gate.as_ref().is_none_or(|g| *g.borrow()),
+            heartbeat_ms: Some(beat.load(std::sync::atomic::Ordering::Relaxed)).filter(|ms| *ms > 0),
         }
     };
     let metrics = std::sync::Arc::new(super::metrics::SessionMetrics::new(session));
@@ -292,6 +296,7 @@ async fn write_status(
     mut control: watch::Receiver<Control>,
     mut views: watch::Receiver<View>,
     heartbeat: Duration,
+    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) {
     let mut previous: Vec<Condition> = Vec::new();
     let mut previous_open: Option<u32> = None;
@@ -332,6 +337,7 @@ async fn write_status(
             Ok(_) => {
                 previous = status.conditions;
                 previous_open = status.open_orders;
+                beat.store(jiff::Timestamp::now().as_millisecond(), std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the session's status could not be written; the next heartbeat tries again")
@@ -407,6 +413,7 @@ mod tests {
             watch::channel(Control { generation: Some(3), ..Control::default() }).1,
             rx,
             Duration::from_secs(5),
+            std::sync::Arc::default(),
         ));
         tx.send_replace(view(true));
         let mut seen = Vec::new();

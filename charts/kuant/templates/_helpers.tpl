@@ -131,3 +131,40 @@ password-free one the chart makes for its bundled PostgreSQL.
 {{- printf "%s-database" (include "kuant.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Egress every agent needs: DNS, the API server, the store.
+*/}}
+{{- define "kuant.networkPolicy.common" -}}
+{{- $np := .Values.networkPolicy -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- with $np.apiServer.cidrs }}
+- to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ $np.apiServer.port }}
+      protocol: TCP
+{{- end }}
+{{- if or $np.store.cidrs $.Values.postgresql.enabled }}
+- to:
+    {{- range $np.store.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- if $.Values.postgresql.enabled }}
+    - podSelector:
+        matchLabels:
+          app.kubernetes.io/component: postgresql
+    {{- end }}
+  ports:
+    - port: {{ $np.store.port }}
+      protocol: TCP
+{{- end }}
+{{- end }}
