@@ -117,6 +117,33 @@ impl Cluster {
         api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|e| refused(e, &what))
     }
 
+    /// Sets the annotation `kuant.dev/resume-at` of TradingSession `namespace/name` to `at` by
+    /// server-side apply: the operator clears the holds placed at or before it, and the agent
+    /// lifts the halts that began at or before it. The user's spec is never touched.
+    pub async fn resume_session(
+        &self,
+        namespace: &str,
+        name: &str,
+        at: &str,
+    ) -> Result<TradingSession, ApiError> {
+        let what = format!("trading session {namespace}/{name}");
+        let api = Api::<TradingSession>::namespaced(self.client.clone(), namespace);
+        let body = serde_json::json!({
+            "apiVersion": TradingSession::api_version(&()),
+            "kind": TradingSession::kind(&()),
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": { kuant_crds::session::ANNOTATION_RESUME_AT: at },
+            },
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if api.get_opt(name).await.map_err(|e| refused(e, &what))?.is_none() {
+            return Err(ApiError::not_found(format!("no {what}")));
+        }
+        api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|e| refused(e, &what))
+    }
+
     async fn get<K>(&self, namespace: &str, name: &str, kind: &str) -> Result<Option<K>, ApiError>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>

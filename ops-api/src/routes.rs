@@ -15,7 +15,8 @@ use crate::launch::Created;
 use crate::live::Stats;
 use crate::market::{Candle, Tick, Usage};
 use crate::sessions::{
-    Block, DailyReport, Fill, Order, Portfolio, Position, Risk, SuspendRequest, Suspended,
+    Block, DailyReport, Fill, Order, Portfolio, Position, ResumeRequest, Resumed, Risk, SuspendRequest,
+    Suspended,
 };
 use crate::{AppState, backtests, events, launch, live, market, sessions};
 
@@ -315,6 +316,15 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .body::<SuspendRequest>()
         .json::<Suspended>(),
+        endpoint(
+            M::POST,
+            "/api/v1/sessions/{namespace}/{name}/resume",
+            Access::Token(Role::Admin),
+            "A human resumes a halted or held session: sets the annotation kuant.dev/resume-at (default now); the operator clears the holds placed before it and the agent lifts the halts begun before it (needs --cluster).",
+            post(sessions::resume),
+        )
+        .body::<ResumeRequest>()
+        .json::<Resumed>(),
         endpoint(
             M::GET,
             "/api/v1/market/candles",

@@ -234,6 +234,67 @@ pub async fn suspend(
     Ok(Json(Suspended { id: format!("{namespace}/{name}"), suspend: session.spec.suspend }))
 }
 
+/// The body of a resume request.
+#[derive(Debug, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// Clear the holds placed, and lift the halts begun, at or before this RFC 3339 time;
+    /// default: now.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// What a resume answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Resumed {
+    /// `namespace/name`.
+    pub id: String,
+    /// The annotation `kuant.dev/resume-at` as the API server now holds it.
+    pub resume_at: String,
+    /// The holds the session had when resumed (the operator clears those placed at or before
+    /// `resume_at` within seconds).
+    pub holds: Vec<String>,
+}
+
+/// `POST /api/v1/sessions/{namespace}/{name}/resume` (admin), body `{}` or `{"at": "…"}`: a
+/// human resumes a halted or held session, through the annotation `kuant.dev/resume-at` (never
+/// by rewriting the spec, so GitOps tools see no drift).
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Id,
+    params: Params,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Resumed>, ApiError> {
+    params.finish()?;
+    let request: ResumeRequest = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => ResumeRequest::default(),
+        _ => crate::error::json_body(body)?,
+    };
+    let at = match request.at.as_deref() {
+        None => k8s_openapi::jiff::Timestamp::now(),
+        Some(text) => text.parse::<k8s_openapi::jiff::Timestamp>().map_err(|e| {
+            ApiError::invalid_body(vec![crate::error::FieldError {
+                field: "at".to_owned(),
+                message: format!("{text:?} is not an RFC 3339 time like 2026-12-07T10:00:00Z: {e}"),
+            }])
+        })?,
+    };
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::not_available(
+            "this ops API runs without --cluster: trading sessions are resumed through the Kubernetes API server",
+        ));
+    };
+    let at = at.to_string();
+    let session = cluster.resume_session(&namespace, &name, &at).await?;
+    tracing::warn!(namespace, name, resume_at = %at, "a trading session resumed by a human");
+    let holds = session.status.map(|s| s.holds).unwrap_or_default();
+    Ok(Json(Resumed {
+        id: format!("{namespace}/{name}"),
+        resume_at: at,
+        holds: holds.into_iter().map(|h| format!("{}: {}: {}", h.source, h.reason, h.message)).collect(),
+    }))
+}
+
 /// `GET /api/v1/sessions/{namespace}/{name}/positions`
 pub async fn positions(
     State(state): State<Arc<AppState>>,

@@ -292,6 +292,15 @@ async fn bad_bodies_and_small_roles_are_4xx_naming_the_field_never_a_500() {
     assert_eq!(r.status, 400, "{}", r.text);
     let r = post(addr, suspend, Some(ADMIN), "{\"suspend\": true}").await;
     assert_eq!((r.status, r.body["code"].as_str()), (501, Some("not_available")), "{}", r.text);
+
+    // So is a resume; its time must be one.
+    let resume = "/api/v1/sessions/desk/paper-btc/resume";
+    let r = post(addr, resume, Some(TRADER), "{}").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = post(addr, resume, Some(ADMIN), "{\"at\": \"yesterday\"}").await;
+    assert_eq!((r.status, r.body["details"][0]["field"].as_str()), (422, Some("at")), "{}", r.text);
+    let r = post(addr, resume, Some(ADMIN), "").await;
+    assert_eq!((r.status, r.body["code"].as_str()), (501, Some("not_available")), "{}", r.text);
 }
 
 // ---- With --cluster: a mocked API server ----
@@ -378,6 +387,28 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
             ..expect(Method::PATCH, format!("{SESSIONS}/paper-btc"), (StatusCode::OK, created))
         },
         expect(Method::GET, format!("{SESSIONS}/nope"), status(404, "NotFound", "not found")),
+        // A resume: the annotation only, forced, never the spec.
+        expect(Method::GET, format!("{SESSIONS}/paper-btc"), (StatusCode::OK, paper_session())),
+        Expect {
+            check: Box::new(|query, body| {
+                assert!(
+                    query.contains("fieldManager=kuant-ops-api") && query.contains("force=true"),
+                    "{query}"
+                );
+                assert_eq!(body["metadata"]["annotations"]["kuant.dev/resume-at"], "2026-12-07T10:00:00Z");
+                assert!(body.get("spec").is_none(), "the spec is the user's: {body}");
+            }),
+            ..expect(
+                Method::PATCH,
+                format!("{SESSIONS}/paper-btc"),
+                (StatusCode::OK, {
+                    let mut held = paper_session();
+                    held["status"] = json!({"holds": [{"source": "reconciliation/main", "reason": "BalanceDrift",
+                    "message": "BTC off", "since": "2026-12-07T09:00:00Z"}]});
+                    held
+                }),
+            )
+        },
     ];
     let api_server = tokio::spawn(play(handle, script));
 
@@ -421,6 +452,16 @@ async fn with_a_cluster_backtests_are_created_and_read_and_sessions_switched_thr
     assert_eq!(r.body, json!({"id": "desk/paper-btc", "suspend": true}));
     let r = post(addr, "/api/v1/sessions/desk/nope/suspend", Some(ADMIN), "{\"suspend\": true}").await;
     assert_eq!(r.status, 404, "{}", r.text);
+    let r = post(
+        addr,
+        "/api/v1/sessions/desk/paper-btc/resume",
+        Some(ADMIN),
+        "{\"at\": \"2026-12-07T10:00:00Z\"}",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["resume_at"], "2026-12-07T10:00:00Z");
+    assert_eq!(r.body["holds"], json!(["reconciliation/main: BalanceDrift: BTC off"]));
 
     tokio::time::timeout(Duration::from_secs(10), api_server)
         .await

@@ -285,6 +285,10 @@ pub struct Trader<E: Exchange> {
     /// Orders may be placed only while this says true (the agent's trading Lease); `None`:
     /// always.
     gate: Option<tokio::sync::watch::Receiver<bool>>,
+    /// A human's resume: a halt that began at or before the time it carries (wall ms) is lifted.
+    resume: Option<tokio::sync::watch::Receiver<i64>>,
+    /// When the current halt began (wall ms).
+    halted_at_ms: Option<i64>,
 }
 
 impl<E: Exchange> Trader<E> {
@@ -327,6 +331,8 @@ impl<E: Exchange> Trader<E> {
             entry_chain: None,
             stop_due: false,
             gate: None,
+            resume: None,
+            halted_at_ms: None,
             entry_price: Decimal::ZERO,
             last_open_ms,
             last_price,
@@ -350,6 +356,15 @@ impl<E: Exchange> Trader<E> {
     #[must_use]
     pub fn with_gate(mut self, gate: tokio::sync::watch::Receiver<bool>) -> Self {
         self.gate = Some(gate);
+        self
+    }
+
+    /// A human resumes through `resume` (the TradingSession's annotation `kuant.dev/resume-at`,
+    /// as wall ms): each new value lifts a halt that began at or before it — a risk limit's or a
+    /// recovery mismatch's — but not one that came later.
+    #[must_use]
+    pub fn with_resume(mut self, resume: tokio::sync::watch::Receiver<i64>) -> Self {
+        self.resume = Some(resume);
         self
     }
 
@@ -519,6 +534,7 @@ impl<E: Exchange> Trader<E> {
     pub fn halt(&mut self, reason: &str, message: &str) {
         self.desk.halt(reason, message);
         let now = wall_ms();
+        self.halted_at_ms = Some(now);
         self.note_loose(
             now,
             Step::Halted { at_ms: now, reason: reason.to_owned(), message: message.to_owned() },
@@ -527,7 +543,24 @@ impl<E: Exchange> Trader<E> {
 
     /// A human resumes trading after a halt.
     pub fn resume(&mut self) {
+        self.halted_at_ms = None;
         self.desk.resume();
+    }
+
+    /// A human's resume at `at_ms`: lifts the halt if it began at or before then.
+    fn resume_from(&mut self, at_ms: i64) {
+        if self.desk.halted().is_none() {
+            return;
+        }
+        match self.halted_at_ms {
+            Some(since) if since > at_ms => {
+                tracing::warn!(since, at_ms, "a resume older than the halt: the halt stays");
+            }
+            _ => {
+                tracing::warn!(symbol = %self.plan.symbol, "trading resumed by a human");
+                self.resume();
+            }
+        }
     }
 
     /// Whether a protective stop should rest now and does not: a stop is asked for, the
@@ -664,6 +697,7 @@ impl<E: Exchange> Trader<E> {
         // any speed is judged as the market lived it; the watchdog keeps the wall clock.
         if let Some(halt) = self.desk.mark(&symbol, kline.close, kline.open_ms) {
             tracing::error!(symbol = %symbol, reason = halt.reason(), %halt, "trading halted");
+            self.halted_at_ms = Some(now_ms);
             let step =
                 Step::Halted { at_ms: now_ms, reason: halt.reason().to_owned(), message: halt.to_string() };
             self.note_loose(now_ms, step);
@@ -1036,10 +1070,20 @@ impl<E: Exchange> Trader<E> {
         tokio::pin!(stop);
         // A switch whose sender is gone stays where it is.
         let mut switch_alive = true;
+        let mut resume = self.resume.take();
         loop {
             let mut ticked = false;
             tokio::select! {
                 () = &mut stop => return Ok(()),
+                changed = async { resume.as_mut()?.changed().await.ok() }, if resume.is_some() => {
+                    match (changed, resume.as_mut()) {
+                        (Some(()), Some(r)) => {
+                            let at_ms = *r.borrow_and_update();
+                            self.resume_from(at_ms);
+                        }
+                        _ => resume = None,
+                    }
+                }
                 changed = suspend.changed(), if switch_alive => {
                     if changed.is_ok() {
                         let on = *suspend.borrow_and_update();

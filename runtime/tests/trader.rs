@@ -578,3 +578,36 @@ async fn orders_leave_only_while_the_trading_lease_is_held_and_never_once_it_is_
     assert!(refused(&steps) >= 1, "{steps:#?}");
     assert_eq!(state.orders_placed(), placed, "nothing reached the exchange after the Lease was lost");
 }
+
+/// Runs `trader` for half a second with `resume` sending `at_ms` (a human's resume), and hands
+/// it back.
+async fn resumed_at<E: Exchange + 'static>(trader: Trader<E>, at_ms: i64) -> Trader<E> {
+    let (resume_tx, resume_rx) = tokio::sync::watch::channel(0);
+    let trader = trader.with_resume(resume_rx);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(trader.run(
+        async {
+            let _ = stop_rx.await;
+        },
+        off(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    resume_tx.send_replace(at_ms);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(());
+    running.await.expect("the trader's task").expect("the trader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_humans_resume_lifts_a_halt_that_began_before_it_and_not_a_later_one() {
+    let (exchange, _state) = live(Speed::Times(1.0));
+    let mut trader = Trader::start(exchange, plan()).await.expect("started");
+    trader.halt("RecoveryMismatch", "BTC: the session holds 1, the exchange 0");
+    let halted_at = wall();
+    // A resume from before the halt (say, an old annotation) leaves it.
+    let trader = resumed_at(trader, halted_at - 60_000).await;
+    assert!(trader.desk().halted().is_some(), "an older resume does not lift a later halt");
+    // One from after it lifts it.
+    let trader = resumed_at(trader, wall()).await;
+    assert!(trader.desk().halted().is_none(), "resumed");
+}

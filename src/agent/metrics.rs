@@ -247,7 +247,11 @@ mod tests {
         view.tally.outcomes.insert("filled", 3);
         view.tally.blocked.insert("stale_market_data".into(), 4);
         view.counters.fills = 3;
-        metrics.update(&view, Switches { suspended: false, holds: 0, leased: true, heartbeat_ms: Some(12_000) }, 12_500);
+        metrics.update(
+            &view,
+            Switches { suspended: false, holds: 0, leased: true, heartbeat_ms: Some(12_000) },
+            12_500,
+        );
         let text = metrics.encode();
         for line in [
             "kuant_session_equity{session=\"desk/btc\"} 1000.0",
@@ -264,7 +268,11 @@ mod tests {
         }
         // Totals only grow: a later view with more adds the difference.
         view.tally.outcomes.insert("filled", 5);
-        metrics.update(&view, Switches { suspended: true, holds: 1, leased: true, heartbeat_ms: None }, 13_000);
+        metrics.update(
+            &view,
+            Switches { suspended: true, holds: 1, leased: true, heartbeat_ms: None },
+            13_000,
+        );
         let text = metrics.encode();
         assert!(
             text.contains("kuant_session_orders_total{session=\"desk/btc\",outcome=\"filled\"} 5"),

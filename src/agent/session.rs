@@ -17,6 +17,9 @@
 //! - **Metrics** at `/metrics` on `KUANT_METRICS_ADDR` (default `0.0.0.0:9090`; see
 //!   [`super::metrics`]).
 //! - **Events** go to stdout, one JSON object per line (the pod's log), as `kuant session -o json`.
+//! - **Resume**: a later time in the annotation `kuant.dev/resume-at` lifts the traders' halts
+//!   (a risk limit's, a recovery mismatch's) that began at or before it; the operator clears the
+//!   holds placed before it.
 //! - **Holds and deletion**: `status.holds` (requests from outside to stop trading, written by
 //!   the operator) and the deletion timestamp work as the kill switch does, within 2 s of the
 //!   change; holds show in `Halted` (reason `Held`), deletion in `Trading` (reason `Deleting`),
@@ -104,6 +107,7 @@ pub fn run() -> ExitCode {
         let (view_tx, view_rx) = watch::channel(View::default());
         let mut gate = None;
         let mut followed = None;
+        let mut resume = None;
         // When the status was last written (the heartbeat), for /metrics.
         let beat = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let switch_rx = match (
@@ -127,9 +131,13 @@ pub fn run() -> ExitCode {
                 };
                 gate = Some(trading_lease(client.clone(), &namespace, &name).await);
                 let (switch_tx, switch_rx) = watch::channel(control.stops());
+                // A resume annotated before this start was for an earlier life: only a later
+                // one counts.
+                let (resume_tx, resume_rx) = watch::channel(control.resume_at_ms.unwrap_or(0));
+                resume = Some(resume_rx);
                 let (control_tx, control_rx) = watch::channel(control);
                 followed = Some(control_rx.clone());
-                tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx));
+                tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx, resume_tx));
                 tokio::spawn(write_status(api, name, control_rx, view_rx.clone(), HEARTBEAT, beat.clone()));
                 switch_rx
             }
@@ -153,6 +161,7 @@ pub fn run() -> ExitCode {
             suspend: Some(switch_rx),
             status: Some(view_tx),
             gate,
+            resume,
             // SIGTERM (the pod deleted, rolled or evicted) cancels the open orders within the
             // grace period; the next pod recovers the positions from the store and the exchange.
             stop_keeps_orders: false,
@@ -205,6 +214,8 @@ struct Control {
     deleting: bool,
     /// `metadata.generation`.
     generation: Option<i64>,
+    /// The annotation `kuant.dev/resume-at`, as wall ms (a human's resume).
+    resume_at_ms: Option<i64>,
 }
 
 impl Control {
@@ -215,6 +226,13 @@ impl Control {
             holds: holds.iter().map(|h| format!("{}: {}: {}", h.source, h.reason, h.message)).collect(),
             deleting: session.metadata.deletion_timestamp.is_some(),
             generation: session.metadata.generation,
+            resume_at_ms: session
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(kuant_crds::session::ANNOTATION_RESUME_AT))
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond()),
         }
     }
 
@@ -264,6 +282,7 @@ async fn follow_session(
     name: String,
     control: watch::Sender<Control>,
     switch: watch::Sender<bool>,
+    resume: watch::Sender<i64>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
@@ -271,6 +290,13 @@ async fn follow_session(
         match event {
             Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
                 let now = Control::of(&s);
+                if let Some(at) = now.resume_at_ms {
+                    resume.send_if_modified(|last| {
+                        let later = at > *last;
+                        *last = (*last).max(at);
+                        later
+                    });
+                }
                 switch.send_if_modified(|on| {
                     let changed = *on != now.stops();
                     *on = now.stops();

@@ -143,6 +143,9 @@ pub struct Hooks {
     pub status: Option<watch::Sender<kuant_runtime::status::View>>,
     /// Orders leave only while this says true (the agent's trading Lease); `None`: always.
     pub gate: Option<watch::Receiver<bool>>,
+    /// A human's resume (the annotation `kuant.dev/resume-at`, wall ms): lifts the traders'
+    /// halts that began at or before it.
+    pub resume: Option<watch::Receiver<i64>>,
     /// SIGTERM and Ctrl-C stop the traders without the kill switch: a pod being replaced leaves
     /// its orders (and protective stops) on the exchange.
     pub stop_keeps_orders: bool,
@@ -328,6 +331,9 @@ impl Context<'_> {
         };
         if let Some(gate) = &self.hooks.gate {
             traders = traders.into_iter().map(|t| t.with_gate(gate.clone())).collect();
+        }
+        if let Some(resume) = &self.hooks.resume {
+            traders = traders.into_iter().map(|t| t.with_resume(resume.clone())).collect();
         }
         // A session that continues: the store and the exchange compared before any order.
         if let (Some(store), false) = (&self.store, self.in_process) {
