@@ -1032,6 +1032,38 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
         pod_before,
         "the kill switch does not roll the pod"
     );
+    // A hold from outside (as the Reconciliation controller will place one, in the operator's
+    // status field): the agent stops trading within 2 s and shows it in Halted; the resume
+    // annotation clears it.
+    let since = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(1);
+    let hold = serde_json::json!({
+        "apiVersion": "kuant.dev/v1alpha1", "kind": "TradingSession",
+        "status": {"holds": [{"source": "reconciliation/e2e", "reason": "BalanceDrift",
+                              "message": "BTC off by 0.1", "since": since.to_string()}]}
+    });
+    let held_at = Instant::now();
+    sessions
+        .patch_status("live", &PatchParams::apply("kuant-operator").force(), &Patch::Apply(&hold))
+        .await
+        .expect("a hold placed");
+    eventually("Halted (Held)", Duration::from_secs(2), || async {
+        get("live").await.filter(|s| session_condition(s, "Halted") == Some(("True".into(), "Held".into())))
+    })
+    .await;
+    eprintln!("the hold showed in Halted {:?} after it was placed", held_at.elapsed());
+    eventually("phase Halted", Duration::from_secs(10), || async {
+        get("live").await.filter(|s| phase(s).as_deref() == Some("Halted"))
+    })
+    .await;
+    let resume = Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+        "kuant.dev/resume-at": k8s_openapi::jiff::Timestamp::now().to_string()
+    }}}));
+    sessions.patch("live", &PatchParams::default(), &resume).await.expect("annotated");
+    let resumed = eventually("Trading after the resume", Duration::from_secs(15), || async {
+        get("live").await.filter(|s| phase(s).as_deref() == Some("Trading"))
+    })
+    .await;
+    assert!(resumed.status.as_ref().is_some_and(|s| s.holds.is_empty()), "the hold is cleared");
     eventually("a stop resting again", Duration::from_secs(120), || async {
         (open_on_sim().await > 0 && open_on_sim().await != usize::MAX).then_some(())
     })
@@ -1055,7 +1087,8 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("live"))
         .filter_map(|e| e.reason)
         .collect();
-    for reason in ["Created", "Started", "Suspended", "Resumed", "OrdersCancelled"] {
+    for reason in ["Created", "Started", "Suspended", "Resumed", "Halted", "HoldsCleared", "OrdersCancelled"]
+    {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} Event: {reasons:?}");
     }
     eventually("the agent pod to go", Duration::from_secs(90), || async {
