@@ -1069,6 +1069,30 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
     })
     .await;
 
+    // The pod deleted (SIGTERM, as a node drain or an eviction sends it): the agent cancels its
+    // resting stop before it exits; the StatefulSet's new pod recovers and trades again.
+    let resting = exchange.open_orders("BTCUSDT").await.expect("open orders")[0].client_id.clone();
+    let pod_name = format!("{child}-0");
+    let old_pod = pods.get(&pod_name).await.expect("the agent pod").uid();
+    pods.delete(&pod_name, &DeleteParams::default()).await.expect("pod deleted");
+    eventually("the stop cancelled by the stopping agent", Duration::from_secs(30), || async {
+        let order = exchange.order("BTCUSDT", &resting).await.ok().flatten()?;
+        (order.status == kuant_exchanges::OrderStatus::Canceled).then_some(())
+    })
+    .await;
+    eventually("a new agent pod trading", Duration::from_secs(120), || async {
+        let new_pod = pods.get(&pod_name).await.ok()?.uid();
+        let s = get("live").await?;
+        let ready = session_condition(&s, "Ready");
+        eprintln!("new pod: {}, phase {:?}, Ready {ready:?}", new_pod != old_pod, phase(&s));
+        (new_pod != old_pod && phase(&s).as_deref() == Some("Trading")).then_some(())
+    })
+    .await;
+    eventually("a stop resting once more", Duration::from_secs(120), || async {
+        (open_on_sim().await > 0 && open_on_sim().await != usize::MAX).then_some(())
+    })
+    .await;
+
     // Deleted: the agent cancels its orders, then the session, its StatefulSet and pod go.
     sessions.delete("live", &DeleteParams::background()).await.expect("deleted");
     eventually("the session to go", Duration::from_secs(90), || async {

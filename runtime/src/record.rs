@@ -85,6 +85,20 @@ struct Holding {
     avg_price: Decimal,
 }
 
+/// The store's id of the fill `trade_id` of `symbol` in run `run_id`. Trade ids are unique per
+/// exchange and symbol only (a paper account numbers its own from 1, and two sessions trading
+/// with each other see one trade id), so the run is part of the id: without it, a second session
+/// on the same store had its fills silently taken for duplicates of the first's.
+pub fn fill_id(run_id: &str, symbol: &str, trade_id: u64) -> String {
+    format!("{run_id}/{symbol}:{trade_id}")
+}
+
+/// The id a fill had in stores written before [`fill_id`] named the run, and the part of
+/// [`fill_id`] after the run (what recovery compares).
+pub fn legacy_fill_id(symbol: &str, trade_id: u64) -> String {
+    format!("{symbol}:{trade_id}")
+}
+
 /// Writes a session's reports to the store.
 pub struct Recorder {
     store: Store,
@@ -430,7 +444,7 @@ impl Recorder {
 
     async fn fill(&mut self, n: &Noted, f: &Fill, desk: &Source) -> Result<(), RecordError> {
         let run_id = &self.run_id;
-        let fill_id = format!("{}:{}", f.symbol, f.trade_id);
+        let fill_id = fill_id(run_id, &f.symbol, f.trade_id);
         let new = self
             .store
             .insert_fills(&[StoredFill {

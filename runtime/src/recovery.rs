@@ -199,7 +199,10 @@ pub async fn recover<E: Exchange>(
         }
     }
     // Orders stored as open.
-    let known_fills: HashSet<&str> = stored.fills.iter().map(|f| f.fill_id.as_str()).collect();
+    // By symbol and trade id: the stored ids are the run's (`<run>/<symbol>:<trade>`), or from
+    // before the run was part of them (`<symbol>:<trade>`).
+    let known_fills: HashSet<&str> =
+        stored.fills.iter().map(|f| f.fill_id.rsplit('/').next().unwrap_or(&f.fill_id)).collect();
     for o in stored.orders.iter().filter(|o| stored_status_open(&o.status)) {
         let Some((i, seq_candle)) = client_uuid(&o.client_order_id).and_then(|u| owner(traders, u)) else {
             continue;
@@ -210,7 +213,9 @@ pub async fn recover<E: Exchange>(
                 let fills = fills_of(exchange, &order).await?;
                 let new: Vec<Fill> = fills
                     .iter()
-                    .filter(|f| !known_fills.contains(format!("{}:{}", f.symbol, f.trade_id).as_str()))
+                    .filter(|f| {
+                        !known_fills.contains(crate::record::legacy_fill_id(&f.symbol, f.trade_id).as_str())
+                    })
                     .cloned()
                     .collect();
                 outcome.fills_found += new.len();

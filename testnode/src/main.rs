@@ -1,4 +1,5 @@
-//! `kuant-test-node`: see the crate's docs. Runs until it is killed; the pods' processes go with it.
+//! `kuant-test-node`: see the crate's docs. Runs until it is stopped (SIGTERM, Ctrl-C); the pods'
+//! processes go with it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,6 +78,17 @@ async fn run(args: Args) -> Result<(), String> {
     let pods: Api<Pod> = Api::all(client);
     let selector = watcher::Config::default().fields(&format!("spec.nodeName={}", args.name));
     let mut events = watcher::watcher(pods, selector).boxed();
+    // Stopped (SIGTERM, Ctrl-C): the pods' processes go first.
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: killing every pod's processes");
+        pod::kill_all();
+        std::process::exit(0);
+    });
     // Each pod's task, by uid, with the switch that stops it.
     let mut running: HashMap<String, watch::Sender<bool>> = HashMap::new();
     while let Some(event) = events.next().await {

@@ -288,6 +288,20 @@ fn kind(secret: bool) -> &'static str {
     if secret { "secret" } else { "configmap" }
 }
 
+/// The process groups of the containers running now (their leaders' pids).
+static GROUPS: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Kills every container's process group at once: the node is stopping, and a pod's process
+/// must never outlive it (a leftover would hold its ports and trade on for a session no node
+/// runs any more).
+pub fn kill_all() {
+    let groups = GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
+    for pid in groups {
+        signal(Some(pid), libc::SIGKILL);
+    }
+}
+
 /// Sends `signal` to the process group the container's process leads.
 fn signal(pid: Option<u32>, signal: i32) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
@@ -466,6 +480,19 @@ async fn once(run: &mut Run, launch: Launch, stop: &mut watch::Receiver<bool>, g
         }
     };
     let pid = child.id();
+    if let (Some(p), Ok(mut groups)) = (pid, GROUPS.lock()) {
+        groups.insert(p);
+    }
+    // Out of the registry however this run ends.
+    struct Registered(Option<u32>);
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            if let (Some(p), Ok(mut groups)) = (self.0, GROUPS.lock()) {
+                groups.remove(&p);
+            }
+        }
+    }
+    let _registered = Registered(pid);
     let spec = run.container.clone();
     let mut readiness = spec.readiness_probe.as_ref().map(|p| Prober::new(&spec, p));
     let mut liveness = spec.liveness_probe.as_ref().map(|p| Prober::new(&spec, p));
