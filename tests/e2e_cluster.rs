@@ -763,32 +763,6 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
     .await;
 }
 
-/// `kuant exchange-sim` on a free loopback port with the keys `key`/`secret`, three hours of
-/// synthetic candles per second; killed when dropped. Returns it and its URL.
-fn exchange_sim(dir: &std::path::Path, key: &str, secret: &str) -> (Agent, String) {
-    use std::io::BufRead;
-    let keys = dir.join("sim-keys.yaml");
-    std::fs::write(&keys, format!("apiKey: {key}\napiSecret: {secret}\n")).expect("keys");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
-        .args(["exchange-sim", "--listen", "127.0.0.1:0", "--speed", "10800", "--bars", "8000", "--keys"])
-        .arg(&keys)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let first = lines.next().expect("a line").expect("text");
-    // The rest is read too: a closed pipe would end the simulator at its next line.
-    std::thread::spawn(move || lines.for_each(drop));
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .to_owned();
-    (Agent(child), url)
-}
-
 /// A TradingSession on the simulator at `url`: sma-crossover 3/8 on 1h candles, a protective
 /// stop 5 % under each entry (so an order rests on the exchange while a position is held).
 fn sim_session(name: &str, namespace: &str, url: &str, live: bool, secret: &str) -> TradingSession {
@@ -873,7 +847,7 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
 
     let dir = std::env::temp_dir().join(format!("kuant-e2e-ts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (_sim, url) = exchange_sim(&dir, KEY, SECRET);
+    let (_sim, url) = support::sim::exchange_sim(&dir, KEY, SECRET);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     for (name, data) in [
         ("kuant-store", serde_json::json!({ "url": store_url })),

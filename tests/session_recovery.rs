@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,11 @@ use kuant_exchanges::binance::Credentials;
 use kuant_exchanges::{BinanceEndpoints, BinanceExchange, ClientOrderId, Exchange, OrderStatus};
 use kuant_store::Store;
 use rust_decimal::Decimal;
+
+#[path = "support/sim.rs"]
+mod sim;
+
+use sim::{Killed, exchange_sim};
 
 const KEY: &str = "recovery-key";
 const SECRET: &str = "recovery-secret-0123456789";
@@ -25,40 +30,6 @@ fn dir(name: &str) -> PathBuf {
 }
 
 /// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `kuant exchange-sim` on a free port: its base URL.
-fn exchange_sim(dir: &Path) -> (Killed, String) {
-    let keys = dir.join("keys.yaml");
-    std::fs::write(&keys, format!("apiKey: {KEY}\napiSecret: {SECRET}\n")).expect("keys");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
-        .args(["exchange-sim", "--listen", "127.0.0.1:0", "--speed", "10800", "--bars", "8000", "--keys"])
-        .arg(&keys)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a line").expect("text");
-    // The rest is read too: a closed pipe would end the simulator at its next line.
-    std::thread::spawn(move || lines.for_each(drop));
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .to_owned();
-    (Killed(child), url)
-}
-
-/// POSTs a fault to the simulator.
 fn fault(url: &str, body: &str) {
     let addr = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).expect("connected");
@@ -155,7 +126,7 @@ fn first_life<T>(
 #[test]
 fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() {
     let dir = dir("in-flight");
-    let (_sim, url) = exchange_sim(&dir);
+    let (_sim, url) = exchange_sim(&dir, KEY, SECRET);
     let file = manifest(&dir, &url, "");
 
     // First life: trade until an order has filled, then slow the exchange's answers down and
@@ -250,7 +221,7 @@ fn killed_between_sending_an_order_and_its_answer_the_restart_records_it_once() 
 #[test]
 fn killed_while_its_protective_stop_rests_the_restart_adopts_it_and_places_no_second_one() {
     let dir = dir("stop");
-    let (_sim, url) = exchange_sim(&dir);
+    let (_sim, url) = exchange_sim(&dir, KEY, SECRET);
     // 30 %: the stop rests for as long as the position lasts.
     let file = manifest(&dir, &url, "    stopLossPct: 30\n");
 

@@ -100,8 +100,6 @@ impl Cluster {
         name: &str,
         suspend: bool,
     ) -> Result<TradingSession, ApiError> {
-        let what = format!("trading session {namespace}/{name}");
-        let api = Api::<TradingSession>::namespaced(self.client.clone(), namespace);
         let body = serde_json::json!({
             "apiVersion": TradingSession::api_version(&()),
             "kind": TradingSession::kind(&()),
@@ -109,12 +107,24 @@ impl Cluster {
             "spec": {"suspend": suspend},
         });
         // The switch must win over whoever set it last (a GitOps tool included).
+        self.apply_to_session(namespace, name, &body).await
+    }
+
+    /// Applies `body` to the existing TradingSession `namespace/name`, forced, as the ops API.
+    async fn apply_to_session(
+        &self,
+        namespace: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<TradingSession, ApiError> {
+        let what = format!("trading session {namespace}/{name}");
+        let api = Api::<TradingSession>::namespaced(self.client.clone(), namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        // Applying to a missing object would create it; the switch only acts on a session.
+        // Applying to a missing object would create it; these act only on a session.
         if api.get_opt(name).await.map_err(|e| refused(e, &what))?.is_none() {
             return Err(ApiError::not_found(format!("no {what}")));
         }
-        api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|e| refused(e, &what))
+        api.patch(name, &params, &Patch::Apply(body)).await.map_err(|e| refused(e, &what))
     }
 
     /// Sets the annotation `kuant.dev/resume-at` of TradingSession `namespace/name` to `at` by
@@ -126,8 +136,6 @@ impl Cluster {
         name: &str,
         at: &str,
     ) -> Result<TradingSession, ApiError> {
-        let what = format!("trading session {namespace}/{name}");
-        let api = Api::<TradingSession>::namespaced(self.client.clone(), namespace);
         let body = serde_json::json!({
             "apiVersion": TradingSession::api_version(&()),
             "kind": TradingSession::kind(&()),
@@ -137,11 +145,7 @@ impl Cluster {
                 "annotations": { kuant_crds::session::ANNOTATION_RESUME_AT: at },
             },
         });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        if api.get_opt(name).await.map_err(|e| refused(e, &what))?.is_none() {
-            return Err(ApiError::not_found(format!("no {what}")));
-        }
-        api.patch(name, &params, &Patch::Apply(&body)).await.map_err(|e| refused(e, &what))
+        self.apply_to_session(namespace, name, &body).await
     }
 
     async fn get<K>(&self, namespace: &str, name: &str, kind: &str) -> Result<Option<K>, ApiError>

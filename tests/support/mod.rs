@@ -1,3 +1,4 @@
 //! Helpers of the end-to-end suite.
 
 pub mod cluster;
+pub mod sim;

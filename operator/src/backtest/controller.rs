@@ -320,7 +320,6 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    use futures::StreamExt;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::utils::{PredicateConfig, WatchStreamExt, predicates};
     use kube::runtime::{Controller, controller, reflector, watcher};
@@ -341,27 +340,54 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, PredicateConfig::default());
-    Controller::for_stream(trigger, reader)
+    let controller = Controller::for_stream(trigger, reader)
         .owns(jobs, managed)
         .watches(pods, watcher::Config::default().labels(super::job::POD_SELECTOR), |pod: Pod| {
             let name = pod.annotations().get(super::job::ANNOTATION_BACKTEST)?.clone();
             Some(ObjectRef::<Backtest>::new(&name).within(&pod.namespace()?))
         })
         .with_config(controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown);
+    drive(controller, ctx, "Backtest", reconcile).await;
+}
+
+/// Runs `controller` until it ends: each reconcile of `kind` timed into the metrics, failures
+/// retried by [`error_policy`], the outcome logged.
+pub(crate) async fn drive<K, F, Fut>(
+    controller: kube::runtime::Controller<K>,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    reconcile: F,
+) where
+    K: Clone
+        + Resource<DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Requeue, Error>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::controller;
+    controller
         .run(
-            |backtest, ctx: Arc<Context>| async move {
+            move |object, ctx: Arc<Context>| {
                 let started = std::time::Instant::now();
-                let result = reconcile(backtest, ctx.clone()).await;
-                ctx.metrics.observe("Backtest", started.elapsed(), result.is_err());
-                result
+                let running = reconcile(object, ctx.clone());
+                async move {
+                    let result = running.await;
+                    ctx.metrics.observe(kind, started.elapsed(), result.is_err());
+                    result
+                }
             },
             error_policy,
             ctx,
         )
         .for_each(|result| async move {
             match result {
-                Ok((object, _)) => tracing::debug!(backtest = %object, "reconciled"),
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
                 // A child's change after its owner is gone: nothing to reconcile.
                 Err(e @ controller::Error::ObjectNotFound(_)) => tracing::debug!(error = %e, "controller"),

@@ -171,7 +171,6 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    use futures::StreamExt;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::utils::{PredicateConfig, WatchStreamExt};
     use kube::runtime::{Controller, controller, reflector, watcher};
@@ -191,34 +190,15 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(plan::trigger, PredicateConfig::default());
-    Controller::for_stream(trigger, reader)
+    let controller = Controller::for_stream(trigger, reader)
         .owns(sets, managed)
         .watches(pods, watcher::Config::default().labels(children::POD_SELECTOR), |pod: Pod| {
             let name = pod.annotations().get(children::ANNOTATION_SESSION)?.clone();
             Some(ObjectRef::<TradingSession>::new(&name).within(&pod.namespace()?))
         })
         .with_config(controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |session, ctx: Arc<Context>| async move {
-                let started = std::time::Instant::now();
-                let result = reconcile(session, ctx.clone()).await;
-                ctx.metrics.observe("TradingSession", started.elapsed(), result.is_err());
-                result
-            },
-            crate::backtest::controller::error_policy,
-            ctx,
-        )
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(session = %object, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-                // A child's change after its owner is gone: nothing to reconcile.
-                Err(e @ controller::Error::ObjectNotFound(_)) => tracing::debug!(error = %e, "controller"),
-                Err(e) => tracing::warn!(error = %e, "controller"),
-            }
-        })
-        .await;
+        .graceful_shutdown_on(shutdown);
+    crate::backtest::controller::drive(controller, ctx, "TradingSession", reconcile).await;
 }
 
 #[cfg(test)]

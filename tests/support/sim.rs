@@ -1,0 +1,41 @@
+//! `kuant exchange-sim` as a child process, for the tests that trade on it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A child process, killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kuant exchange-sim` on a free loopback port accepting the keys `key`/`secret` (written to
+/// `dir/keys.yaml`, the file `kuant session --credentials` reads), three hours of synthetic
+/// candles per second: the process and its base URL.
+pub fn exchange_sim(dir: &Path, key: &str, secret: &str) -> (Killed, String) {
+    let keys = dir.join("keys.yaml");
+    std::fs::write(&keys, format!("apiKey: {key}\napiSecret: {secret}\n")).expect("keys");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["exchange-sim", "--listen", "127.0.0.1:0", "--speed", "10800", "--bars", "8000", "--keys"])
+        .arg(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the simulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("text");
+    // The rest is read too: a closed pipe would end the simulator at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_owned();
+    (Killed(child), url)
+}
