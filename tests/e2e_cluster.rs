@@ -959,6 +959,11 @@ async fn a_session_runs_as_one_agent_pod_suspends_and_leaves_no_open_order_when_
         .await
         .expect("created");
     trading("live").await;
+    // What `kubectl get ts` shows: mode, phase, equity, P&L today, market data, age.
+    let table = tool("kubectl", &["get", "ts", "live", "-n", &namespace]);
+    for column in ["MODE", "PHASE", "EQUITY", "PNL-TODAY", "MARKET-DATA", "AGE", "live", "Trading", "Fresh"] {
+        assert!(table.contains(column), "no {column} in\n{table}");
+    }
     let child = kuant_operator::names::session_agent("live", &live.uid().expect("uid"));
     let set = sets.get(&child).await.expect("the live session's StatefulSet");
     assert_eq!(set.spec.as_ref().and_then(|s| s.replicas), Some(1));

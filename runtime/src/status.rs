@@ -38,6 +38,9 @@ pub struct View {
     pub holds: Vec<String>,
     /// The session is being deleted: its orders are cancelled and none placed.
     pub deleting: bool,
+    /// The agent is stopping (SIGTERM: its pod deleted, rolled or evicted): its orders are
+    /// cancelled and none placed; the next pod recovers the positions.
+    pub stopping: bool,
     /// Orders by outcome and blocked trades by reason.
     pub tally: Tally,
 }
@@ -168,6 +171,17 @@ pub fn agent_status(
             false,
             "Deleting",
             "the session is being deleted: open orders cancelled, no new ones".into(),
+            generation,
+            previous,
+            &now,
+        )
+    } else if view.stopping {
+        condition(
+            CONDITION_TRADING,
+            false,
+            "Stopping",
+            "the agent is stopping (SIGTERM): open orders cancelled; the next pod recovers the positions"
+                .into(),
             generation,
             previous,
             &now,
@@ -391,6 +405,9 @@ mod tests {
         assert_eq!(s.open_orders, Some(2));
         held.deleting = true;
         assert_eq!(find(&agent_status(&held, None, &[], now.clone()), CONDITION_TRADING).reason, "Deleting");
+        held.deleting = false;
+        held.stopping = true;
+        assert_eq!(find(&agent_status(&held, None, &[], now.clone()), CONDITION_TRADING).reason, "Stopping");
         let mut unleased = snapshot(0, true);
         unleased.no_lease = true;
         let s = agent_status(&view(vec![unleased, snapshot(0, true)]), None, &[], now);

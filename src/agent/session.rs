@@ -138,7 +138,16 @@ pub fn run() -> ExitCode {
                 let (control_tx, control_rx) = watch::channel(control);
                 followed = Some(control_rx.clone());
                 tokio::spawn(follow_session(api.clone(), name.clone(), control_tx, switch_tx, resume_tx));
-                tokio::spawn(write_status(api, name, control_rx, view_rx.clone(), HEARTBEAT, beat.clone()));
+                // SIGTERM: the status says the agent is stopping (not suspended) while it
+                // cancels its orders.
+                let (stopping_tx, stopping_rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    crate::cli::shutdown_signal().await;
+                    stopping_tx.send_replace(true);
+                    std::future::pending::<()>().await;
+                });
+                let writer = StatusWriter { control: control_rx, stopping: stopping_rx, beat: beat.clone() };
+                tokio::spawn(write_status(api, name, writer, view_rx.clone(), HEARTBEAT));
                 switch_rx
             }
             (client, _, _) => {
@@ -314,16 +323,26 @@ async fn follow_session(
     }
 }
 
+/// What the status writer follows besides the session's view.
+struct StatusWriter {
+    /// The TradingSession's switches, holds and generation.
+    control: watch::Receiver<Control>,
+    /// The agent is stopping (SIGTERM).
+    stopping: watch::Receiver<bool>,
+    /// Where the time of the last successful write goes (for `/metrics`).
+    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
 /// Applies the agent's status fields every `heartbeat`, and at once when a condition or the
 /// number of open orders changes.
 async fn write_status(
     api: Api<TradingSession>,
     name: String,
-    mut control: watch::Receiver<Control>,
+    writer: StatusWriter,
     mut views: watch::Receiver<View>,
     heartbeat: Duration,
-    beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) {
+    let StatusWriter { mut control, mut stopping, beat } = writer;
     let mut previous: Vec<Condition> = Vec::new();
     let mut previous_open: Option<u32> = None;
     let mut every = tokio::time::interval(heartbeat);
@@ -336,6 +355,7 @@ async fn write_status(
                 true
             }
             Ok(()) = control.changed() => true,
+            Ok(()) = stopping.changed() => true,
             _ = every.tick() => false,
         };
         let mut view = views.borrow_and_update().clone();
@@ -345,6 +365,7 @@ async fn write_status(
         let now = control.borrow_and_update().clone();
         view.holds = now.holds;
         view.deleting = now.deleting;
+        view.stopping = *stopping.borrow_and_update();
         let status = agent_status(&view, now.generation, &previous, Time(jiff::Timestamp::now()));
         if changed
             && !conditions_changed(&previous, &status.conditions)
@@ -436,10 +457,13 @@ mod tests {
         let writer = tokio::spawn(write_status(
             api,
             "btc".into(),
-            watch::channel(Control { generation: Some(3), ..Control::default() }).1,
+            StatusWriter {
+                control: watch::channel(Control { generation: Some(3), ..Control::default() }).1,
+                stopping: watch::channel(false).1,
+                beat: std::sync::Arc::default(),
+            },
             rx,
             Duration::from_secs(5),
-            std::sync::Arc::default(),
         ));
         tx.send_replace(view(true));
         let mut seen = Vec::new();

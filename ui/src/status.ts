@@ -97,22 +97,33 @@ function sessionBadge(r: KuantResource): Badge {
   if (r.spec?.suspend) {
     return { health: "Suspended", message: "Suspended: kill switch on" };
   }
+  const ready = condition(r, "Ready");
+  const phase = r.status?.phase;
+  // Refused by the operator, or an agent that cannot run.
+  if (phase === "Failed") {
+    return { health: "Degraded", message: describe(ready, r.status?.message || "Session failed") };
+  }
+  // The agent stopped reporting.
+  if (ready?.reason === "HeartbeatLost") {
+    return { health: "Degraded", message: describe(ready, "Heartbeat lost") };
+  }
+  // A risk limit, a recovery mismatch or a hold (reason Held).
   const halted = condition(r, "Halted");
   if (isTrue(halted)) {
     return { health: "Degraded", message: describe(halted, `Halted: ${halted.reason ?? "unknown reason"}`) };
+  }
+  // Waiting for the pod, the first market data or the trading Lease.
+  if (phase === undefined || phase === "Pending" || phase === "Starting") {
+    return { health: "Progressing", message: describe(ready, "Waiting for the session to start") };
   }
   const degraded = condition(r, "Degraded");
   if (isTrue(degraded)) {
     return { health: "Degraded", message: describe(degraded, "Degraded") };
   }
-  const ready = condition(r, "Ready");
   if (isTrue(ready)) {
     return { health: "Healthy", message: ready.message || "Trading" };
   }
-  if (r.status?.phase === "Failed") {
-    return { health: "Degraded", message: r.status.message || "Session failed" };
-  }
-  return { health: "Progressing", message: describe(ready, r.status?.phase ?? "Starting") };
+  return { health: "Progressing", message: describe(ready, phase) };
 }
 
 function reconciliationBadge(r: KuantResource): Badge {

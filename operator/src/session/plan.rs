@@ -476,6 +476,10 @@ fn running(
         Some((_, "StaleMarketData", message)) => {
             decision(SessionPhase::Degraded, Status::False, "StaleMarketData", message)
         }
+        // The pod is being replaced (SIGTERM): its orders cancelled, the next pod starts.
+        Some((_, "Stopping", message)) => {
+            decision(SessionPhase::Starting, Status::False, "Stopping", message)
+        }
         Some((_, "NoTradingLease", message)) => {
             decision(SessionPhase::Starting, Status::False, "NoTradingLease", message)
         }

@@ -115,6 +115,9 @@ fn the_phase_follows_the_pod_and_the_agents_heartbeat() {
     let lost = after(again, &p);
     let p = run(&reported(lost, 5, ("True", "Trading")), Some(&sts), Some(&up), 5);
     assert_eq!(reasons(&p), ["Recovered"]);
+    // A pod being replaced says so (not "suspended").
+    let p = run(&reported(s.clone(), 5, ("False", "Stopping")), Some(&sts), Some(&up), 5);
+    assert_eq!((p.status.phase, ready(&p)), (Some(SessionPhase::Starting), ("False", "Stopping")));
     // A heartbeat older than the container is an earlier pod's.
     let restarted = pod(ContainerState {
         running: Some(k8s_openapi::api::core::v1::ContainerStateRunning { started_at: Some(at(6)) }),
