@@ -7,7 +7,9 @@
 //! replays what it saw) keeps one row of each.
 //!
 //! The ledger of a session `S` with quote asset `Q`: `S:wallet:<asset>` (asset: what the session
-//! holds), `S:capital:Q` (equity: the budget put in), `S:trading:<asset>` (equity: the other side
+//! holds), `S:capital:<asset>` (equity: what the account held when the session opened — the
+//! budget of a paper account, every balance of a live account's session assets, so the first
+//! reconciliation compares like with like), `S:trading:<asset>` (equity: the other side
 //! of each exchange of one asset for another, so every transaction balances per asset) and
 //! `S:fees:<asset>` (expense). A buy of `q` base at `p`: wallet base `+q`, trading base `-q`,
 //! wallet quote `-q·p`, trading quote `+q·p`, and the fee from the wallet of its asset to fees.
@@ -110,9 +112,9 @@ pub struct Recorder {
     allocations: HashMap<Uuid, String>,
     /// The quote value of intents awaiting their verdict, by chain.
     intents: HashMap<Uuid, Decimal>,
-    /// The budget, posted as capital with the first report (at the market's time then, so a
-    /// replay's ledger starts before its first fill).
-    budget: Option<(Decimal, i64)>,
+    /// The opening balances, posted as capital with the first report (at the market's time then,
+    /// so a replay's ledger starts before its first fill).
+    opening: Option<(Vec<(String, Decimal)>, i64)>,
 }
 
 fn side(s: Side) -> &'static str {
@@ -232,12 +234,13 @@ pub fn occurred_at(step: &Step) -> i64 {
 
 impl Recorder {
     /// Records the session's run (`phase` Running), opens its ledger accounts and posts the
-    /// budget once.
+    /// `opening` balances (asset, amount) once: a paper account's budget, or what a live account
+    /// holds of the session's assets. A session that continues keeps the opening it had.
     pub async fn open(
         store: Store,
         run: Run,
         quote: &str,
-        budget: Decimal,
+        opening: Vec<(String, Decimal)>,
         desks: Vec<Source>,
         started_ms: i64,
     ) -> Result<Self, RecordError> {
@@ -256,6 +259,7 @@ impl Recorder {
                 ("wallet", AccountKind::Asset),
                 ("trading", AccountKind::Equity),
                 ("fees", AccountKind::Expense),
+                ("capital", AccountKind::Equity),
             ] {
                 store
                     .open_account(&LedgerAccount {
@@ -268,15 +272,6 @@ impl Recorder {
                     .await?;
             }
         }
-        store
-            .open_account(&LedgerAccount {
-                account_id: format!("{run_id}:capital:{quote}"),
-                run_id: Some(run_id.clone()),
-                name: format!("capital {quote}"),
-                asset: quote.clone(),
-                kind: AccountKind::Equity,
-            })
-            .await?;
         // Positions as stored (a restart continues from them).
         let mut holdings = HashMap::new();
         for p in store.positions_of_run(&run_id).await? {
@@ -293,7 +288,13 @@ impl Recorder {
             holdings,
             allocations: HashMap::new(),
             intents: HashMap::new(),
-            budget: Some((budget, started_ms)),
+            opening: Some((
+                opening
+                    .into_iter()
+                    .filter(|(asset, amount)| !amount.is_zero() && assets.contains(asset))
+                    .collect(),
+                started_ms,
+            )),
         })
     }
 
@@ -311,10 +312,9 @@ impl Recorder {
             tracing::error!(trader = report.trader, "a report of a trader the session does not have");
             return Ok(());
         };
-        if let Some((budget, started_ms)) = self.budget {
+        if let Some((opening, started_ms)) = self.opening.take() {
             let first = events.iter().map(|e| e.occurred_at_ms).min().unwrap_or(started_ms);
-            self.post_capital(budget, first.min(started_ms)).await?;
-            self.budget = None;
+            self.post_opening(&opening, first.min(started_ms)).await?;
         }
         self.store.insert_events(events).await?;
         for n in &report.notes {
@@ -415,21 +415,29 @@ impl Recorder {
         Ok(())
     }
 
-    /// The budget put in: once per session (its id derives from the session's).
-    async fn post_capital(&self, budget: Decimal, at_ms: i64) -> Result<(), RecordError> {
-        let (run_id, quote) = (&self.run_id, &self.quote);
+    /// The opening balances: once per session (its id derives from the session's, so a restart
+    /// keeps the first life's).
+    async fn post_opening(&self, opening: &[(String, Decimal)], at_ms: i64) -> Result<(), RecordError> {
+        if opening.is_empty() {
+            return Ok(());
+        }
+        let run_id = &self.run_id;
         let capital = IdSpace::new(run_id, "ledger").event_id(Seq(std::num::NonZeroU64::MIN));
+        let what: Vec<String> =
+            opening.iter().map(|(asset, amount)| format!("{} {asset}", amount.normalize())).collect();
+        let mut lines = Vec::with_capacity(opening.len() * 2);
+        for (asset, amount) in opening {
+            lines.push((format!("{run_id}:wallet:{asset}"), *amount));
+            lines.push((format!("{run_id}:capital:{asset}"), -*amount));
+        }
         self.store
             .post(&LedgerTransaction {
                 tx_id: capital.to_string(),
                 run_id: run_id.clone(),
                 correlation_id: None,
                 at_ms,
-                memo: format!("budget {} {quote}", budget.normalize()),
-                lines: vec![
-                    (format!("{run_id}:wallet:{quote}"), budget),
-                    (format!("{run_id}:capital:{quote}"), -budget),
-                ],
+                memo: format!("opening balances {}", what.join(", ")),
+                lines,
             })
             .await?;
         Ok(())

@@ -375,8 +375,20 @@ impl Context<'_> {
         let mut recorder = match &self.store {
             None => None,
             Some(store) => {
-                let (quote, budget) = (&spec.budget.quote_asset, spec.budget.amount.value());
-                match Recorder::open(store.clone(), self.run.clone(), quote, budget, desks.clone(), started)
+                // The ledger opens with what the account holds (a live account holds more than
+                // the budget; a paper account holds the budget), so a reconciliation compares
+                // like with like.
+                let opening = match exchange.balances().await {
+                    Ok(balances) => balances.iter().map(|b| (b.asset.to_uppercase(), b.total())).collect(),
+                    Err(e) => {
+                        return fail(
+                            EXIT_INTERNAL,
+                            format!("the exchange's balances at the session's start: {e}"),
+                        );
+                    }
+                };
+                let quote = &spec.budget.quote_asset;
+                match Recorder::open(store.clone(), self.run.clone(), quote, opening, desks.clone(), started)
                     .await
                 {
                     Ok(r) => Some(r),
