@@ -38,6 +38,8 @@ enum Command {
     Session(cli::session::SessionArgs),
     /// Run a Binance-spot-compatible exchange simulator that replays candles.
     ExchangeSim(cli::exchange_sim::ExchangeSimArgs),
+    /// Compare a TradingSession's ledger with its exchange account's balances, once, locally.
+    Reconcile(cli::reconcile::ReconcileArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -173,6 +175,7 @@ fn main() -> ExitCode {
         Command::Backtest(args) => cli::backtest::run(&args),
         Command::Session(args) => cli::session::run(&args),
         Command::ExchangeSim(args) => cli::exchange_sim::run(&args),
+        Command::Reconcile(args) => cli::reconcile::run(&args),
     }
 }
 

@@ -9,6 +9,7 @@
 //! recovery, the kill switch) is issue 15's remaining work.
 
 pub mod judge;
+pub mod reconcile;
 pub mod record;
 pub mod recovery;
 pub mod session;

@@ -4,6 +4,7 @@ pub mod backtest;
 pub mod exchange_sim;
 pub mod ops_api;
 pub mod progress;
+pub mod reconcile;
 pub mod session;
 pub mod store;
 

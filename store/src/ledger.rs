@@ -150,6 +150,9 @@ pub struct Drift {
     pub ledger_balance: Decimal,
     /// The exchange's balance.
     pub exchange_balance: Decimal,
+    /// Whether the drift was within the run's threshold (absent in runs recorded before
+    /// thresholds were).
+    pub within_threshold: Option<bool>,
 }
 
 impl Drift {
@@ -174,6 +177,13 @@ pub struct ReconciliationRun {
     pub result: Option<ReconciliationResult>,
     /// Per asset.
     pub drifts: Vec<Drift>,
+    /// The threshold it judged by: an absolute amount per asset, and a percentage of the
+    /// exchange balance.
+    pub threshold: Option<(Decimal, f64)>,
+    /// The exchange's trades the ledger lacks (JSON), which explain the drift.
+    pub explanation: Option<serde_json::Value>,
+    /// A summary: which assets drifted, or why the run failed.
+    pub message: Option<String>,
 }
 
 /// One asset of a paper account: what a paper session's "exchange" holds.
@@ -189,7 +199,17 @@ pub struct PaperBalance {
     pub at_ms: i64,
 }
 
-type ReconRow = (String, String, i64, Option<i64>, Option<String>);
+type ReconRow = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
+    Option<String>,
+);
 type PaperRow = (String, String, String, i64);
 
 impl Store {
@@ -379,13 +399,14 @@ impl Store {
     pub async fn record_reconciliation(&self, recon: &ReconciliationRun) -> Result<bool, sqlx::Error> {
         let header = render(
             self.backend(),
-            "INSERT INTO reconciliation_runs (recon_id, run_id, started_at, finished_at, result)
-             VALUES ({uuid $1}, $2, {ts $3}, {ts $4}, $5) ON CONFLICT (recon_id) DO NOTHING",
+            "INSERT INTO reconciliation_runs (recon_id, run_id, started_at, finished_at, result,
+                 threshold_absolute, threshold_relative_pct, explanation, message)
+             VALUES ({uuid $1}, $2, {ts $3}, {ts $4}, $5, {num $6}, $7, $8, $9) ON CONFLICT (recon_id) DO NOTHING",
         );
         let drift = render(
             self.backend(),
-            "INSERT INTO reconciliation_drifts (recon_id, asset, ledger_balance, exchange_balance, drift)
-             VALUES ({uuid $1}, $2, {num $3}, {num $4}, {num $5})",
+            "INSERT INTO reconciliation_drifts (recon_id, asset, ledger_balance, exchange_balance, drift, within_threshold)
+             VALUES ({uuid $1}, $2, {num $3}, {num $4}, {num $5}, $6)",
         );
         with_pool!(self, pool => {
             let mut db = pool.begin_write().await?;
@@ -395,6 +416,10 @@ impl Store {
                 .bind(recon.started_at_ms)
                 .bind(recon.finished_at_ms)
                 .bind(recon.result.map(ReconciliationResult::as_str))
+                .bind(recon.threshold.map(|t| t.0.to_string()))
+                .bind(recon.threshold.map(|t| t.1))
+                .bind(recon.explanation.as_ref().map(serde_json::Value::to_string))
+                .bind(recon.message.as_deref())
                 .execute(&mut *db)
                 .await?
                 .rows_affected();
@@ -408,6 +433,7 @@ impl Store {
                     .bind(d.ledger_balance.to_string())
                     .bind(d.exchange_balance.to_string())
                     .bind(d.drift().to_string())
+                    .bind(d.within_threshold)
                     .execute(&mut *db)
                     .await?;
             }
@@ -424,30 +450,32 @@ impl Store {
     ) -> Result<Vec<ReconciliationRun>, sqlx::Error> {
         let runs_sql = render(
             self.backend(),
-            "SELECT {text recon_id}, run_id, {ms started_at}, {ms finished_at}, result FROM reconciliation_runs
-             WHERE run_id = $1 ORDER BY started_at DESC, recon_id LIMIT $2",
+            "SELECT {text recon_id}, run_id, {ms started_at}, {ms finished_at}, result,
+                 {text threshold_absolute}, threshold_relative_pct, explanation, message
+             FROM reconciliation_runs WHERE run_id = $1 ORDER BY started_at DESC, recon_id LIMIT $2",
         );
         let drifts_sql = render(
             self.backend(),
-            "SELECT asset, {text ledger_balance}, {text exchange_balance} FROM reconciliation_drifts
+            "SELECT asset, {text ledger_balance}, {text exchange_balance}, within_threshold FROM reconciliation_drifts
              WHERE recon_id = {uuid $1} ORDER BY asset",
         );
         let mut out = Vec::new();
         with_pool!(self, pool => {
             let runs: Vec<ReconRow> =
                 sqlx::query_as(runs_sql).bind(run_id).bind(limit).fetch_all(pool).await?;
-            for (recon_id, run_id, started_at_ms, finished_at_ms, result) in runs {
-                let rows: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(drifts_sql.0.clone()))
+            for (recon_id, run_id, started_at_ms, finished_at_ms, result, absolute, relative, explanation, message) in runs {
+                let rows: Vec<(String, String, String, Option<bool>)> = sqlx::query_as(sqlx::AssertSqlSafe(drifts_sql.0.clone()))
                     .bind(&recon_id)
                     .fetch_all(pool)
                     .await?;
                 let drifts = rows
                     .into_iter()
-                    .map(|(asset, ledger, exchange)| {
+                    .map(|(asset, ledger, exchange, within_threshold)| {
                         Ok(Drift {
                             asset,
                             ledger_balance: decimal("ledger_balance", &ledger)?,
                             exchange_balance: decimal("exchange_balance", &exchange)?,
+                            within_threshold,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -458,6 +486,12 @@ impl Store {
                     finished_at_ms,
                     result: result.as_deref().map(ReconciliationResult::parse).transpose()?,
                     drifts,
+                    threshold: match (absolute, relative) {
+                        (Some(a), Some(r)) => Some((decimal("threshold_absolute", &a)?, r)),
+                        _ => None,
+                    },
+                    explanation: explanation.and_then(|e| serde_json::from_str(&e).ok()),
+                    message,
                 });
             }
         });

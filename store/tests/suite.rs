@@ -516,11 +516,16 @@ async fn wallets_and_reconciliations_keep_per_asset_drift() {
             finished_at_ms: Some(at + 250),
             result: Some(result),
             drifts,
+            threshold: (n == 1).then(|| (dec("0.000001"), 0.1)),
+            explanation: (n == 1)
+                .then(|| serde_json::json!([{"tradeId": 7, "side": "sell", "quantity": "0.00001"}])),
+            message: (n == 1).then(|| "BTC drifted by -0.00001".to_owned()),
         };
         let drift = |asset: &str, ledger: &str, exchange: &str| Drift {
             asset: asset.into(),
             ledger_balance: dec(ledger),
             exchange_balance: dec(exchange),
+            within_threshold: (asset == "USDT").then_some(true),
         };
         let first =
             recon(0, 1_000, ReconciliationResult::InSync, vec![drift("USDT", "5795.799", "5795.799")]);
