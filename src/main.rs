@@ -149,9 +149,6 @@ struct OpsApiArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// Exit code for a role that a later release brings.
-const EXIT_NOT_IMPLEMENTED: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -161,9 +158,7 @@ fn main() -> ExitCode {
         Command::Operator(args) => run_operator(args),
         Command::Agent { role: AgentRole::Backtest } => agent::backtest::run(),
         Command::Agent { role: AgentRole::Session } => agent::session::run(),
-        Command::Agent { role: AgentRole::Reconcile } => {
-            not_implemented("agent reconcile", "this agent role")
-        }
+        Command::Agent { role: AgentRole::Reconcile } => agent::reconcile::run(),
         Command::OpsApi(args) => cli::ops_api::run(
             args.listen,
             args.store.as_deref(),
@@ -262,9 +257,4 @@ fn write_crds(dir: &std::path::Path) -> ExitCode {
         eprintln!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
-}
-
-fn not_implemented(command: &str, what: &str) -> ExitCode {
-    eprintln!("error: `kuant {command}` is not implemented yet: {what} arrives in a later release of kuant");
-    ExitCode::from(EXIT_NOT_IMPLEMENTED)
 }

@@ -38,11 +38,21 @@ fn crd_prints_the_three_committed_crds() {
 }
 
 #[test]
-fn roles_that_are_not_built_yet_fail_loudly() {
-    let out = kuant(&["agent", "reconcile"]);
-    assert_eq!(out.status.code(), Some(3), "agent reconcile must not pretend to succeed");
+fn the_reconcile_agent_outside_a_pod_says_what_it_misses_and_reports_it() {
+    let report = std::env::temp_dir().join(format!("kuant-recon-report-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["agent", "reconcile"])
+        .env_remove("KUANT_RECONCILIATION")
+        .env("KUANT_TERMINATION_LOG", &report)
+        .output()
+        .expect("kuant runs");
+    assert_eq!(out.status.code(), Some(2), "it must not pretend to succeed");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not implemented yet"), "{stderr}");
+    assert!(stderr.contains("KUANT_RECONCILIATION is not set"), "{stderr}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("a report")).expect("JSON");
+    assert!(written["error"].as_str().is_some_and(|e| e.contains("KUANT_RECONCILIATION")), "{written}");
+    let _ = std::fs::remove_file(&report);
 }
 
 #[test]

@@ -161,6 +161,30 @@ fn a_live_sessions_ledger_agrees_with_the_exchange_until_a_trade_from_outside_wh
     let lacking = second["unexplained"].as_array().expect("unexplained");
     assert_eq!(lacking.len(), 1, "the outside trade, and only it: {second:#}");
     assert_eq!((lacking[0]["side"].as_str(), lacking[0]["quantity"].as_str()), (Some("buy"), Some("0.01")));
+
+    // The same in a pod's shape: `kuant agent reconcile`, its key as files, its summary as the
+    // termination message.
+    let keys = dir.join("credentials");
+    std::fs::create_dir_all(&keys).expect("dir");
+    std::fs::write(keys.join("apiKey"), KEY).expect("key");
+    std::fs::write(keys.join("apiSecret"), SECRET).expect("secret");
+    let report = dir.join("termination-log");
+    let out = Command::new(env!("CARGO_BIN_EXE_kuant"))
+        .args(["agent", "reconcile"])
+        .env("KUANT_RECONCILIATION", std::fs::read_to_string(&recon).expect("recon"))
+        .env("KUANT_SESSION", std::fs::read_to_string(&session).expect("session"))
+        .env("KUANT_CREDENTIALS_DIR", &keys)
+        .env("KUANT_DATABASE_URL", dir.join("kuant.db"))
+        .env("KUANT_TERMINATION_LOG", &report)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("kuant runs");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("a report")).expect("JSON");
+    assert_eq!(summary["outcome"]["result"], "Drifted", "{summary:#}");
+    assert_eq!(summary["session"], "local/live-btc");
+    assert!(!summary.to_string().contains(SECRET), "no key in the report");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

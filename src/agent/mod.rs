@@ -3,4 +3,5 @@
 pub mod backtest;
 pub mod lease;
 pub mod metrics;
+pub mod reconcile;
 pub mod session;

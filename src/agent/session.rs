@@ -270,7 +270,7 @@ async fn trading_lease(client: Client, namespace: &str, name: &str) -> watch::Re
 
 /// The credentials in `dir` (files [`API_KEY_FILE`] and [`API_SECRET_FILE`], surrounding
 /// whitespace ignored); the error names the file, never its content.
-fn read_credentials(dir: &std::path::Path) -> Result<Credentials, String> {
+pub(crate) fn read_credentials(dir: &std::path::Path) -> Result<Credentials, String> {
     let read = |name: &str| {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {

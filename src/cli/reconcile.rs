@@ -75,73 +75,96 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
             ),
         );
     }
-    let threshold = Threshold {
-        absolute: recon.spec.threshold.absolute.value(),
-        relative_pct: recon.spec.threshold.relative_pct,
+    let credentials = match (&args.credentials, session.spec.mode) {
+        (Some(path), _) => match Credentials::from_file(path) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
+        },
+        (None, TradingMode::Live) => {
+            return fail(
+                EXIT_BAD_INPUT,
+                "a live session's account is read with its key: --credentials FILE (YAML with apiKey and apiSecret)",
+            );
+        }
+        (None, TradingMode::Paper) => None,
+    };
+    let url = match super::store::location(args.store.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(EXIT_INTERNAL, format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(async {
-        let namespace = session.metadata.namespace.clone().unwrap_or_else(|| "local".into());
-        let run_id = format!("{namespace}/{name}");
-        let spec = &session.spec;
-        if spec.exchange.name == "simulator" && spec.exchange.base_url.is_none() {
-            return fail(
-                EXIT_BAD_INPUT,
-                "the session trades on an in-process simulator, which is gone when the session ends: there is no account to reconcile against",
-            );
+    match runtime.block_on(once(&recon, &session, credentials, &url)) {
+        Ok((run_id, outcome)) => {
+            print(&outcome, &run_id, &args.output);
+            if outcome.drifted() { ExitCode::from(EXIT_DRIFTED) } else { ExitCode::SUCCESS }
         }
-        let url = match super::store::location(args.store.as_deref()) {
-            Ok(u) => u,
-            Err(e) => return fail(EXIT_BAD_INPUT, e),
-        };
-        let store = match Store::open(&url).await {
-            Ok(s) => s,
-            Err(e) => return fail(EXIT_INTERNAL, format!("the store {}: {e}", kuant_store::redact(&url))),
-        };
-        let started_ms = jiff::Timestamp::now().as_millisecond();
-        let request = Request {
-            run_id: &run_id,
-            symbols: &spec.symbols,
-            assets: &recon.spec.assets,
-            threshold,
-            recon_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("kuant:{run_id}@{started_ms}").as_bytes())
-                .to_string(),
-            started_ms,
-        };
-        let outcome = if spec.mode == TradingMode::Paper {
-            reconcile::run::<BinanceExchange>(&store, Account::Paper, &request).await
-        } else {
-            let Some(path) = &args.credentials else {
-                return fail(
-                    EXIT_BAD_INPUT,
-                    "a live session's account is read with its key: --credentials FILE (YAML with apiKey and apiSecret)",
-                );
-            };
-            let credentials = match Credentials::from_file(path) {
-                Ok(c) => c,
-                Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
-            };
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+/// One reconciliation of `session` as `recon` asks, against the store at `url`: the session's
+/// run id and the outcome (recorded in the store), or an exit code and why not. What `kuant
+/// reconcile` and `kuant agent reconcile` share.
+pub async fn once(
+    recon: &Reconciliation,
+    session: &TradingSession,
+    credentials: Option<Credentials>,
+    url: &str,
+) -> Result<(String, Outcome), (u8, String)> {
+    let name = session.metadata.name.clone().unwrap_or_default();
+    let namespace = session.metadata.namespace.clone().unwrap_or_else(|| "local".into());
+    let run_id = format!("{namespace}/{name}");
+    let spec = &session.spec;
+    if spec.exchange.name == "simulator" && spec.exchange.base_url.is_none() {
+        return Err((
+            EXIT_BAD_INPUT,
+            "the session trades on an in-process simulator, which is gone when the session ends: there is no account to reconcile against".into(),
+        ));
+    }
+    let threshold = Threshold {
+        absolute: recon.spec.threshold.absolute.value(),
+        relative_pct: recon.spec.threshold.relative_pct,
+    };
+    let store = Store::open(url)
+        .await
+        .map_err(|e| (EXIT_INTERNAL, format!("the store {}: {e}", kuant_store::redact(url))))?;
+    let started_ms = jiff::Timestamp::now().as_millisecond();
+    let request = Request {
+        run_id: &run_id,
+        symbols: &spec.symbols,
+        assets: &recon.spec.assets,
+        threshold,
+        recon_id: uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("kuant:{run_id}@{started_ms}").as_bytes(),
+        )
+        .to_string(),
+        started_ms,
+    };
+    let outcome = match (spec.mode, credentials) {
+        (TradingMode::Paper, _) => reconcile::run::<BinanceExchange>(&store, Account::Paper, &request).await,
+        (TradingMode::Live, None) => {
+            return Err((
+                EXIT_BAD_INPUT,
+                "a live session's account is read with its key, and none was given".into(),
+            ));
+        }
+        (TradingMode::Live, Some(credentials)) => {
             let endpoints = match &spec.exchange.base_url {
                 Some(url) => BinanceEndpoints::at(url),
                 None => BinanceEndpoints::binance(),
             };
-            let exchange = match BinanceExchange::new(endpoints, Some(credentials)) {
-                Ok(x) => x,
-                Err(e) => return fail(EXIT_BAD_INPUT, e),
-            };
+            let exchange = BinanceExchange::new(endpoints, Some(credentials))
+                .map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
             reconcile::run(&store, Account::Exchange(&exchange), &request).await
-        };
-        match outcome {
-            Ok(outcome) => {
-                print(&outcome, &run_id, &args.output);
-                if outcome.drifted() { ExitCode::from(EXIT_DRIFTED) } else { ExitCode::SUCCESS }
-            }
-            Err(e) => fail(EXIT_INTERNAL, format!("session {run_id}: {e} (nothing was compared)")),
         }
-    })
+    };
+    outcome
+        .map(|o| (run_id.clone(), o))
+        .map_err(|e| (EXIT_INTERNAL, format!("session {run_id}: {e} (nothing was compared)")))
 }
 
 fn print(outcome: &Outcome, run_id: &str, output: &str) {
