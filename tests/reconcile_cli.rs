@@ -5,7 +5,6 @@
 #[path = "support/sim.rs"]
 mod sim;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,10 +12,7 @@ const KEY: &str = "reconcile-key";
 const SECRET: &str = "reconcile-secret-0123456789";
 
 fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kuant-reconcile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    sim::fresh_dir("reconcile", name)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -113,18 +109,7 @@ fn reconcile(dir: &Path, recon: &Path, session: &Path) -> (Option<i32>, serde_js
 }
 
 fn outside_trade(url: &str) {
-    let addr = url.trim_start_matches("http://");
-    let body = r#"{"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01"}"#;
-    let mut stream = std::net::TcpStream::connect(addr).expect("connected");
-    write!(
-        stream,
-        "POST /_sim/trade HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sent");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    sim::admin(url, "/_sim/trade", r#"{"symbol": "BTCUSDT", "side": "BUY", "quantity": "0.01"}"#);
 }
 
 #[test]

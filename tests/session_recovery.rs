@@ -3,7 +3,7 @@
 //! ledger and the exchange agree. Against a `kuant exchange-sim` process over loopback.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -23,25 +23,12 @@ const KEY: &str = "recovery-key";
 const SECRET: &str = "recovery-secret-0123456789";
 
 fn dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kuant-session-recovery-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    sim::fresh_dir("session-recovery", name)
 }
 
 /// Kills the child when the test ends, however it ends.
 fn fault(url: &str, body: &str) {
-    let addr = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).expect("connected");
-    write!(
-        stream,
-        "POST /_sim/faults HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sent");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    sim::admin(url, "/_sim/faults", body);
 }
 
 /// The live session's manifest, with `risk` lines added to its risk limits.

@@ -75,18 +75,9 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
             ),
         );
     }
-    let credentials = match (&args.credentials, session.spec.mode) {
-        (Some(path), _) => match Credentials::from_file(path) {
-            Ok(c) => Some(c),
-            Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
-        },
-        (None, TradingMode::Live) => {
-            return fail(
-                EXIT_BAD_INPUT,
-                "a live session's account is read with its key: --credentials FILE (YAML with apiKey and apiSecret)",
-            );
-        }
-        (None, TradingMode::Paper) => None,
+    let credentials = match super::session::credentials_flag(args.credentials.as_deref(), session.spec.mode) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
     let url = match super::store::location(args.store.as_deref()) {
         Ok(u) => u,

@@ -186,17 +186,10 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
         };
         let keys = match (&args.credentials, spec.mode) {
             (None, _) if hooks.credentials.is_some() => hooks.credentials.take(),
-            (Some(path), _) => match Credentials::from_file(path) {
-                Ok(c) => Some(c),
-                Err(e) => return fail(EXIT_BAD_INPUT, format!("--credentials {}: {e}", path.display())),
+            (path, mode) => match credentials_flag(path.as_deref(), mode) {
+                Ok(c) => c,
+                Err(e) => return fail(EXIT_BAD_INPUT, e),
             },
-            (None, TradingMode::Live) => {
-                return fail(
-                    EXIT_BAD_INPUT,
-                    "mode live needs the exchange's API key: --credentials FILE (YAML with apiKey and apiSecret); kuant never reads keys from the manifest",
-                );
-            }
-            (None, TradingMode::Paper) => None,
         };
         (endpoints, keys)
     };
@@ -266,6 +259,24 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
                 Err(e) => fail(EXIT_INTERNAL, format!("the paper account did not start: {e}")),
             }
         }
+    }
+}
+
+/// The key `--credentials FILE` names (YAML with apiKey and apiSecret); required in `mode` live,
+/// none without it in paper mode.
+pub fn credentials_flag(
+    path: Option<&std::path::Path>,
+    mode: TradingMode,
+) -> Result<Option<Credentials>, String> {
+    match (path, mode) {
+        (Some(path), _) => {
+            Credentials::from_file(path).map(Some).map_err(|e| format!("--credentials {}: {e}", path.display()))
+        }
+        (None, TradingMode::Live) => Err(
+            "mode live needs the exchange's API key: --credentials FILE (YAML with apiKey and apiSecret); kuant never reads keys from the manifest"
+                .into(),
+        ),
+        (None, TradingMode::Paper) => Ok(None),
     }
 }
 

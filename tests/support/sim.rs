@@ -1,4 +1,6 @@
 //! `kuant exchange-sim` as a child process, for the tests that trade on it.
+// Included by several test crates, each using part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -38,4 +40,29 @@ pub fn exchange_sim(dir: &Path, key: &str, secret: &str) -> (Killed, String) {
         .unwrap_or_else(|| panic!("no URL in {first:?}"))
         .to_owned();
     (Killed(child), url)
+}
+
+/// A fresh directory `kuant-<tag>-<pid>-<name>` under the temp dir.
+pub fn fresh_dir(tag: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuant-{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// POSTs the JSON `body` to the simulator's admin `path` (e.g. `/_sim/faults`) at `url`; it must
+/// answer 200.
+pub fn admin(url: &str, path: &str, body: &str) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connected");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
