@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod metrics;
 pub mod names;
 pub mod pod;
+pub mod reconciliation;
 pub mod run;
 pub mod session;
 
