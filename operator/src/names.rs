@@ -22,6 +22,16 @@ pub fn session_agent(name: &str, uid: &str) -> String {
     child(name, "ts", uid, MAX_STATEFUL_SET_NAME)
 }
 
+/// Longest name of a CronJob: the Jobs it makes are named `<name>-<up to 11 digits>`, and a
+/// Job's name becomes a label value of its pods.
+const MAX_CRON_JOB_NAME: usize = 52;
+
+/// The name of the Job (run once) or CronJob (on a schedule) of the Reconciliation `name` with
+/// `uid`: `<name>-rc-<hash>`, at most 52 characters.
+pub fn reconciliation(name: &str, uid: &str) -> String {
+    child(name, "rc", uid, MAX_CRON_JOB_NAME)
+}
+
 /// An owner's name as a label value (at most 63 characters; longer names are cut, and the
 /// ownerReference, not the label, is what ties a child to its owner).
 pub fn label_value(name: &str) -> String {

@@ -96,6 +96,44 @@ pub fn agent_image(session: &TradingSession, existing: Option<&StatefulSet>, def
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// A live session's key as the files `apiKey` and `apiSecret` of its Secret, read-only (0400) at
+/// [`CREDENTIALS_DIR`]: the volume, its mount and the variable naming the directory. Paper
+/// trading reads market data only: its pods get no key, even when the spec names one.
+pub fn credentials(session: &TradingSession) -> Option<(Volume, VolumeMount, EnvVar)> {
+    let live = session.spec.mode == kuant_crds::session::TradingMode::Live;
+    let credentials = session.spec.exchange.credentials_secret_ref.as_ref().filter(|_| live)?;
+    let volume = Volume {
+        name: "credentials".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(credentials.name.clone()),
+            items: Some(vec![
+                KeyToPath { key: credentials.api_key_key.clone(), path: "apiKey".to_owned(), mode: None },
+                KeyToPath {
+                    key: credentials.api_secret_key.clone(),
+                    path: "apiSecret".to_owned(),
+                    mode: None,
+                },
+            ]),
+            default_mode: Some(0o400),
+            // A missing Secret keeps the pod from starting.
+            optional: Some(false),
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: "credentials".to_owned(),
+        mount_path: CREDENTIALS_DIR.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    let dir = EnvVar {
+        name: ENV_CREDENTIALS_DIR.to_owned(),
+        value: Some(CREDENTIALS_DIR.to_owned()),
+        ..Default::default()
+    };
+    Some((volume, mount, dir))
+}
+
 /// The session's StatefulSet and headless Service, running `image` (see [`agent_image`]) under
 /// `agent`'s ServiceAccount.
 pub fn build(
@@ -149,34 +187,10 @@ pub fn build(
     envs.extend(crate::pod::store_env(agent));
     let (scratch, scratch_mount) = crate::pod::scratch("256Mi");
     let (mut volumes, mut mounts) = (vec![scratch], vec![scratch_mount]);
-    // Paper trading reads market data only: its pod gets no key, even when the spec names one.
-    let live = session.spec.mode == kuant_crds::session::TradingMode::Live;
-    if let Some(credentials) = session.spec.exchange.credentials_secret_ref.as_ref().filter(|_| live) {
-        volumes.push(Volume {
-            name: "credentials".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(credentials.name.clone()),
-                items: Some(vec![
-                    KeyToPath { key: credentials.api_key_key.clone(), path: "apiKey".to_owned(), mode: None },
-                    KeyToPath {
-                        key: credentials.api_secret_key.clone(),
-                        path: "apiSecret".to_owned(),
-                        mode: None,
-                    },
-                ]),
-                default_mode: Some(0o400),
-                // A missing Secret keeps the pod from starting (CreateContainerConfigError).
-                optional: Some(false),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "credentials".to_owned(),
-            mount_path: CREDENTIALS_DIR.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-        envs.push(env(ENV_CREDENTIALS_DIR, CREDENTIALS_DIR.to_owned()));
+    if let Some((volume, mount, dir)) = credentials(session) {
+        volumes.push(volume);
+        mounts.push(mount);
+        envs.push(dir);
     }
     let runner = session.spec.runner.clone().unwrap_or_default();
     let container = Container {
