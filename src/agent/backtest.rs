@@ -43,20 +43,24 @@ pub const ENV_BACKTEST: &str = "KUANT_BACKTEST";
 /// Where the termination message goes; the kubelet reads `/dev/termination-log` by default.
 const ENV_TERMINATION_LOG: &str = "KUANT_TERMINATION_LOG";
 const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The file an agent's termination message goes to: `KUANT_TERMINATION_LOG`, else the
+/// kubelet's default.
+pub(crate) fn termination_log() -> PathBuf {
+    std::env::var_os(ENV_TERMINATION_LOG)
+        .map_or_else(|| PathBuf::from(DEFAULT_TERMINATION_LOG), PathBuf::from)
+}
 /// `off` turns progress reporting off.
 const ENV_PROGRESS: &str = "KUANT_PROGRESS";
 /// The kubelet keeps at most 4 KiB of a termination message.
-const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+pub(crate) const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 /// Progress is written at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Field manager of the agent's status writes.
-const FIELD_MANAGER: &str = "kuant-agent";
+use kuant_operator::AGENT_FIELD_MANAGER as FIELD_MANAGER;
 
 /// Runs the Backtest handed over in the environment; see the module docs.
 pub fn run() -> ExitCode {
-    let report_path = std::env::var_os(ENV_TERMINATION_LOG)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TERMINATION_LOG));
+    let report_path = termination_log();
     let (code, report) = match execute() {
         Ok(report) => (ExitCode::SUCCESS, report),
         Err((code, message)) => {

@@ -25,8 +25,7 @@ pub const LEASE_SECONDS: i32 = 15;
 /// How often the holder renews (and a waiting pod looks): a third of the Lease, so two renewals
 /// may fail before it lapses — but the first failure already shuts the gate.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
-/// Field manager of the agent's Lease writes.
-const FIELD_MANAGER: &str = "kuant-agent";
+use kuant_operator::AGENT_FIELD_MANAGER as FIELD_MANAGER;
 
 /// What to do with the Lease as read.
 #[derive(Clone, Debug, PartialEq, Eq)]

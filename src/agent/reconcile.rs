@@ -12,7 +12,6 @@
 //!
 //! Exit codes as `kuant reconcile`: 0 in sync, 4 drifted, 1 could not compare, 2 bad input.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kuant_crds::{Reconciliation, TradingSession};
@@ -22,12 +21,9 @@ use serde::Serialize;
 use crate::cli::reconcile::{EXIT_DRIFTED, once};
 use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL};
 
-/// Environment variable holding the Reconciliation.
-pub const ENV_RECONCILIATION: &str = "KUANT_RECONCILIATION";
-const ENV_TERMINATION_LOG: &str = "KUANT_TERMINATION_LOG";
-const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
-/// The kubelet keeps at most 4 KiB of a termination message.
-const LIMIT: usize = 4096;
+pub use kuant_operator::reconciliation::job::ENV_RECONCILIATION;
+
+use super::backtest::{TERMINATION_MESSAGE_LIMIT as LIMIT, termination_log};
 
 /// What the operator reads back.
 #[derive(Debug, Default, Serialize)]
@@ -46,8 +42,7 @@ pub struct ReconcileReport {
 
 /// Runs the Reconciliation handed over in the environment; see the module docs.
 pub fn run() -> ExitCode {
-    let path = std::env::var_os(ENV_TERMINATION_LOG)
-        .map_or_else(|| PathBuf::from(DEFAULT_TERMINATION_LOG), PathBuf::from);
+    let path = termination_log();
     let (code, report) = match execute() {
         Ok((session, outcome)) => {
             let code = if outcome.drifted() { ExitCode::from(EXIT_DRIFTED) } else { ExitCode::SUCCESS };

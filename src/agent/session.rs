@@ -48,22 +48,15 @@ use tokio::sync::watch;
 use crate::cli::session::{Hooks, SessionArgs, SessionOutput, run_session};
 use crate::cli::{EXIT_BAD_INPUT, EXIT_INTERNAL, fail};
 
-/// Environment variable holding the TradingSession (the operator sets it).
-pub const ENV_SESSION: &str = "KUANT_SESSION";
-/// The directory holding live trading's credentials, as files.
-pub const ENV_CREDENTIALS_DIR: &str = "KUANT_CREDENTIALS_DIR";
-/// The file of that directory holding the API key.
-pub const API_KEY_FILE: &str = "apiKey";
-/// The file of that directory holding the API secret.
-pub const API_SECRET_FILE: &str = "apiSecret";
-/// Environment variable with the pod's name: the agent's identity in its trading Lease.
-pub const ENV_POD_NAME: &str = "KUANT_POD_NAME";
-/// Environment variable: where `/metrics` is served.
+// What the operator hands over is read under the names it writes (its pod's environment, the
+// files of the credentials volume).
+use kuant_operator::AGENT_FIELD_MANAGER as FIELD_MANAGER;
+pub use kuant_operator::session::children::{
+    API_KEY_FILE, API_SECRET_FILE, ENV_CREDENTIALS_DIR, ENV_POD_NAME, ENV_SESSION, METRICS_PORT,
+};
+/// Environment variable: where `/metrics` is served (default `0.0.0.0:`[`METRICS_PORT`], the
+/// port the operator's headless Service names).
 pub const ENV_METRICS_ADDR: &str = "KUANT_METRICS_ADDR";
-/// Where `/metrics` is served by default (the port the operator's headless Service names).
-pub const METRICS_ADDR: &str = "0.0.0.0:9090";
-/// Field manager of the agent's status writes.
-const FIELD_MANAGER: &str = "kuant-agent";
 /// The heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -179,7 +172,7 @@ pub fn run() -> ExitCode {
     })
 }
 
-/// Serves `/metrics` on `KUANT_METRICS_ADDR` (default [`METRICS_ADDR`]); an address that cannot
+/// Serves `/metrics` on `KUANT_METRICS_ADDR` (default port [`METRICS_PORT`]); an address that cannot
 /// be bound is logged, and the session trades all the same.
 async fn serve_metrics(
     session: &str,
@@ -189,8 +182,10 @@ async fn serve_metrics(
     suspend: bool,
     beat: std::sync::Arc<std::sync::atomic::AtomicI64>,
 ) {
-    let addr =
-        std::env::var(ENV_METRICS_ADDR).ok().filter(|a| !a.is_empty()).unwrap_or_else(|| METRICS_ADDR.into());
+    let addr = std::env::var(ENV_METRICS_ADDR)
+        .ok()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| format!("0.0.0.0:{METRICS_PORT}"));
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -35,6 +35,10 @@ pub const ENV_SESSION: &str = "KUANT_SESSION";
 pub const ENV_CREDENTIALS_DIR: &str = "KUANT_CREDENTIALS_DIR";
 /// Environment variable with the pod's own name (the holder identity of its trading Lease).
 pub const ENV_POD_NAME: &str = "KUANT_POD_NAME";
+/// The file of [`CREDENTIALS_DIR`] holding the API key.
+pub const API_KEY_FILE: &str = "apiKey";
+/// The file of [`CREDENTIALS_DIR`] holding the API secret.
+pub const API_SECRET_FILE: &str = "apiSecret";
 /// Where the credentials Secret is mounted.
 pub const CREDENTIALS_DIR: &str = "/var/run/kuant/credentials";
 /// Name of the agent container.
@@ -107,10 +111,10 @@ pub fn credentials(session: &TradingSession) -> Option<(Volume, VolumeMount, Env
         secret: Some(SecretVolumeSource {
             secret_name: Some(credentials.name.clone()),
             items: Some(vec![
-                KeyToPath { key: credentials.api_key_key.clone(), path: "apiKey".to_owned(), mode: None },
+                KeyToPath { key: credentials.api_key_key.clone(), path: API_KEY_FILE.to_owned(), mode: None },
                 KeyToPath {
                     key: credentials.api_secret_key.clone(),
-                    path: "apiSecret".to_owned(),
+                    path: API_SECRET_FILE.to_owned(),
                     mode: None,
                 },
             ]),
