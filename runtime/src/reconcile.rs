@@ -151,10 +151,7 @@ pub fn unexplained(trades: &[Trade], known: &HashSet<String>) -> Vec<Unexplained
             symbol: t.symbol.clone(),
             trade_id: t.trade_id,
             order_id: t.order_id,
-            side: match t.side {
-                kuant_agents::strategy::Side::Buy => "buy",
-                kuant_agents::strategy::Side::Sell => "sell",
-            },
+            side: crate::record::side(t.side),
             quantity: t.quantity,
             price: t.price,
             time_ms: t.time_ms,
@@ -268,7 +265,7 @@ pub async fn run<E: Exchange>(
             // the market's): earlier trades of a shared account are in the opening balances.
             let since_ms = fills.iter().map(|f| f.at_ms).min();
             let known: HashSet<String> =
-                fills.iter().map(|f| f.fill_id.rsplit('/').next().unwrap_or(&f.fill_id).to_owned()).collect();
+                fills.iter().map(|f| crate::record::trade_key(&f.fill_id).to_owned()).collect();
             let mut lacking = Vec::new();
             for symbol in request.symbols {
                 lacking.extend(unexplained(&x.trades(symbol, since_ms).await?, &known));

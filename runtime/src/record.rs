@@ -101,6 +101,12 @@ pub fn legacy_fill_id(symbol: &str, trade_id: u64) -> String {
     format!("{symbol}:{trade_id}")
 }
 
+/// A stored fill id as [`legacy_fill_id`] writes it, whichever way it was stored (symbols and
+/// trade ids hold no `/`): how a session's fills are matched with the exchange's trades.
+pub fn trade_key(stored_fill_id: &str) -> &str {
+    stored_fill_id.rsplit('/').next().unwrap_or(stored_fill_id)
+}
+
 /// Writes a session's reports to the store.
 pub struct Recorder {
     store: Store,
@@ -117,7 +123,8 @@ pub struct Recorder {
     opening: Option<(Vec<(String, Decimal)>, i64)>,
 }
 
-fn side(s: Side) -> &'static str {
+/// `buy` or `sell`, as the store and the events write a side.
+pub(crate) fn side(s: Side) -> &'static str {
     match s {
         Side::Buy => "buy",
         Side::Sell => "sell",

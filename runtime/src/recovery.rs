@@ -202,7 +202,7 @@ pub async fn recover<E: Exchange>(
     // By symbol and trade id: the stored ids are the run's (`<run>/<symbol>:<trade>`), or from
     // before the run was part of them (`<symbol>:<trade>`).
     let known_fills: HashSet<&str> =
-        stored.fills.iter().map(|f| f.fill_id.rsplit('/').next().unwrap_or(&f.fill_id)).collect();
+        stored.fills.iter().map(|f| crate::record::trade_key(&f.fill_id)).collect();
     for o in stored.orders.iter().filter(|o| stored_status_open(&o.status)) {
         let Some((i, seq_candle)) = client_uuid(&o.client_order_id).and_then(|u| owner(traders, u)) else {
             continue;

@@ -369,11 +369,7 @@ async fn write_status(
             // Nothing a user needs now: the heartbeat carries it.
             continue;
         }
-        let patch = serde_json::json!({
-            "apiVersion": "kuant.dev/v1alpha1",
-            "kind": "TradingSession",
-            "status": status,
-        });
+        let patch = kuant_operator::session::controller::status_patch(&status);
         match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
         {
             Ok(_) => {

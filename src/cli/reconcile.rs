@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use kuant_crds::session::TradingMode;
 use kuant_crds::{Reconciliation, TradingSession};
+use kuant_exchanges::BinanceExchange;
 use kuant_exchanges::binance::Credentials;
-use kuant_exchanges::{BinanceEndpoints, BinanceExchange};
 use kuant_runtime::reconcile::{self, Account, Outcome, Request, Threshold};
 use kuant_store::Store;
 
@@ -144,11 +144,7 @@ pub async fn once(
             ));
         }
         (TradingMode::Live, Some(credentials)) => {
-            let endpoints = match &spec.exchange.base_url {
-                Some(url) => BinanceEndpoints::at(url),
-                None => BinanceEndpoints::binance(),
-            };
-            let exchange = BinanceExchange::new(endpoints, Some(credentials))
+            let exchange = BinanceExchange::new(super::session::endpoints(&spec.exchange), Some(credentials))
                 .map_err(|e| (EXIT_BAD_INPUT, e.to_string()))?;
             reconcile::run(&store, Account::Exchange(&exchange), &request).await
         }

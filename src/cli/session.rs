@@ -174,16 +174,7 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
             Err(e) => return fail(EXIT_BAD_INPUT, e),
         }
     } else {
-        let endpoints = match &spec.exchange.base_url {
-            Some(url) => {
-                let mut e = BinanceEndpoints::at(url);
-                if let Some(ws) = &spec.exchange.ws_url {
-                    e.streams.clone_from(ws);
-                }
-                e
-            }
-            None => BinanceEndpoints::binance(),
-        };
+        let endpoints = endpoints(&spec.exchange);
         let keys = match (&args.credentials, spec.mode) {
             (None, _) if hooks.credentials.is_some() => hooks.credentials.take(),
             (path, mode) => match credentials_flag(path.as_deref(), mode) {
@@ -259,6 +250,20 @@ pub async fn run_session(args: &SessionArgs, manifest: TradingSession, mut hooks
                 Err(e) => fail(EXIT_INTERNAL, format!("the paper account did not start: {e}")),
             }
         }
+    }
+}
+
+/// Where the session's exchange answers: its `baseUrl` (and `wsUrl`) overrides, else Binance.
+pub fn endpoints(exchange: &kuant_crds::session::ExchangeSpec) -> BinanceEndpoints {
+    match &exchange.base_url {
+        Some(url) => {
+            let mut e = BinanceEndpoints::at(url);
+            if let Some(ws) = &exchange.ws_url {
+                e.streams.clone_from(ws);
+            }
+            e
+        }
+        None => BinanceEndpoints::binance(),
     }
 }
 

@@ -132,7 +132,7 @@ pub async fn reconcile(session: Arc<TradingSession>, ctx: Arc<Context>) -> Resul
     })
 }
 
-/// The operator's part of the status as a server-side apply body.
+/// A TradingSession status as a server-side apply body (the operator's part, or the agent's).
 pub fn status_patch(status: &TradingSessionStatus) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "kuant.dev/v1alpha1",
