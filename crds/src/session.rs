@@ -105,6 +105,15 @@ pub struct TradingSessionSpec {
     pub runner: Option<Runner>,
 }
 
+impl TradingSession {
+    /// The annotation [`ANNOTATION_RESUME_AT`]: `None` without it, its text as the error when it
+    /// is not an RFC 3339 time.
+    pub fn resume_at(&self) -> Option<Result<k8s_openapi::jiff::Timestamp, &str>> {
+        let text = self.metadata.annotations.as_ref()?.get(ANNOTATION_RESUME_AT)?;
+        Some(text.parse().map_err(|_| text.as_str()))
+    }
+}
+
 /// Paper or live trading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -230,13 +230,7 @@ impl Control {
             holds: holds.iter().map(|h| format!("{}: {}: {}", h.source, h.reason, h.message)).collect(),
             deleting: session.metadata.deletion_timestamp.is_some(),
             generation: session.metadata.generation,
-            resume_at_ms: session
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(kuant_crds::session::ANNOTATION_RESUME_AT))
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                .map(|t| t.as_millisecond()),
+            resume_at_ms: session.resume_at().and_then(Result::ok).map(|t| t.as_millisecond()),
         }
     }
 

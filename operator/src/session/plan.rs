@@ -279,18 +279,19 @@ fn owner_of_secret(session: &TradingSession, secret: &str, neighbours: &[Trading
 /// The holds of `previous` not cleared by the resume annotation (each one placed at or before
 /// its time goes).
 fn kept_holds(session: &TradingSession, previous: &[Hold], notes: &mut Vec<Note>) -> Vec<Hold> {
-    let Some(text) = session.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_RESUME_AT)) else {
-        return previous.to_vec();
-    };
-    let Ok(resume_at) = text.parse::<jiff::Timestamp>() else {
-        notes.push(Note {
+    let resume_at = match session.resume_at() {
+        None => return previous.to_vec(),
+        Some(Ok(at)) => at,
+        Some(Err(text)) => {
+            notes.push(Note {
             severity: Severity::Warning,
             reason: "InvalidResumeAt",
             message: format!(
                 "the annotation {ANNOTATION_RESUME_AT} is {text:?}, not an RFC 3339 time like 2026-12-07T10:00:00Z; no hold is cleared"
             ),
-        });
-        return previous.to_vec();
+            });
+            return previous.to_vec();
+        }
     };
     let (cleared, kept): (Vec<&Hold>, Vec<&Hold>) = previous.iter().partition(|h| h.since.0 <= resume_at);
     if !cleared.is_empty() {
@@ -298,7 +299,10 @@ fn kept_holds(session: &TradingSession, previous: &[Hold], notes: &mut Vec<Note>
         notes.push(Note {
             severity: Severity::Normal,
             reason: "HoldsCleared",
-            message: format!("{ANNOTATION_RESUME_AT} {text} cleared the holds of {}", sources.join(", ")),
+            message: format!(
+                "{ANNOTATION_RESUME_AT} {resume_at} cleared the holds of {}",
+                sources.join(", ")
+            ),
         });
     }
     kept.into_iter().cloned().collect()
