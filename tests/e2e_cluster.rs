@@ -766,41 +766,11 @@ async fn a_session_agent_applies_its_status_and_follows_the_kill_switch_through_
 /// A TradingSession on the simulator at `url`: sma-crossover 3/8 on 1h candles, a protective
 /// stop 5 % under each entry (so an order rests on the exchange while a position is held).
 fn sim_session(name: &str, namespace: &str, url: &str, live: bool, secret: &str) -> TradingSession {
-    let mode = if live { "mode: live\n  liveTradingAcknowledged: true" } else { "mode: paper" };
-    let text = format!(
-        "apiVersion: kuant.dev/v1alpha1
-kind: TradingSession
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  {mode}
-  exchange:
-    name: binance
-    baseUrl: {url}
-    credentialsSecretRef:
-      name: {secret}
-  symbols: [BTCUSDT]
-  timeframe: 1h
-  strategies:
-    - name: sma-crossover
-      params: {{fast: 3, slow: 8}}
-      allocationPct: 100
-  budget:
-    quoteAsset: USDT
-    amount: \"5000\"
-  risk:
-    maxPositionPct: 95
-    maxDailyLossPct: 50
-    maxDrawdownPct: 90
-    maxOpenOrders: 2
-    maxOrdersPerMinute: 100
-    stopLossPct: 5
-  marketData:
-    staleAfterSeconds: 10
-"
-    );
-    kuant_crds::manifest::parse(&text, name).expect("a valid session")
+    let extra = "    stopLossPct: 5\n  marketData:\n    staleAfterSeconds: 10\n";
+    let text = support::sim::session_yaml(name, live, url, secret, 5_000, extra);
+    let mut session: TradingSession = kuant_crds::manifest::parse(&text, name).expect("a valid session");
+    session.metadata.namespace = Some(namespace.to_owned());
+    session
 }
 
 /// The TradingSession controller end to end (issue 16), the operator and the agents as the test

@@ -22,40 +22,8 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn session_manifest(dir: &Path, url: &str, mode: &str) -> PathBuf {
-    let acknowledged = if mode == "live" { "\n  liveTradingAcknowledged: true" } else { "" };
-    write(
-        dir,
-        &format!("{mode}.yaml"),
-        &format!(
-            "apiVersion: kuant.dev/v1alpha1
-kind: TradingSession
-metadata:
-  name: {mode}-btc
-spec:
-  mode: {mode}{acknowledged}
-  exchange:
-    name: binance
-    baseUrl: {url}
-    credentialsSecretRef:
-      name: sim-keys
-  symbols: [BTCUSDT]
-  timeframe: 1h
-  strategies:
-    - name: sma-crossover
-      params: {{fast: 3, slow: 8}}
-      allocationPct: 100
-  budget:
-    quoteAsset: USDT
-    amount: \"5000\"
-  risk:
-    maxPositionPct: 95
-    maxDailyLossPct: 50
-    maxDrawdownPct: 90
-    maxOpenOrders: 2
-    maxOrdersPerMinute: 100
-"
-        ),
-    )
+    let yaml = sim::session_yaml(&format!("{mode}-btc"), mode == "live", url, "sim-keys", 5_000, "");
+    write(dir, &format!("{mode}.yaml"), &yaml)
 }
 
 fn recon_manifest(dir: &Path, session: &str) -> PathBuf {

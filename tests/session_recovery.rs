@@ -34,37 +34,8 @@ fn fault(url: &str, body: &str) {
 /// The live session's manifest, with `risk` lines added to its risk limits.
 fn manifest(dir: &Path, url: &str, risk: &str) -> PathBuf {
     let path = dir.join("live.yaml");
-    let text = format!(
-        "apiVersion: kuant.dev/v1alpha1
-kind: TradingSession
-metadata:
-  name: recovery
-spec:
-  mode: live
-  liveTradingAcknowledged: true
-  exchange:
-    name: binance
-    baseUrl: {url}
-    credentialsSecretRef:
-      name: sim-keys
-  symbols: [BTCUSDT]
-  timeframe: 1h
-  strategies:
-    - name: sma-crossover
-      params: {{fast: 3, slow: 8}}
-      allocationPct: 100
-  budget:
-    quoteAsset: USDT
-    amount: \"10000\"
-  risk:
-    maxPositionPct: 95
-    maxDailyLossPct: 50
-    maxDrawdownPct: 90
-    maxOpenOrders: 2
-    maxOrdersPerMinute: 100
-{risk}"
-    );
-    std::fs::write(&path, text).expect("manifest");
+    std::fs::write(&path, sim::session_yaml("recovery", true, url, "sim-keys", 10_000, risk))
+        .expect("manifest");
     path
 }
 

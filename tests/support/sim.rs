@@ -66,3 +66,41 @@ pub fn admin(url: &str, path: &str, body: &str) {
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A TradingSession manifest named `name` trading BTCUSDT on the simulator at `url`:
+/// sma-crossover 3/8 on 1h candles with all of `budget` USDT, positions up to 95 %, wide loss
+/// limits, at most 2 open orders; `live` (acknowledged) or paper, the key in Secret `secret`.
+/// `extra` is appended after `spec.risk`'s fields (more of them, or, indented by two, more of
+/// the spec).
+pub fn session_yaml(name: &str, live: bool, url: &str, secret: &str, budget: u32, extra: &str) -> String {
+    let mode = if live { "mode: live\n  liveTradingAcknowledged: true" } else { "mode: paper" };
+    format!(
+        "apiVersion: kuant.dev/v1alpha1
+kind: TradingSession
+metadata:
+  name: {name}
+spec:
+  {mode}
+  exchange:
+    name: binance
+    baseUrl: {url}
+    credentialsSecretRef:
+      name: {secret}
+  symbols: [BTCUSDT]
+  timeframe: 1h
+  strategies:
+    - name: sma-crossover
+      params: {{fast: 3, slow: 8}}
+      allocationPct: 100
+  budget:
+    quoteAsset: USDT
+    amount: \"{budget}\"
+  risk:
+    maxPositionPct: 95
+    maxDailyLossPct: 50
+    maxDrawdownPct: 90
+    maxOpenOrders: 2
+    maxOrdersPerMinute: 100
+{extra}"
+    )
+}
